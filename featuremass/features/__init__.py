@@ -1,0 +1,1 @@
+"""Classical morphology: one module per family of features, each a pure function of arrays."""

@@ -1,0 +1,1 @@
+"""Inspection: metrics, importance, partial dependence, plots."""

@@ -1,0 +1,1 @@
+"""Data layer: the seed layout, the stretch, fetching, cutouts and the simulated survey."""

@@ -1,0 +1,218 @@
+"""The seed's log stretch, and an approximate inverse back to linear flux.
+
+The workshop data (Dobbels et al. 2019 layout) stores every cutout
+log-scaled with an *automatic* scale and then normalised per image to
+[-1, 1]. featuremass uses one explicit definition of that stretch:
+
+.. math::
+
+    x &= I - \\mathrm{sky}, \\qquad s = k\\,\\sigma_\\mathrm{sky} \\\\
+    z &= \\log_{10}\\bigl(x - \\min x + s\\bigr) \\\\
+    y &= 2\\,\\frac{z - \\min z}{\\max z - \\min z} - 1
+
+where ``sky`` and ``sigma_sky`` are the sigma-clipped median and the
+MAD-based standard deviation of the image (the "automatic scale"), and
+``k`` (default 1) sets where the log turns over from linear to logarithmic.
+
+Classical morphology (CAS, Gini, M20, Petrosian radii...) is defined on linear
+flux, so :func:`inverse_seed_stretch` undoes the stretch approximately. Writing
+``u = (y + 1) / 2`` and ``R = max z - min z`` (the dynamic range in dex),
+
+.. math::
+
+    \\frac{x - \\min x}{s} = 10^{u R} - 1 .
+
+Only ``R`` is unknown. Because ``s`` is tied to the sky noise, the sky pixels of
+the recovered image must have a standard deviation of exactly ``1/k`` in units
+of ``s``; :func:`inverse_seed_stretch` solves for the ``R`` that makes this so
+(the sky noise is a standard candle inside every stamp).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import optimize
+
+from featuremass.errors import FeaturemassError
+
+#: Default ratio of the log's turnover scale to the sky noise.
+DEFAULT_SCALE_FACTOR = 1.0
+
+
+def robust_sky(image: np.ndarray, *, n_iter: int = 5, clip: float = 3.0) -> tuple[float, float]:
+    """Sigma-clipped median and MAD standard deviation of an image's sky.
+
+    Iteratively discards pixels more than ``clip`` standard deviations from the
+    median (the galaxy, stars), as in the usual SExtractor-style background
+    estimate. Non-finite pixels are ignored.
+
+    Returns
+    -------
+    (sky, sigma) : tuple of float
+        NaN, NaN when fewer than 10 finite pixels remain; ``sigma`` is 0 for a
+        constant image.
+    """
+    values = np.asarray(image, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if values.size < 10:
+        return float("nan"), float("nan")
+    for _ in range(n_iter):
+        med = np.median(values)
+        sigma = 1.4826 * np.median(np.abs(values - med))
+        if sigma <= 0:
+            break
+        keep = np.abs(values - med) < clip * sigma
+        if keep.all() or keep.sum() < 10:
+            break
+        values = values[keep]
+    med = float(np.median(values))
+    sigma = float(1.4826 * np.median(np.abs(values - med)))
+    if sigma <= 0:  # quantised or constant sky: fall back on the plain std
+        sigma = float(np.std(values))
+    return med, sigma
+
+
+def seed_stretch(
+    image: np.ndarray, *, scale_factor: float = DEFAULT_SCALE_FACTOR
+) -> np.ndarray:
+    """Log-scale with an automatic scale and normalise to [-1, 1] (the seed's stretch).
+
+    Parameters
+    ----------
+    image : ndarray, shape (ny, nx) or (n, ny, nx)
+        Linear flux. A stack is stretched image by image.
+    scale_factor : float
+        ``k`` in the module equation: the log turns over at ``k`` times the sky
+        noise.
+
+    Returns
+    -------
+    ndarray of float32, same shape, values in [-1, 1]. A constant or
+    non-finite image maps to all -1 (there is nothing to scale).
+    """
+    arr = np.asarray(image, dtype=np.float64)
+    if arr.ndim == 3:
+        return np.stack([seed_stretch(a, scale_factor=scale_factor) for a in arr])
+    if arr.ndim != 2:
+        raise FeaturemassError(f"seed_stretch expects a 2-D image or a 3-D stack, got shape {arr.shape}")
+    if scale_factor <= 0:
+        raise FeaturemassError(f"scale_factor must be positive, got {scale_factor}")
+    finite = np.isfinite(arr)
+    out = np.full(arr.shape, -1.0, dtype=np.float32)
+    if finite.sum() < 10:
+        return out
+    sky, sigma = robust_sky(arr)
+    x = np.where(finite, arr - sky, 0.0)
+    if not np.isfinite(sigma) or sigma <= 0:
+        sigma = float(np.ptp(x[finite])) * 1e-3
+        if sigma <= 0:
+            return out
+    s = scale_factor * sigma
+    z = np.log10(x - x[finite].min() + s)
+    zmin, zmax = z[finite].min(), z[finite].max()
+    if zmax <= zmin:
+        return out
+    y = 2.0 * (z - zmin) / (zmax - zmin) - 1.0
+    out[finite] = np.clip(y[finite], -1.0, 1.0)
+    return out
+
+
+def _sky_pixels(u: np.ndarray) -> np.ndarray:
+    """Pixels of the stretched image that are sky: below a clipped threshold."""
+    values = u[np.isfinite(u)].ravel()
+    med, sigma = robust_sky(values)
+    if not np.isfinite(sigma) or sigma <= 0:
+        return values[values <= med]
+    return values[np.abs(values - med) < 3 * sigma]
+
+
+def inverse_seed_stretch(
+    stretched: np.ndarray,
+    *,
+    scale_factor: float = DEFAULT_SCALE_FACTOR,
+    dynamic_range_dex: float | None = None,
+) -> np.ndarray:
+    """Approximately invert :func:`seed_stretch` to linear, sky-subtracted flux.
+
+    The result is in units of the stretch scale ``s`` (``k`` times the sky
+    noise), i.e. the sky noise of the result is about ``1/k``.
+
+    What it recovers: the *relative* linear flux of every pixel above the
+    8-bit / float quantisation, so that ratios (concentration, Gini, M20,
+    Petrosian radii, asymmetry, Sérsic n) are meaningful.
+
+    What it cannot recover: the absolute flux calibration and the sky level
+    (both removed by the stretch), any pixel that was clipped or saturated
+    before stretching, flux structure below the quantisation step (8-bit PNGs
+    keep only 256 levels, so the faint outskirts are coarse), and the exact
+    dynamic range when the stamp has almost no sky pixels (for example a
+    galaxy that fills the stamp); then the estimate of ``R`` is biased and so
+    are the recovered flux ratios. If the images were stretched by a different
+    rule than featuremass's, the inverse is only approximately right.
+
+    Parameters
+    ----------
+    stretched : ndarray, shape (ny, nx) or (n, ny, nx)
+        Values in [-1, 1].
+    scale_factor : float
+        The ``k`` used by the forward stretch.
+    dynamic_range_dex : float, optional
+        ``R = max z - min z`` if known (e.g. stored with the data); otherwise
+        it is estimated from the sky noise, as described in the module docs.
+
+    Returns
+    -------
+    ndarray of float64, same shape. NaN where the input is not finite.
+    """
+    arr = np.asarray(stretched, dtype=np.float64)
+    if arr.ndim == 3:
+        return np.stack(
+            [
+                inverse_seed_stretch(a, scale_factor=scale_factor, dynamic_range_dex=dynamic_range_dex)
+                for a in arr
+            ]
+        )
+    if arr.ndim != 2:
+        raise FeaturemassError(
+            f"inverse_seed_stretch expects a 2-D image or a 3-D stack, got shape {arr.shape}"
+        )
+    u = (np.clip(arr, -1.0, 1.0) + 1.0) / 2.0
+    finite = np.isfinite(u)
+    if finite.sum() < 10 or np.ptp(u[finite]) == 0:
+        out = np.zeros_like(u)
+        out[~finite] = np.nan
+        return out
+    R = dynamic_range_dex if dynamic_range_dex is not None else estimate_dynamic_range(
+        arr, scale_factor=scale_factor
+    )
+    # (x - min x) / s = 10**(uR) - 1; the sky level sits at its sigma-clipped median.
+    w = np.expm1(u * R * np.log(10.0))
+    sky, _ = robust_sky(w)
+    out = w - sky
+    out[~finite] = np.nan
+    return out
+
+
+def estimate_dynamic_range(stretched: np.ndarray, *, scale_factor: float = DEFAULT_SCALE_FACTOR) -> float:
+    """Estimate ``R`` (dex) so that the recovered sky noise is ``1/k`` of the scale.
+
+    Returns a value between 0.05 and 12 dex; for an image with no usable sky
+    the upper/lower bound is returned.
+    """
+    u = (np.clip(np.asarray(stretched, dtype=np.float64), -1.0, 1.0) + 1.0) / 2.0
+    sky_u = _sky_pixels(u)
+    if sky_u.size < 10:
+        return 3.0
+    target = 1.0 / scale_factor
+
+    def excess(R: float) -> float:
+        w = np.expm1(sky_u * R * np.log(10.0))
+        return float(np.std(w)) - target
+
+    lo, hi = 0.05, 12.0
+    f_lo, f_hi = excess(lo), excess(hi)
+    if f_lo >= 0:
+        return lo
+    if f_hi <= 0:
+        return hi
+    return float(optimize.brentq(excess, lo, hi, xtol=1e-4))

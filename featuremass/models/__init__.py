@@ -1,0 +1,1 @@
+"""Models: LightGBM, baselines, conformal intervals, CNN and hybrid."""
