@@ -190,6 +190,12 @@ def _add_train(sub):
     p.add_argument("--target", default="linear", choices=["linear", "log"])
     p.add_argument("--cv", type=int, default=0, help="K-fold cross-validation folds (0: off)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-estimators", type=int, default=2000,
+                   help="maximum boosting rounds (early stopping usually ends sooner)")
+    p.add_argument("--learning-rate", type=float, default=0.05)
+    p.add_argument("--no-noise-control", action="store_true",
+                   help="do not add the random-noise control feature (used by the importance study)")
+    p.add_argument("-j", "--jobs", type=int, default=2, help="LightGBM threads (default 2)")
     p.add_argument("--out", required=True, type=Path, help="model directory")
 
 
@@ -238,6 +244,7 @@ def _add_importance(sub):
     p.add_argument("--features", required=True, type=Path, help="test feature table (.parquet)")
     p.add_argument("--data", type=Path, help="dataset folder for metadata")
     p.add_argument("--out", required=True, type=Path, help="output folder for tables and plots")
+    p.add_argument("--n-repeats", type=int, default=5, help="shuffles per feature (permutation)")
     p.add_argument("--seed", type=int, default=0)
 
 

@@ -165,10 +165,19 @@ def load_npy(path: str | os.PathLike, *, mmap: bool = True) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read as .npy: {exc}") from None
+    if magic != b"\x93NUMPY":
+        # np.load would try pickle (or return an NpzFile) for anything else.
+        what = "empty" if not magic else "not a .npy file (no NUMPY header)"
+        raise DataError(f"{path} is {what}")
+    try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:
         msg = str(exc)
-        if "pickle" in msg.lower():
+        if "pickle" in msg.lower() or "python objects" in msg.lower():
             raise DataError(f"{path} holds Python objects (pickle), which featuremass refuses to load") from None
         raise DataError(f"{path} is truncated or not a valid .npy file: {msg}") from None
     except (OSError, EOFError) as exc:
@@ -281,6 +290,8 @@ def load_split(
     if len(ids) != len(images):
         raise DataError(f"{names_path} has {len(ids)} ids but {img_path} has {len(images)} images")
     if keep is not None:
+        if keep > len(ids):
+            raise DataError(f"train size {keep} asked for but {img_path} holds only {len(ids)} galaxies")
         images, ids = images[:keep], ids[:keep]
 
     meta = read_metadata(layout.metadata_path)

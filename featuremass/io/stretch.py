@@ -196,21 +196,29 @@ def inverse_seed_stretch(
 def estimate_dynamic_range(stretched: np.ndarray, *, scale_factor: float = DEFAULT_SCALE_FACTOR) -> float:
     """Estimate ``R`` (dex) so that the recovered sky noise is ``1/k`` of the scale.
 
+    The sky noise of the recovered image is measured with :func:`robust_sky`,
+    the same estimator the forward stretch used to set ``s``. That estimator
+    is affine-equivariant, so at the true ``R`` (where the recovered image is
+    an affine function of the input) it returns exactly ``1/k``, whatever the
+    galaxy contributes to the stamp.
+
     Returns a value between 0.05 and 12 dex; for an image with no usable sky
     the upper/lower bound is returned.
     """
     u = (np.clip(np.asarray(stretched, dtype=np.float64), -1.0, 1.0) + 1.0) / 2.0
-    sky_u = _sky_pixels(u)
-    if sky_u.size < 10:
+    u = u[np.isfinite(u)].ravel()
+    if u.size < 10:
         return 3.0
     target = 1.0 / scale_factor
 
     def excess(R: float) -> float:
-        w = np.expm1(sky_u * R * np.log(10.0))
-        return float(np.std(w)) - target
+        _, sigma = robust_sky(np.expm1(u * R * np.log(10.0)))
+        return sigma - target
 
     lo, hi = 0.05, 12.0
     f_lo, f_hi = excess(lo), excess(hi)
+    if not (np.isfinite(f_lo) and np.isfinite(f_hi)):
+        return 3.0
     if f_lo >= 0:
         return lo
     if f_hi <= 0:

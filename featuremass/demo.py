@@ -1,0 +1,320 @@
+"""``featuremass demo``: the whole pipeline on a small simulated survey, ending in a report.
+
+Steps (each printed as it starts, on stderr):
+
+1. simulate a small SDSS-like survey (:func:`featuremass.io.simulate.simulate_survey`),
+   or reuse the one in ``OUT/survey`` when its configuration matches;
+2. measure the morphology features of every split (all cores);
+3. train and evaluate LightGBM on the image-only and image + distance + L_g input
+   sets (early stopping and conformal intervals on the validation split), plus
+   the mean and ridge baselines;
+4. the importance study of the image-only model (with a random-noise control);
+5. when TensorFlow is installed (and ``cnn=True``): the seed's CNN for a few
+   epochs, and the hybrid (CNN embedding + features -> LightGBM);
+6. the HTML report.
+
+``OUT`` becomes a run folder in the layout of :mod:`featuremass.report.html`,
+with the survey in ``OUT/survey`` and the models in ``OUT/models``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from featuremass._version import __version__
+from featuremass.errors import FeaturemassError
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Sizes and budgets of one demo run."""
+
+    n_train: int
+    n_val: int
+    n_test: int
+    npix: int
+    cnn_epochs: int
+    n_boot: int
+    n_repeats: int
+
+    @classmethod
+    def for_mode(cls, fast: bool) -> DemoPlan:
+        if fast:
+            return cls(n_train=60, n_val=20, n_test=40, npix=48, cnn_epochs=1, n_boot=100,
+                       n_repeats=1)
+        return cls(n_train=2000, n_val=500, n_test=1000, npix=69, cnn_epochs=4, n_boot=1000,
+                   n_repeats=3)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"featuremass": __version__, "python": platform.python_version()}
+    for pkg in ("numpy", "scipy", "pandas", "scikit-learn", "scikit-image", "lightgbm", "galsim",
+                "statmorph", "photutils", "astropy", "matplotlib", "tensorflow", "keras"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _survey(out: Path, config, *, n_jobs: int, echo) -> Path:
+    """Simulate into ``out/survey`` unless a survey with the same config is there."""
+    from featuremass.io.simulate import simulate_survey
+
+    root = out / "survey"
+    stamp = out / "survey_config.json"
+    wanted = json.loads(json.dumps(asdict(config), default=list))
+    if root.is_dir() and stamp.is_file():
+        try:
+            have = json.loads(stamp.read_text())
+        except json.JSONDecodeError:
+            have = None
+        if have == wanted:
+            echo(f"      reusing the simulated survey in {root}")
+            return root
+    summary = simulate_survey(root, config, n_jobs=n_jobs, overwrite=root.exists())
+    stamp.write_text(json.dumps(wanted, indent=2))
+    echo("      " + str(summary).replace("\n", "\n      "))
+    return root
+
+
+def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
+             n_jobs: int | None = None, echo=None) -> str:
+    """Run the demo pipeline into the folder ``out`` and return the report's path.
+
+    Parameters
+    ----------
+    out : path
+        Run folder (created). A survey simulated there before with the same
+        configuration is reused.
+    fast : bool
+        A tiny survey (60/20/40 galaxies at 48 px) and one CNN epoch: for tests.
+        The default is 2000/500/1000 galaxies at 69 px and 4 CNN epochs, which
+        finishes in under 10 minutes on 2 cores.
+    seed : int
+        Seed of the survey, the models and the bootstrap.
+    cnn : bool
+        Train the CNN (and the hybrid) when TensorFlow is installed.
+    n_jobs : int, optional
+        Worker processes for simulation and feature extraction (default: all cores).
+    echo : callable, optional
+        Receives progress lines (default: print to stderr).
+
+    Returns
+    -------
+    str
+        Path of ``report.html``.
+    """
+    from featuremass.compat import has_module
+    from featuremass.features.batch import extract_features
+    from featuremass.inspect.importance import importance_study
+    from featuremass.inspect.metrics import format_metric
+    from featuremass.io.layout import load_split
+    from featuremass.io.simulate import SurveyConfig
+    from featuremass.models.commands import evaluate_model, fit_model, predict_table
+    from featuremass.models.inputs import build_design, load_metadata
+    from featuremass.models.persistence import save_model
+    from featuremass.report.html import build_report
+
+    if echo is None:
+        def echo(line):
+            print(line, file=sys.stderr, flush=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    n_jobs = int(n_jobs or os.cpu_count() or 1)
+    if n_jobs < 1:
+        raise FeaturemassError(f"n_jobs must be positive, got {n_jobs}")
+    plan = DemoPlan.for_mode(fast)
+    use_cnn = bool(cnn) and has_module("tensorflow")
+    n_steps = 6 if use_cnn else 5
+    seconds: dict[str, float] = {}
+    commands: list[dict] = []
+    t_all = time.perf_counter()
+
+    def step(k, name, text):
+        echo(f"[{k}/{n_steps}] {text}")
+        return name, time.perf_counter()
+
+    # 1. survey
+    name, t0 = step(1, "simulate", f"simulating {plan.n_train}/{plan.n_val}/{plan.n_test} "
+                    f"galaxies at {plan.npix} px")
+    config = SurveyConfig(n_train=plan.n_train, n_val=plan.n_val, n_test=plan.n_test,
+                          npix=(plan.npix,), seed=seed)
+    root = _survey(out, config, n_jobs=n_jobs, echo=echo)
+    commands.append({"step": name, "command":
+                     f"featuremass simulate --out {root} --n-train {plan.n_train} --n-val "
+                     f"{plan.n_val} --n-test {plan.n_test} --npix {plan.npix} --seed {seed}"})
+    seconds[name] = time.perf_counter() - t0
+    splits = {s: load_split(root, npix=plan.npix, split=s) for s in ("train", "val", "test")}
+    meta = load_metadata(root)
+    y_all = np.concatenate([splits[s].target for s in splits])
+    (out / "dataset.json").write_text(json.dumps({
+        "name": "featuremass simulated survey", "root": "survey", "npix": plan.npix,
+        "simulated": True, "splits": {s: len(d) for s, d in splits.items()},
+        "target": {"column": "M/L", "mean": float(y_all.mean()), "std": float(y_all.std()),
+                   "min": float(y_all.min()), "median": float(np.median(y_all)),
+                   "max": float(y_all.max())},
+        "config": json.loads(json.dumps(asdict(config), default=list)),
+    }, indent=2))
+
+    # 2. features
+    name, t0 = step(2, "extract", f"measuring morphology features ({n_jobs} processes)")
+    tables = {}
+    (out / "features").mkdir(exist_ok=True)
+    for s, ds in splits.items():
+        path = out / "features" / f"{s}.parquet"
+        table = extract_features(ds.images, ds.ids, scale="seed-log", n_jobs=n_jobs, out=path)
+        table = table.set_index("galaxy_id").loc[ds.ids].reset_index()
+        table.attrs["source"] = str(path)
+        tables[s] = table
+        n_bad = int((table["flag"] != 0).sum()) if "flag" in table else 0
+        echo(f"      {s}: {len(table)} galaxies, {n_bad} with a flag")
+        commands.append({"step": f"{name} {s}", "command":
+                         f"featuremass extract --data {root} --npix {plan.npix} --split {s} "
+                         f"--out {path} -j {n_jobs}"})
+    seconds[name] = time.perf_counter() - t0
+
+    # 3. LightGBM and baselines
+    name, t0 = step(3, "train", "training LightGBM (image, image+dl) and baselines")
+    metrics: dict[str, dict] = {}
+    pred = pd.DataFrame({"galaxy_id": splits["test"].ids, "ml_true": splits["test"].target})
+    models = {}
+    runs = [("lgbm_image", "lgbm", "image"), ("lgbm_image+dl", "lgbm", "image+dl"),
+            ("ridge_image", "ridge", "image"), ("mean", "mean", "image")]
+    for label, kind, input_set in runs:
+        noise = kind == "lgbm" and input_set == "image"
+        d_train = build_design(tables["train"], input_set, metadata=meta, noise=noise, seed=seed,
+                               require_target=True)
+        d_val = build_design(tables["val"], input_set, metadata=meta, noise=noise, seed=seed,
+                             require_target=True)
+        tm = fit_model(d_train.X, d_train.y, d_train.ids, kind=kind, input_set=input_set,
+                       X_val=d_val.X, y_val=d_val.y, seed=seed, n_jobs=min(n_jobs, 2),
+                       noise_seed=seed if noise else None, intervals=kind != "mean",
+                       n_boot=plan.n_boot)
+        mdir = save_model(out / "models" / label, tm)
+        ev = evaluate_model(tm, tables["test"], meta, n_boot=plan.n_boot, seed=seed)
+        rep = ev["metrics"]
+        if "coverage" in ev:
+            rep["coverage"] = {k: v["empirical"] for k, v in ev["coverage"].items()}
+        metrics[label] = rep
+        p = predict_table(tm, tables["test"], meta)
+        pred[f"ml_pred_{label}"] = p["ml_pred"].to_numpy()
+        for lo, hi, tag in (("ml_lo68", "ml_hi68", "68"), ("ml_lo95", "ml_hi95", "95")):
+            if lo in p:
+                pred[f"ml_lo{tag}_{label}"] = p[lo].to_numpy()
+                pred[f"ml_hi{tag}_{label}"] = p[hi].to_numpy()
+        models[label] = tm
+        echo(f"      {label:<14} test RMSE {format_metric(rep['linear']['rmse'])}  "
+             f"R2 {format_metric(rep['linear']['r2'])}")
+        commands.append({"step": f"{name} {label}", "command":
+                         f"featuremass train --train {out / 'features/train.parquet'} --val "
+                         f"{out / 'features/val.parquet'} --data {root} --inputs {input_set} "
+                         f"--model {kind} --seed {seed} --out {mdir}"})
+    seconds[name] = time.perf_counter() - t0
+
+    # 4. importance
+    name, t0 = step(4, "importance", "importance study of the image-only LightGBM")
+    tm = models["lgbm_image"]
+    d_test = tm.design(tables["test"], meta, require_target=True)
+    study = importance_study(tm.estimator, d_test.X, d_test.y, out=out / "importance",
+                             n_repeats=plan.n_repeats, random_state=seed)
+    top = ", ".join(study["importance"].index[:5])
+    echo(f"      top features by mean |SHAP|: {top}")
+    commands.append({"step": name, "command":
+                     f"featuremass importance --model {out / 'models/lgbm_image'} --features "
+                     f"{out / 'features/test.parquet'} --data {root} --out {out / 'importance'}"})
+    seconds[name] = time.perf_counter() - t0
+
+    # 5. CNN and hybrid
+    if use_cnn:
+        name, t0 = step(5, "cnn", f"training the CNN for {plan.cnn_epochs} epoch(s), then the hybrid")
+        _cnn_and_hybrid(out, splits, tables, plan, seed, n_jobs, metrics, pred, echo)
+        commands.append({"step": name, "command":
+                         f"featuremass cnn train --data {root} --npix {plan.npix} --epochs "
+                         f"{plan.cnn_epochs} --seed {seed} --out {out / 'models/cnn_image'}"})
+        seconds[name] = time.perf_counter() - t0
+    elif cnn:
+        echo("      (CNN skipped: TensorFlow is not installed; pip install 'featuremass[cnn]')")
+
+    pred.to_parquet(out / "predictions.parquet", index=False)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    # 6. report
+    name, t0 = step(n_steps, "report", "writing the HTML report")
+    seconds["total"] = time.perf_counter() - t_all
+    commands.insert(0, {"step": "demo (all of the below)", "command":
+                        f"featuremass demo --out {out} --seed {seed}" + (" --fast" if fast else "")
+                        + ("" if cnn else " --no-cnn") + f" -j {n_jobs}"})
+    commands.append({"step": name, "command": f"featuremass report --run {out}"})
+    (out / "commands.json").write_text(json.dumps({
+        "commands": commands, "versions": _versions(), "seconds": seconds,
+        "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores, "
+                   f"{platform.system()} {platform.release()})",
+        "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+    }, indent=2))
+    report = build_report(out)
+    echo(f"done in {time.perf_counter() - t_all:.0f} s")
+    return str(report)
+
+
+def _cnn_and_hybrid(out, splits, tables, plan, seed, n_jobs, metrics, pred, echo) -> None:
+    from featuremass.inspect.metrics import format_metric, regression_report
+    from featuremass.models.cnn import CNNRegressor
+    from featuremass.models.hybrid import HybridRegressor
+    from featuremass.models.inputs import morphology_columns
+
+    tr, va, te = splits["train"], splits["val"], splits["test"]
+    model = CNNRegressor(npix=plan.npix, epochs=plan.cnn_epochs, seed=seed)
+    model.fit(tr.images, tr.target, val=(va.images, va.target))
+    p = model.predict(te.images)
+    rep = regression_report(te.target, p, n_boot=plan.n_boot, random_state=seed)
+    model.save(out / "models" / "cnn_image", metrics={"test": rep})
+    metrics["cnn_image"] = rep
+    pred["ml_pred_cnn_image"] = p
+    echo(f"      {'cnn_image':<14} test RMSE {format_metric(rep['linear']['rmse'])}  "
+         f"R2 {format_metric(rep['linear']['r2'])}  ({len(model.history_['loss'])} epochs, "
+         f"{model.fit_seconds_:.0f} s)")
+    _history_figure(model.history_, out / "figures" / "cnn_training.png")
+
+    cols = morphology_columns(tables["train"])
+    hybrid = HybridRegressor(npix=plan.npix, cnn=model, n_components=16, seed=seed,
+                             gbm_params={"n_jobs": min(n_jobs, 2)})
+    hybrid.fit(tr.images, tables["train"][cols], tr.target,
+               val=(va.images, tables["val"][cols], va.target))
+    ph = hybrid.predict(te.images, tables["test"][cols])
+    rep = regression_report(te.target, ph, n_boot=plan.n_boot, random_state=seed)
+    hybrid.save(out / "models" / "hybrid_image", metrics={"test": rep})
+    metrics["hybrid_image"] = rep
+    pred["ml_pred_hybrid_image"] = ph
+    echo(f"      {'hybrid_image':<14} test RMSE {format_metric(rep['linear']['rmse'])}  "
+         f"R2 {format_metric(rep['linear']['r2'])}")
+
+
+def _history_figure(history: dict, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(5, 3.4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    for key, label in (("loss", "train"), ("val_loss", "validation")):
+        if key in history:
+            ax.plot(epochs, history[key], marker="o", label=label)
+    ax.set(xlabel="epoch", ylabel="MSE (M/L²)", title="CNN training")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

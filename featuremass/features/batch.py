@@ -1,0 +1,532 @@
+"""Batch extraction: every galaxy of an image stack to one row of a Parquet table.
+
+:func:`extract_features` streams an ``(n, ny, nx)`` stack (a memory map is
+never read whole) in chunks, measures each galaxy with the chosen backend in
+this process or in worker processes, and writes one row per input galaxy,
+keyed by ``galaxy_id``, with every feature column and the integer ``flag``.
+
+Robustness rules
+----------------
+* One galaxy's failure never stops the batch: any exception while measuring
+  it gives a row of NaN with ``MorphFlag.BACKEND_ERROR``.
+* With ``out``, each finished chunk is written to ``OUT.parts/part-NNNNNN.parquet``
+  holding a fingerprint of its galaxy ids and of every parameter that affects
+  the result. An interrupted run, started again, reuses the parts whose
+  fingerprint matches and recomputes the rest. The final table is written to
+  a temporary file and moved into place with :func:`os.replace` (atomic on
+  POSIX), then the parts are removed.
+* The Parquet key-value metadata ``featuremass`` holds JSON with the
+  featuremass version, backend, parameters, input description, number of
+  galaxies and date; :func:`read_feature_table` returns it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from featuremass._version import __version__
+from featuremass.errors import DataError, FeaturemassError
+from featuremass.features.flags import SERIOUS_FLAGS, MorphFlag
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BACKENDS", "METADATA_KEY", "SCALES", "extract_cli", "extract_features",
+           "feature_columns", "read_feature_table", "summarize"]
+
+#: Parquet key-value metadata key holding the run description (JSON).
+METADATA_KEY = b"featuremass"
+BACKENDS = ("native", "statmorph")
+SCALES = ("linear", "seed-log")
+ID_COLUMN = "galaxy_id"
+
+
+# --------------------------------------------------------------------------- measuring one galaxy
+
+
+def feature_columns() -> tuple[str, ...]:
+    """The feature columns of a table (both backends share the native schema)."""
+    from featuremass.features.measure import FEATURE_COLUMNS
+
+    return tuple(FEATURE_COLUMNS)
+
+
+def _measure_function(backend: str):
+    if backend == "native":
+        from featuremass.features.measure import measure_galaxy
+
+        return measure_galaxy
+    from featuremass.features.statmorph_backend import measure_galaxy_statmorph
+
+    return measure_galaxy_statmorph
+
+
+def _measure_chunk(images, backend, scale, config, columns) -> np.ndarray:
+    """Measure a chunk; returns an (n, len(columns) + 1) float array (flag last)."""
+    from featuremass.io.stretch import inverse_seed_stretch
+
+    fn = _measure_function(backend)
+    out = np.full((len(images), len(columns) + 1), np.nan)
+    for i in range(len(images)):
+        try:
+            img = np.asarray(images[i], dtype=np.float64)
+            if scale == "seed-log":
+                img = inverse_seed_stretch(img)
+            with np.errstate(all="ignore"):
+                res = fn(img, config=config)
+            out[i, :-1] = [float(res.get(c, np.nan)) for c in columns]
+            out[i, -1] = int(res.get("flag", 0))
+        except Exception as exc:  # noqa: BLE001 - one galaxy never stops the batch
+            log.debug("galaxy %d of chunk failed: %r", i, exc)
+            out[i, :-1] = np.nan
+            out[i, -1] = int(MorphFlag.BACKEND_ERROR)
+    return out
+
+
+def _worker_init():
+    # Each worker is one core's worth of work; BLAS threads would oversubscribe.
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        pass
+
+
+def _worker_task(source, start, stop, backend, scale, config, columns):
+    """Measure rows [start, stop) of ``source``: a .npy path (memory-mapped) or an array."""
+    if isinstance(source, str):
+        images = np.load(source, mmap_mode="r", allow_pickle=False)[start:stop]
+    else:
+        images = source
+    return start, _measure_chunk(images, backend, scale, config, columns)
+
+
+# --------------------------------------------------------------------------- parameters and parts
+
+
+def _config_dict(config) -> dict | None:
+    if config is None:
+        return None
+    if dataclasses.is_dataclass(config):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(config).items()}
+    if isinstance(config, dict):
+        return {k: _jsonable(v) for k, v in config.items()}
+    return {"repr": repr(config)}
+
+
+def _jsonable(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, tuple | list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def _fingerprint(ids: np.ndarray, params: dict) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def _write_parquet_atomic(df: pd.DataFrame, path: Path, meta: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    existing = table.schema.metadata or {}
+    table = table.replace_schema_metadata({**existing, METADATA_KEY: json.dumps(meta).encode()})
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _read_part(path: Path, fingerprint: str, n_rows: int):
+    """The part's DataFrame if it exists, is readable and matches; else None."""
+    if not path.is_file():
+        return None
+    try:
+        df, meta = read_feature_table(path)
+    except (FeaturemassError, OSError, ValueError):
+        return None
+    if meta.get("fingerprint") != fingerprint or len(df) != n_rows:
+        return None
+    return df
+
+
+def read_feature_table(path) -> tuple[pd.DataFrame, dict]:
+    """Read a feature table and its ``featuremass`` metadata.
+
+    Returns
+    -------
+    (DataFrame, dict)
+        The table, and the decoded JSON metadata (empty when absent).
+
+    Raises
+    ------
+    DataError
+        When the file is missing or not a readable Parquet file.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"feature table not found: {path}")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
+        raise DataError(f"{path} is not a readable Parquet file: {exc}") from None
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    try:
+        meta = json.loads(raw) if raw else {}
+    except ValueError:
+        raise DataError(f"{path}: the featuremass metadata is not valid JSON") from None
+    return table.to_pandas(), meta
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+def _npy_source(images) -> str | None:
+    """Path of the .npy file backing ``images`` (rows 0..n-1 of it), or None.
+
+    Workers then memory-map the file themselves and only slice indices travel.
+    """
+    if not isinstance(images, np.memmap) or not getattr(images, "filename", None):
+        return None
+    try:
+        full = np.load(images.filename, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if full.shape[1:] != images.shape[1:] or len(full) < len(images) or full.dtype != images.dtype:
+        return None
+    if len(images) and not (
+        np.array_equal(full[0], images[0], equal_nan=True)
+        and np.array_equal(full[len(images) - 1], images[-1], equal_nan=True)
+    ):
+        return None
+    return str(images.filename)
+
+
+def _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size):
+    if isinstance(images, str | os.PathLike):
+        from featuremass.io.layout import load_npy
+
+        images = load_npy(images, mmap=True)
+    if not hasattr(images, "shape") or not hasattr(images, "__getitem__"):
+        images = np.asarray(images)
+    if len(images.shape) != 3:
+        raise FeaturemassError(
+            f"images must be an (n, ny, nx) stack; got shape {tuple(images.shape)}"
+        )
+    n = int(images.shape[0])
+    if ids is None:
+        ids = np.arange(n, dtype=np.int64)
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or len(ids) != n:
+        raise FeaturemassError(f"ids must be 1-D with one id per image ({n}); got shape {ids.shape}")
+    if n and not np.issubdtype(ids.dtype, np.integer):
+        raise FeaturemassError(f"galaxy ids must be integers; got dtype {ids.dtype}")
+    ids = ids.astype(np.int64)
+    dup = pd.Index(ids).duplicated()
+    if dup.any():
+        raise FeaturemassError(f"duplicate galaxy ids: {ids[dup][:5].tolist()}")
+    if scale not in SCALES:
+        raise FeaturemassError(f"scale must be one of {SCALES}; got {scale!r}")
+    if backend not in BACKENDS:
+        raise FeaturemassError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if int(n_jobs) < 1:
+        raise FeaturemassError(f"n_jobs must be >= 1; got {n_jobs}")
+    if int(chunk_size) < 1:
+        raise FeaturemassError(f"chunk_size must be >= 1; got {chunk_size}")
+    return images, ids
+
+
+def extract_features(
+    images,
+    ids=None,
+    *,
+    scale: str = "linear",
+    backend: str = "native",
+    config=None,
+    n_jobs: int = 1,
+    chunk_size: int = 1000,
+    out=None,
+    resume: bool = True,
+    progress: bool = False,
+    input_description=None,
+) -> pd.DataFrame:
+    """Measure every galaxy of an image stack; one row per galaxy.
+
+    Parameters
+    ----------
+    images : array-like of shape (n, ny, nx), or path to a .npy file
+        A memory map is streamed chunk by chunk, never read whole.
+    ids : array-like of int, optional
+        One unique id per image (``galaxy_id``); default ``0 .. n-1``.
+    scale : {'linear', 'seed-log'}
+        ``'seed-log'`` undoes the seed's log stretch per image with
+        :func:`featuremass.io.stretch.inverse_seed_stretch` first;
+        ``'linear'`` measures the pixels as they are.
+    backend : {'native', 'statmorph'}
+        :func:`featuremass.features.measure.measure_galaxy`, or
+        :func:`featuremass.features.statmorph_backend.measure_galaxy_statmorph`.
+    config : MorphologyConfig, optional
+        Passed to the backend (the native default when None).
+    n_jobs : int
+        Worker processes; 1 runs in this process.
+    chunk_size : int
+        Galaxies per chunk (the unit of parallel work and of resuming).
+    out : path, optional
+        Write the table here (Parquet), with resumable parts next to it.
+    resume : bool
+        Reuse matching finished parts of an interrupted run (default True).
+    progress : bool
+        Show a tqdm progress bar.
+    input_description : dict, optional
+        What the images are (recorded in the metadata).
+
+    Returns
+    -------
+    DataFrame
+        ``galaxy_id`` (int64), every feature column (float64, NaN where not
+        measured) and ``flag`` (int64), in input order.
+
+    Raises
+    ------
+    FeaturemassError
+        For a bad argument (shape, ids, scale, backend, n_jobs, chunk_size).
+    """
+    images, ids = _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size)
+    if config is None and backend == "native":
+        from featuremass.features.measure import MorphologyConfig
+
+        config = MorphologyConfig()
+    columns = feature_columns()
+    n = len(ids)
+    params = {
+        "featuremass_version": __version__,
+        "backend": backend,
+        "scale": scale,
+        "config": _config_dict(config),
+        "image_shape": [int(s) for s in images.shape[1:]],
+    }
+    out = Path(out) if out is not None else None
+    parts_dir = None
+    if out is not None:
+        if not out.parent.is_dir():
+            raise FeaturemassError(f"output folder does not exist: {out.parent}")
+        parts_dir = _parts_dir(out)
+        if not resume and parts_dir.exists():
+            shutil.rmtree(parts_dir)
+        parts_dir.mkdir(exist_ok=True)
+
+    starts = list(range(0, n, int(chunk_size)))
+    results: dict[int, np.ndarray] = {}
+    todo = []
+    for k, start in enumerate(starts):
+        stop = min(start + int(chunk_size), n)
+        fp = _fingerprint(ids[start:stop], params)
+        if parts_dir is not None and resume:
+            df = _read_part(parts_dir / f"part-{k:06d}.parquet", fp, stop - start)
+            if df is not None and list(df.columns) == [ID_COLUMN, *columns, "flag"]:
+                results[start] = df[[*columns, "flag"]].to_numpy(dtype=np.float64)
+                continue
+        todo.append((k, start, stop, fp))
+    if results:
+        log.info("resuming: %d of %d chunks already done", len(results), len(starts))
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, unit="gal", desc=f"extract ({backend})")
+        bar.update(sum(len(v) for v in results.values()))
+
+    def finish(k, start, stop, fp, arr):
+        results[start] = arr
+        if parts_dir is not None:
+            part = _to_frame(ids[start:stop], arr, columns)
+            _write_parquet_atomic(part, parts_dir / f"part-{k:06d}.parquet",
+                                  {"fingerprint": fp, "chunk": k, "start": start, "stop": stop})
+        if bar is not None:
+            bar.update(stop - start)
+
+    try:
+        if int(n_jobs) == 1 or len(todo) <= 1:
+            for k, start, stop, fp in todo:
+                arr = _measure_chunk(images[start:stop], backend, scale, config, columns)
+                finish(k, start, stop, fp, arr)
+        else:
+            _run_parallel(images, todo, int(n_jobs), backend, scale, config, columns, finish)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    table = np.concatenate([results[s] for s in starts]) if starts else np.empty((0, len(columns) + 1))
+    df = _to_frame(ids, table, columns)
+    if out is not None:
+        meta = {
+            "featuremass_version": __version__,
+            "backend": backend,
+            "scale": scale,
+            "parameters": params,
+            "input": input_description,
+            "n_galaxies": int(n),
+            "n_flagged_serious": int(((df["flag"].to_numpy() & int(SERIOUS_FLAGS)) != 0).sum()),
+            "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
+        _write_parquet_atomic(df, out, meta)
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    return df
+
+
+def _run_parallel(images, todo, n_jobs, backend, scale, config, columns, finish):
+    source = _npy_source(images)
+    by_start = {start: (k, start, stop, fp) for k, start, stop, fp in todo}
+    pending = list(todo)
+    with concurrent.futures.ProcessPoolExecutor(max_workers=n_jobs, initializer=_worker_init) as pool:
+        running = set()
+        # At most two chunks per worker in flight: in-memory stacks travel as
+        # slices, so memory stays bounded by chunk size, not dataset size.
+        while pending or running:
+            while pending and len(running) < 2 * n_jobs:
+                k, start, stop, fp = pending.pop(0)
+                src = source if source is not None else np.asarray(images[start:stop])
+                running.add(pool.submit(_worker_task, src, start, stop, backend, scale, config, columns))
+            done, running = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for fut in done:
+                start, arr = fut.result()
+                k, start, stop, fp = by_start[start]
+                finish(k, start, stop, fp, arr)
+
+
+def _to_frame(ids, arr, columns) -> pd.DataFrame:
+    df = pd.DataFrame(arr[:, :-1], columns=list(columns), dtype=np.float64)
+    df.insert(0, ID_COLUMN, np.asarray(ids, dtype=np.int64))
+    df["flag"] = np.nan_to_num(arr[:, -1], nan=float(MorphFlag.BACKEND_ERROR)).astype(np.int64)
+    return df
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def extract_cli(args) -> None:
+    """``featuremass extract``: validate the arguments, extract, print a summary."""
+    data_mode = any(getattr(args, a, None) is not None for a in ("data", "npix", "split", "train_size"))
+    images_mode = any(getattr(args, a, None) is not None for a in ("images", "names"))
+    if data_mode == images_mode:
+        raise FeaturemassError(
+            "give exactly one input: either --data DIR --npix N --split S, or --images FILE.npy"
+            + (" (both were given)" if data_mode else "")
+        )
+    out = Path(args.out)
+    if out.suffix != ".parquet":
+        raise FeaturemassError(f"--out must end in .parquet; got {out}")
+    if data_mode:
+        missing = [f"--{a}" for a in ("data", "npix", "split") if getattr(args, a, None) is None]
+        if missing:
+            raise FeaturemassError(f"--data mode also needs {', '.join(missing)}")
+        if args.train_size is not None and args.split != "train":
+            raise FeaturemassError(f"--train-size applies to --split train only (got --split {args.split})")
+        from featuremass.io.layout import load_split
+
+        ds = load_split(args.data, npix=args.npix, split=args.split, train_size=args.train_size,
+                        mmap=True)
+        images, ids = ds.images, ds.ids
+        scale = args.scale or "seed-log"
+        description = {"mode": "dataset", "data": str(args.data), "npix": int(args.npix),
+                       "split": args.split, "train_size": args.train_size, "file": str(ds.source)}
+    else:
+        if args.images is None:
+            raise FeaturemassError("--names needs --images")
+        from featuremass.io.layout import load_npy
+
+        images = load_npy(args.images, mmap=True)
+        if images.ndim != 3:
+            raise DataError(f"{args.images} has shape {images.shape}; expected (n, ny, nx)")
+        ids = None
+        if args.names is not None:
+            ids = np.asarray(load_npy(args.names, mmap=False))
+            if ids.ndim != 1 or len(ids) != len(images) or not np.issubdtype(ids.dtype, np.integer):
+                raise DataError(
+                    f"{args.names} must hold {len(images)} integer ids (one per image in "
+                    f"{args.images}); got dtype {ids.dtype}, shape {ids.shape}"
+                )
+        scale = args.scale or "linear"
+        description = {"mode": "images", "images": str(args.images),
+                       "names": None if args.names is None else str(args.names)}
+
+    config = None
+    if args.backend == "native":
+        from featuremass.features.measure import MorphologyConfig
+
+        config = MorphologyConfig()
+        if args.psf_fwhm is not None:
+            config = _with_psf(config, args.psf_fwhm)
+    elif args.psf_fwhm is not None:
+        config = _SimpleConfig(psf_fwhm_px=float(args.psf_fwhm))
+    df = extract_features(
+        images, ids, scale=scale, backend=args.backend, config=config, n_jobs=args.jobs,
+        chunk_size=args.chunk_size, out=out, resume=not args.no_resume, progress=True,
+        input_description=description,
+    )
+    print(summarize(df, out))
+
+
+@dataclasses.dataclass(frozen=True)
+class _SimpleConfig:
+    """Options the statmorph backend reads (it takes no MorphologyConfig)."""
+
+    psf_fwhm_px: float | None = None
+
+
+def _with_psf(config, fwhm):
+    names = {f.name for f in dataclasses.fields(config)}
+    for name in ("psf_fwhm_px", "psf_fwhm"):
+        if name in names:
+            return dataclasses.replace(config, **{name: float(fwhm)})
+    raise FeaturemassError("this MorphologyConfig has no PSF option; drop --psf-fwhm")
+
+
+def summarize(df: pd.DataFrame, out=None) -> str:
+    """A short text summary of a feature table: rows, flagged counts, output path."""
+    flags = df["flag"].to_numpy(dtype=np.int64)
+    serious = int(((flags & int(SERIOUS_FLAGS)) != 0).sum())
+    lines = [
+        f"{len(df)} galaxies, {len(df.columns) - 2} features"
+        + (f" -> {out}" if out is not None else ""),
+        f"  flag == 0: {int((flags == 0).sum())}; any flag: {int((flags != 0).sum())}; "
+        f"serious (not to be trusted): {serious}",
+    ]
+    counts = {}
+    for f in MorphFlag:
+        c = int(((flags & int(f)) != 0).sum())
+        if c:
+            counts[f.name] = c
+    if counts:
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:6]
+        lines.append("  most common flags: " + ", ".join(f"{k} {v}" for k, v in top))
+    return "\n".join(lines)
+

@@ -1,0 +1,403 @@
+"""Every native morphology feature of one galaxy stamp: :func:`measure_galaxy`.
+
+The order follows statmorph (Rodriguez-Gomez et al. 2019): sky and
+segmentation, centroid and moments, the Petrosian radius about the centroid
+(for the asymmetry aperture), the asymmetry centre, then everything else
+about that centre; Sérsic, bulge + disk and profile features come from
+:mod:`featuremass.features.sersic` and :mod:`featuremass.features.profile`.
+Unmeasurable quantities are NaN and the ``flag`` column gets the
+:class:`~featuremass.features.flags.MorphFlag` bit that says why; bad data
+never raises.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from featuremass.errors import FeaturemassError
+from featuremass.features import cas, geometry, gini_m20, mid, radii, shape_asymmetry, sky
+from featuremass.features.flags import MorphFlag
+from featuremass.features.profile import PROFILE_COLUMNS
+from featuremass.features.segmentation import segment_central_source
+from featuremass.features.sersic import BULGE_DISK_COLUMNS, SERSIC_COLUMNS
+
+#: Columns of the non-parametric part, in output order.
+NONPARAMETRIC_COLUMNS = (
+    "xc_centroid",
+    "yc_centroid",
+    "ellipticity_centroid",
+    "elongation_centroid",
+    "orientation_centroid",
+    "xc_asymmetry",
+    "yc_asymmetry",
+    "ellipticity_asymmetry",
+    "elongation_asymmetry",
+    "orientation_asymmetry",
+    "rpetro_circ",
+    "rpetro_ellip",
+    "rhalf_circ",
+    "rhalf_ellip",
+    "rmax_circ",
+    "rmax_ellip",
+    "r20",
+    "r50",
+    "r80",
+    "concentration",
+    "asymmetry",
+    "smoothness",
+    "gini",
+    "m20",
+    "gini_m20_bulge",
+    "gini_m20_merger",
+    "multimode",
+    "intensity",
+    "deviation",
+    "outer_asymmetry",
+    "shape_asymmetry",
+    "sn_per_pixel",
+    "sky_mean",
+    "sky_sigma",
+    "segmap_area_px",
+    "n_masked_neighbours",
+)
+
+#: Every output column of :func:`measure_galaxy` except ``flag``, in order.
+FEATURE_COLUMNS: tuple[str, ...] = (
+    NONPARAMETRIC_COLUMNS + tuple(SERSIC_COLUMNS) + tuple(BULGE_DISK_COLUMNS) + tuple(PROFILE_COLUMNS)
+)
+
+
+@dataclass(frozen=True)
+class MorphologyConfig:
+    """Parameters of :func:`measure_galaxy` (validated on creation).
+
+    Attributes
+    ----------
+    eta : float
+        Petrosian ratio defining the Petrosian radius (Lotz et al. 2004: 0.2).
+    psf_fwhm_px : float or None
+        Gaussian PSF FWHM (px) convolved into the Sérsic models; None: no PSF.
+    fit_sersic, fit_bulge_disk, profile : bool
+        Whether to run the single Sérsic fit, the bulge + disk fit, and the
+        radial-profile features (their columns are NaN, unflagged, when off).
+    subtract_sky : bool
+        Subtract the measured sky level (set False for images whose sky is
+        already exactly zero).
+    detect_nsigma : float
+        Detection threshold of the segmentation in smoothed-sky sigmas.
+    min_segmap_area_px : int
+        Smaller central sources are SMALL_SOURCE (features NaN).
+    min_rpetro_px : float
+        Smaller circular Petrosian radii are SMALL_SOURCE (features NaN).
+    gain : float or None
+        Electrons per data unit, for the Poisson term of ``sn_per_pixel``.
+    """
+
+    eta: float = 0.2
+    psf_fwhm_px: float | None = None
+    fit_sersic: bool = True
+    fit_bulge_disk: bool = True
+    profile: bool = True
+    subtract_sky: bool = True
+    detect_nsigma: float = 2.0
+    min_segmap_area_px: int = 10
+    min_rpetro_px: float = 1.5
+    gain: float | None = None
+
+    def __post_init__(self):
+        if not (isinstance(self.eta, int | float) and 0 < self.eta < 1):
+            raise FeaturemassError(f"MorphologyConfig.eta must be in (0, 1), got {self.eta!r}")
+        if self.psf_fwhm_px is not None and not (
+            isinstance(self.psf_fwhm_px, int | float) and math.isfinite(self.psf_fwhm_px) and self.psf_fwhm_px > 0
+        ):
+            raise FeaturemassError(
+                f"MorphologyConfig.psf_fwhm_px must be a positive number or None, got {self.psf_fwhm_px!r}"
+            )
+        for name in ("fit_sersic", "fit_bulge_disk", "profile", "subtract_sky"):
+            if not isinstance(getattr(self, name), bool):
+                raise FeaturemassError(f"MorphologyConfig.{name} must be True or False, got {getattr(self, name)!r}")
+        if not (isinstance(self.detect_nsigma, int | float) and self.detect_nsigma > 0):
+            raise FeaturemassError(f"MorphologyConfig.detect_nsigma must be positive, got {self.detect_nsigma!r}")
+        if not (isinstance(self.min_segmap_area_px, int) and self.min_segmap_area_px >= 1):
+            raise FeaturemassError(
+                f"MorphologyConfig.min_segmap_area_px must be a positive integer, got {self.min_segmap_area_px!r}"
+            )
+        if not (isinstance(self.min_rpetro_px, int | float) and self.min_rpetro_px >= 0):
+            raise FeaturemassError(f"MorphologyConfig.min_rpetro_px must be >= 0, got {self.min_rpetro_px!r}")
+        if self.gain is not None and not (isinstance(self.gain, int | float) and self.gain > 0):
+            raise FeaturemassError(f"MorphologyConfig.gain must be positive or None, got {self.gain!r}")
+
+
+_NAN = float("nan")
+
+
+def measure_galaxy(image, *, config: MorphologyConfig | None = None, mask=None) -> dict:
+    """Measure every feature of :data:`FEATURE_COLUMNS` on one galaxy stamp.
+
+    Parameters
+    ----------
+    image : array_like, shape (ny, nx)
+        Linear flux with the galaxy near the centre; sky need not be subtracted.
+    config : MorphologyConfig, optional
+        Parameters; default ``MorphologyConfig()``.
+    mask : array_like of bool, optional
+        True for pixels to ignore. Non-finite pixels are always ignored
+        (and set ``BAD_PIXELS``).
+
+    Returns
+    -------
+    dict
+        ``{column: float}`` for every column of :data:`FEATURE_COLUMNS`, plus
+        ``flag`` (int, bits of :class:`~featuremass.features.flags.MorphFlag`).
+        Values are finite or NaN.
+
+    Raises
+    ------
+    FeaturemassError
+        Only for a caller's mistake: ``image`` not 2-D, or ``mask`` of
+        another shape. Bad *data* never raises: an unexpected failure gives
+        all-NaN features and ``BACKEND_ERROR``.
+    """
+    config = MorphologyConfig() if config is None else config
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise FeaturemassError(f"measure_galaxy expects a 2-D image, got shape {img.shape}")
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != img.shape:
+            raise FeaturemassError(f"mask shape {mask.shape} does not match image shape {img.shape}")
+    out = dict.fromkeys(FEATURE_COLUMNS, _NAN)
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            flag = _measure(img, mask, config, out)
+    except Exception:  # noqa: BLE001 - one galaxy must never stop a batch
+        out = dict.fromkeys(FEATURE_COLUMNS, _NAN)
+        flag = int(MorphFlag.BACKEND_ERROR)
+    for k, v in out.items():
+        v = float(v)
+        out[k] = v if math.isfinite(v) else _NAN
+    out["flag"] = int(flag)
+    return out
+
+
+def _measure(img, user_mask, config, out) -> int:
+    flag = MorphFlag(0)
+    bad = ~np.isfinite(img)
+    if bad.any():
+        flag |= MorphFlag.BAD_PIXELS
+    if user_mask is not None:
+        bad = bad | user_mask
+    finite_vals = img[~bad]
+    if finite_vals.size == 0 or np.ptp(finite_vals) == 0 or not (finite_vals > 0).any():
+        return int(flag | MorphFlag.BLANK_IMAGE)
+
+    sky0 = sky.estimate_sky(img, exclude=bad)
+    if not np.isfinite(sky0.sigma):
+        return int(flag | MorphFlag.SKY_FAILED)
+    seg = segment_central_source(img - sky0.median, sky0.sigma, mask=bad, nsigma=config.detect_nsigma)
+    sky1 = sky.estimate_sky(img, exclude=bad | seg.sky_exclude)
+    if not np.isfinite(sky1.sigma):
+        flag |= MorphFlag.SKY_FAILED
+        if seg.found and seg.segmap.sum() > 0.5 * img.size:
+            flag |= MorphFlag.FILLS_STAMP
+        return int(flag)
+    out["sky_mean"], out["sky_sigma"] = sky1.mean, sky1.sigma
+    level = sky1.mean if config.subtract_sky else 0.0
+    if abs(sky1.mean - sky0.median) > 0.1 * sky1.sigma or abs(sky1.sigma / sky0.sigma - 1) > 0.1:
+        seg = segment_central_source(img - level, sky1.sigma, mask=bad, nsigma=config.detect_nsigma)
+    if not seg.found:
+        return int(flag | MorphFlag.NO_SOURCE)
+    sigma = sky1.sigma
+    segmap = seg.segmap
+    area = int(segmap.sum())
+    out["segmap_area_px"] = area
+    out["n_masked_neighbours"] = seg.n_masked_neighbours
+    if seg.touches_edge:
+        flag |= MorphFlag.EDGE_TOUCH
+    if area > 0.5 * img.size:
+        flag |= MorphFlag.FILLS_STAMP
+    if seg.n_blended and seg.blend_flux_ratio >= 0.1:
+        flag |= MorphFlag.MULTIPLE_SOURCES
+    total_mask = bad | seg.neighbour_mask
+    data = np.where(total_mask, 0.0, img - level)
+    no_bg = np.where(segmap, data, 0.0)
+
+    # Geometry about the centroid.
+    xc, yc = geometry.centroid(no_bg)
+    if not np.isfinite(xc):
+        return int(flag | MorphFlag.NO_SOURCE)
+    out["xc_centroid"], out["yc_centroid"] = xc, yc
+    cov_c = geometry.covariance(no_bg, (xc, yc))
+    (out["ellipticity_centroid"], out["elongation_centroid"], out["orientation_centroid"]) = (
+        geometry.shape_from_covariance(cov_c)
+    )
+    if area < config.min_segmap_area_px:
+        return int(flag | MorphFlag.SMALL_SOURCE)
+
+    rho_c = geometry.elliptical_radius(img.shape, (xc, yc), 1.0, 0.0)
+    rp_centroid = radii.petrosian_radius(data, (xc, yc), mask=total_mask, eta=config.eta, rho=rho_c)
+    if not np.isfinite(rp_centroid) or rp_centroid < config.min_rpetro_px:
+        flag |= MorphFlag.PETROSIAN_FAILED
+        if not np.isfinite(rp_centroid) and (flag & MorphFlag.FILLS_STAMP or seg.touches_edge):
+            return int(flag)
+        return int(flag | MorphFlag.SMALL_SOURCE)
+    if seg.n_blended or _mask_near(seg.neighbour_mask, (xc, yc), 1.5 * rp_centroid):
+        flag |= MorphFlag.CONTAMINATED
+
+    # Asymmetry centre and asymmetry.
+    (ax, ay), asym = cas.asymmetry_center(
+        data, (xc, yc), mask=total_mask, r_aperture=1.5 * rp_centroid, sky_sigma=sigma
+    )
+    if not np.isfinite(ax) or math.hypot(ax - xc, ay - yc) > max(0.25 * rp_centroid, 2.0):
+        if np.isfinite(ax):
+            flag |= MorphFlag.ASYMMETRY_FAILED  # drifted away: fall back on the centroid
+        ax, ay = xc, yc
+        asym = cas.rotational_asymmetry(data, (ax, ay), mask=total_mask, r_out=1.5 * rp_centroid, sky_sigma=sigma)
+    center = (ax, ay)
+    out["xc_asymmetry"], out["yc_asymmetry"] = ax, ay
+    out["asymmetry"] = asym
+    if not np.isfinite(asym):
+        flag |= MorphFlag.ASYMMETRY_FAILED
+    cov_a = geometry.covariance(no_bg, center)
+    ellip_a, elong_a, theta_a = geometry.shape_from_covariance(cov_a)
+    out["ellipticity_asymmetry"], out["elongation_asymmetry"], out["orientation_asymmetry"] = ellip_a, elong_a, theta_a
+    if not np.isfinite(elong_a):
+        elong_a, theta_a, ellip_a = 1.0, 0.0, 0.0
+
+    # Radii.
+    rho_a = geometry.elliptical_radius(img.shape, center, 1.0, 0.0)
+    rho_e = geometry.elliptical_radius(img.shape, center, elong_a, theta_a)
+    rp = radii.petrosian_radius(data, center, mask=total_mask, eta=config.eta, rho=rho_a)
+    rpe = radii.petrosian_radius(
+        data, center, mask=total_mask, eta=config.eta, elongation=elong_a, theta=theta_a, rho=rho_e
+    )
+    out["rpetro_circ"], out["rpetro_ellip"] = rp, rpe
+    if not (np.isfinite(rp) and np.isfinite(rpe)):
+        flag |= MorphFlag.PETROSIAN_FAILED
+    r20, r50, r80 = radii.radius_at_fraction(data, center, 1.5 * rp, np.array([0.2, 0.5, 0.8]), rho=rho_a)
+    out["r20"], out["r50"], out["r80"] = r20, r50, r80
+    out["concentration"] = cas.concentration(r20, r80)
+    if not np.isfinite(out["concentration"]) or not np.isfinite(r50):
+        flag |= MorphFlag.RADII_FAILED
+    out["smoothness"] = cas.smoothness(data, center, rp, sky_sigma=sigma)
+    if not np.isfinite(out["smoothness"]):
+        flag |= MorphFlag.SMOOTHNESS_FAILED
+
+    # Gini / M20 on the Lotz et al. segment (centred on the centroid, as statmorph).
+    gseg = gini_m20.gini_segmap(data, (xc, yc), rpe, elongation=elong_a, theta=theta_a)
+    if gseg.any() and not gseg.all():
+        g = gini_m20.gini(data[gseg])
+        m = gini_m20.m20(data, gseg)
+        out["gini"], out["m20"] = g, m
+        out["gini_m20_bulge"] = gini_m20.gini_m20_bulge(g, m)
+        out["gini_m20_merger"] = gini_m20.gini_m20_merger(g, m)
+        out["sn_per_pixel"] = sky.sn_per_pixel(data, gseg & ~total_mask, sigma, gain=config.gain)
+    if not (np.isfinite(out["gini"]) and np.isfinite(out["m20"])):
+        flag |= MorphFlag.GINI_M20_FAILED
+    if np.isfinite(out["sn_per_pixel"]) and out["sn_per_pixel"] < 2.5:
+        flag |= MorphFlag.LOW_SN
+
+    # MID.
+    mseg = mid.mid_segmap(data, segmap, eta=config.eta)
+    if mseg is None and gseg.any() and not gseg.all():
+        mseg = gseg
+    if mseg is not None:
+        out["multimode"] = mid.multimode(data, segmap, mseg)
+        out["intensity"], out["deviation"] = mid.intensity_deviation(data, mseg)
+    if not all(np.isfinite(out[k]) for k in ("multimode", "intensity", "deviation")):
+        flag |= MorphFlag.MID_FAILED
+
+    # Shape asymmetry, rmax, half-light radii, outer asymmetry.
+    sseg = shape_asymmetry.shape_asymmetry_segmap(data, sigma)
+    rmax_c = shape_asymmetry.rmax(sseg, center)
+    rmax_e = shape_asymmetry.rmax(sseg, center, elongation=elong_a, theta=theta_a)
+    out["rmax_circ"], out["rmax_ellip"] = rmax_c, rmax_e
+    out["rhalf_circ"] = radii.radius_at_fraction(data, center, rmax_c, 0.5, rho=rho_a)
+    out["rhalf_ellip"] = radii.radius_at_fraction(
+        data, center, rmax_e, 0.5, elongation=elong_a, theta=theta_a, rho=rho_e
+    )
+    if not (np.isfinite(out["rhalf_circ"]) and np.isfinite(out["rhalf_ellip"])):
+        flag |= MorphFlag.RADII_FAILED
+    out["shape_asymmetry"] = shape_asymmetry.shape_asymmetry(sseg, center, rmax_c)
+    out["outer_asymmetry"] = shape_asymmetry.outer_asymmetry(
+        data,
+        center,
+        mask=total_mask,
+        rhalf_ellip=out["rhalf_ellip"],
+        rmax_ellip=rmax_e,
+        elongation=elong_a,
+        theta=theta_a,
+        sky_sigma=sigma,
+    )
+    if not (np.isfinite(out["shape_asymmetry"]) and np.isfinite(out["outer_asymmetry"])):
+        flag |= MorphFlag.SHAPE_ASYMMETRY_FAILED
+
+    flag |= _parametric(data, total_mask, center, ellip_a, theta_a, out, config, sigma)
+    return int(flag)
+
+
+def _parametric(data, mask, center, ellip, theta, out, config, sigma) -> MorphFlag:
+    """Sérsic, bulge + disk and profile features (the fits helper's functions)."""
+    from featuremass.features import profile, sersic
+
+    flag = MorphFlag(0)
+    rhalf = out["rhalf_ellip"] if np.isfinite(out["rhalf_ellip"]) else out["r50"]
+    conc = out["concentration"]
+    # Starting index from C (Graham & Driver 2005: C ~ 2.8 for n=1, 5.2 for n=4).
+    n_guess = float(np.clip(1.0 + (conc - 2.8) * 1.25, 0.5, 6.0)) if np.isfinite(conc) else None
+    jobs = []
+    if config.fit_sersic:
+        jobs.append(
+            (
+                MorphFlag.SERSIC_FAILED,
+                lambda: sersic.fit_sersic(
+                    data, mask=mask, center=center, ellip=ellip, theta=theta, rhalf_guess=rhalf,
+                    psf_fwhm_px=config.psf_fwhm_px, n_guess=n_guess, sky_sigma=sigma,
+                ),
+            )
+        )
+    if config.fit_bulge_disk:
+        jobs.append(
+            (
+                MorphFlag.BULGE_DISK_FAILED,
+                lambda: sersic.fit_bulge_disk(
+                    data, mask=mask, center=center, ellip=ellip, theta=theta, rhalf_guess=rhalf,
+                    psf_fwhm_px=config.psf_fwhm_px, sky_sigma=sigma,
+                ),
+            )
+        )
+    if config.profile:
+        jobs.append(
+            (
+                MorphFlag.PROFILE_FAILED,
+                lambda: profile.profile_features(
+                    data, mask=mask, center=center, ellip=ellip, theta=theta, rpetro=out["rpetro_ellip"]
+                ),
+            )
+        )
+    for fail_bit, job in jobs:
+        if not (np.isfinite(rhalf) and rhalf > 0 and np.isfinite(out["rpetro_ellip"])):
+            flag |= fail_bit
+            continue
+        try:
+            res = job()
+        except Exception:  # noqa: BLE001 - a failed fit must not lose the other features
+            flag |= fail_bit
+            continue
+        flag |= MorphFlag(int(res.get("flag", 0)))
+        for k, v in res.items():
+            if k != "flag" and k in out:
+                out[k] = v
+    return flag
+
+
+def _mask_near(mask: np.ndarray, center, radius: float) -> bool:
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return False
+    return bool(np.any((xs - center[0]) ** 2 + (ys - center[1]) ** 2 <= radius**2))

@@ -1,0 +1,198 @@
+"""Petrosian radii, light-fraction radii (r20, r50, r80) and half-light radii.
+
+Aperture photometry here uses one fast, smooth approximation of exact pixel
+overlap: a pixel at (elliptical) distance ``rho`` from the centre counts with
+weight ``clip(r - rho + 1/2, 0, 1)`` in an aperture of radius ``r``. The
+weights sum to the aperture area to first order and are piecewise linear in
+``r``, so a whole curve of growth follows from two histograms (``np.bincount``)
+of the pixel distances and cumulative sums, evaluated exactly on a 0.05 px
+grid of radii, with no sorting and no root finder.
+
+The Petrosian radius (Petrosian 1976; Lotz, Primack & Madau 2004, eq. 4) is
+the radius where the mean surface brightness in an annulus of width 1 px
+equals ``eta`` times the mean surface brightness inside it:
+
+.. math:: \\eta(r_p) = \\frac{\\langle I \\rangle_{[r_p - 1/2,\\, r_p + 1/2]}}
+                           {\\langle I \\rangle_{< r_p}} = 0.2
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Radial grid step (pixels) for curves of growth; must divide 0.5.
+GRID_STEP = 0.05
+
+
+def growth_curve(values: np.ndarray, rho: np.ndarray, r_max: float, *, step: float = GRID_STEP):
+    """Aperture sums ``S(r) = sum_i v_i clip(r - rho_i + 1/2, 0, 1)`` on a radial grid.
+
+    Parameters
+    ----------
+    values : ndarray
+        Pixel values (any shape, flattened); use ones to get the area.
+    rho : ndarray
+        Distance of each pixel from the centre (same shape as ``values``).
+    r_max : float
+        Largest radius needed.
+    step : float
+        Grid step; ``0.5 / step`` must be an integer.
+
+    Returns
+    -------
+    radii, sums : ndarray
+        ``radii[k] = k * step`` for ``k = 0 .. ceil(r_max/step) + m`` with
+        ``m = 0.5/step`` (so that sums at ``r_max + 1/2`` exist) and ``S`` there.
+    """
+    half = int(round(0.5 / step))
+    n_out = int(np.ceil(r_max / step)) + half + 1
+    n_bins = n_out + half + 1
+    rho = np.ravel(rho)
+    v = np.ravel(values).astype(np.float64, copy=False)
+    idx = np.minimum((rho * (1.0 / step)).astype(np.int64), n_bins - 1)
+    cv = np.zeros(n_bins + 1)
+    cvd = np.zeros(n_bins + 1)
+    np.cumsum(np.bincount(idx, weights=v, minlength=n_bins), out=cv[1:])
+    np.cumsum(np.bincount(idx, weights=v * rho, minlength=n_bins), out=cvd[1:])
+    k = np.arange(n_out)
+    lo = np.maximum(k - half, 0)
+    hi = k + half
+    radii = k * step
+    sums = cv[lo] + (radii + 0.5) * (cv[hi] - cv[lo]) - (cvd[hi] - cvd[lo])
+    return radii, sums
+
+
+def petrosian_radius(
+    image: np.ndarray,
+    center: tuple[float, float],
+    *,
+    mask: np.ndarray | None = None,
+    eta: float = 0.2,
+    elongation: float = 1.0,
+    theta: float = 0.0,
+    rho: np.ndarray | None = None,
+) -> float:
+    """Circular (``elongation=1``) or elliptical Petrosian radius in pixels.
+
+    Implements Lotz et al. (2004), eq. 4 (module docstring) with the
+    definitions of statmorph (Rodriguez-Gomez et al. 2019, Sect. 4.2): the
+    annulus spans ``[r - 1/2, r + 1/2]`` (in semi-major units for an
+    ellipse), both means use the unmasked in-image area, and the absolute
+    values of the means enter the ratio. The ratio is scanned outwards from
+    ``r = 1`` on a coarse grid of 100 radii up to the stamp diagonal (times
+    the elongation) to bracket the first crossing of ``eta``, which is then
+    located on the 0.05 px grid and linearly interpolated.
+
+    Parameters
+    ----------
+    image : ndarray
+        Sky-subtracted flux, masked pixels already set to zero.
+    center : (float, float)
+        ``(x, y)``.
+    mask : ndarray of bool, optional
+        True for pixels excluded from the areas.
+    eta : float
+        Petrosian ratio at the radius.
+    elongation, theta : float
+        ``a/b`` and major-axis angle (radians CCW from +x) for an elliptical
+        radius (the returned value is the semi-major axis).
+    rho : ndarray, optional
+        Precomputed (elliptical) distances of the pixels from ``center``.
+
+    Returns
+    -------
+    float
+        NaN when the ratio is already below ``eta`` at 1 px (a point-like or
+        one-pixel source), when it never drops below ``eta`` inside the
+        search range (a source filling or running off the stamp), or when the
+        centre is not finite.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if not (np.isfinite(center[0]) and np.isfinite(center[1]) and elongation >= 1.0):
+        return float("nan")
+    if rho is None:
+        from featuremass.features.geometry import elliptical_radius
+
+        rho = elliptical_radius(img.shape, center, elongation, theta)
+    r_outer = float(np.hypot(*img.shape)) * elongation
+    area_w = np.ones(img.shape) if mask is None else (~mask).astype(np.float64)
+    radii, flux = growth_curve(img, rho, r_outer)
+    _, area = growth_curve(area_w, rho, r_outer)
+    half = int(round(0.5 / GRID_STEP))
+    k = np.arange(half, radii.size - half)  # r from 0.5 so that r - 1/2 >= 0
+    ann_flux = flux[k + half] - flux[k - half]
+    ann_area = area[k + half] - area[k - half]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ann_mean = np.abs(np.where(ann_area > 0, ann_flux / ann_area, 0.0))
+        ap_mean = np.abs(np.where(area[k] > 0, flux[k] / area[k], 0.0))
+        ratio = np.where(ap_mean > 0, ann_mean / ap_mean, (ann_mean > 0).astype(float))
+    f = ratio - eta
+    r = radii[k]
+    # Coarse bracketing as statmorph does, so that noise wiggles finer than
+    # ~1 px beyond the first real crossing do not change the answer.
+    coarse = np.linspace(1.0, r_outer, 100)
+    ci = np.clip(np.rint((coarse - r[0]) / GRID_STEP).astype(int), 0, r.size - 1)
+    below = np.nonzero(f[ci] <= 0)[0]
+    if below.size == 0 or below[0] == 0:
+        return float("nan")
+    lo, hi = ci[below[0] - 1], ci[below[0]]
+    seg = f[lo : hi + 1]
+    j = int(np.argmax(seg <= 0))
+    if j == 0:
+        return float(r[lo])
+    f0, f1 = seg[j - 1], seg[j]
+    t = f0 / (f0 - f1) if f0 != f1 else 0.0
+    return float(r[lo + j - 1] + t * GRID_STEP)
+
+
+def radius_at_fraction(
+    image: np.ndarray,
+    center: tuple[float, float],
+    r_total: float,
+    fraction: float | np.ndarray,
+    *,
+    elongation: float = 1.0,
+    theta: float = 0.0,
+    rho: np.ndarray | None = None,
+) -> float | np.ndarray:
+    """Radius of the aperture holding ``fraction`` of the flux inside ``r_total``.
+
+    As in statmorph (and Lotz et al. 2004 for r20 and r80), the fraction of
+    light is ``|F(<r)| / F(<r_total)``; the first radius where it exceeds
+    ``fraction`` is returned, linearly interpolated on the 0.05 px grid.
+    Circular for ``elongation=1``, otherwise the semi-major axis of the
+    ellipse.
+
+    Returns
+    -------
+    float or ndarray
+        NaN when ``r_total`` is not positive and finite, the total flux is not
+        positive, or the fraction is never reached.
+    """
+    fractions = np.atleast_1d(np.asarray(fraction, dtype=np.float64))
+    out = np.full(fractions.shape, np.nan)
+    img = np.asarray(image, dtype=np.float64)
+    if not (np.isfinite(r_total) and r_total > 0 and np.isfinite(center[0]) and np.isfinite(center[1])):
+        return out if np.ndim(fraction) else float(out[0])
+    if rho is None:
+        from featuremass.features.geometry import elliptical_radius
+
+        rho = elliptical_radius(img.shape, center, elongation, theta)
+    radii, flux = growth_curve(img, rho, r_total)
+    n = int(round(r_total / GRID_STEP))
+    total = np.interp(r_total, radii, flux)
+    if not (np.isfinite(total) and total > 0):
+        return out if np.ndim(fraction) else float(out[0])
+    curve = np.abs(flux[: n + 2]) / total
+    r = radii[: n + 2]
+    for i, frac in enumerate(fractions):
+        above = np.nonzero(curve > frac)[0]
+        if above.size == 0:
+            continue
+        j = int(above[0])
+        if j == 0:
+            out[i] = 0.0
+            continue
+        c0, c1 = curve[j - 1], curve[j]
+        out[i] = min(r[j - 1] + (frac - c0) / (c1 - c0) * GRID_STEP, r_total)
+    return out if np.ndim(fraction) else float(out[0])

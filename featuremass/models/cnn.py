@@ -1,0 +1,509 @@
+"""The seed's convolutional network, as an sklearn-like regressor.
+
+Architecture (Dobbels et al. 2019, A&A 624, A102, section 3; the workshop's
+"custom architecture")::
+
+    image (npix, npix, 1)
+      -> [training only] RandomRotation(full turn), RandomTranslation(+-10 %)
+      -> Conv2D 32 5x5 ReLU -> MaxPool 2
+      -> Conv2D 64 4x4 ReLU -> MaxPool 2
+      -> Conv2D 128 3x3 ReLU -> MaxPool 2
+      -> Conv2D 128 3x3 ReLU -> GlobalMaxPool
+      -> [optional] concatenate standardised extra inputs (log10 distance, log10 L_g)
+      -> Dense 512 ReLU  ("embedding", the penultimate layer)
+      -> Dense 1 linear, bias initialised to the training-target mean
+
+Two deliberate departures from the seed, both documented on
+:class:`CNNRegressor`: a *linear* output whose bias starts at the mean M/L
+(the seed's ReLU output can die at initialisation and predict zero for every
+galaxy), and ``'same'`` convolution padding so any stamp of 8 px or more fits.
+
+TensorFlow is imported inside the functions that need it (through
+:func:`featuremass.compat.import_tensorflow`), so ``import featuremass`` works
+without the ``cnn`` extra and raises one clear message only when a CNN is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from featuremass._version import __version__
+from featuremass.compat import import_tensorflow, optional_import
+from featuremass.errors import DataError, FeaturemassError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+SIDECAR_FILE = "model.json"
+SIDECAR_KIND = "featuremass.cnn"
+#: Extra inputs of the seed's add-inputs model, in order, and how they enter.
+EXTRA_INPUT_COLUMNS = ("distance_Mpc", "L_g")
+#: The smallest stamp the architecture accepts (three 2x poolings).
+MIN_NPIX = 8
+
+
+def _keras():
+    """Import TensorFlow (for the clear error) and return the Keras 3 module."""
+    import_tensorflow("The CNN")
+    return optional_import("keras", purpose="The CNN")
+
+
+def extra_inputs_from_metadata(metadata) -> np.ndarray:
+    """The CNN's extra inputs from seed metadata: ``log10`` distance and ``log10`` L_g.
+
+    Distance and luminosity span orders of magnitude, so their logarithms are
+    fed to the network (then standardised inside :class:`CNNRegressor`).
+
+    Parameters
+    ----------
+    metadata : pandas.DataFrame
+        Rows aligned with the images, with columns ``distance_Mpc`` and ``L_g``.
+
+    Returns
+    -------
+    ndarray, shape (n, 2)
+        NaN where a value is missing or not positive.
+    """
+    missing = [c for c in EXTRA_INPUT_COLUMNS if c not in metadata.columns]
+    if missing:
+        raise DataError(f"metadata lacks the extra-input column(s) {missing}")
+    values = metadata[list(EXTRA_INPUT_COLUMNS)].to_numpy(dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(values > 0, np.log10(values), np.nan)
+    return out
+
+
+def data_fingerprint(images: np.ndarray, y: np.ndarray | None = None, extra=None) -> str:
+    """A short SHA-256 of a training set (shape, target, and a strided pixel sample).
+
+    Identifies the data a model saw without hashing gigabytes of pixels.
+    """
+    h = hashlib.sha256()
+    h.update(repr(tuple(images.shape)).encode())
+    step = max(1, len(images) // 256)
+    h.update(np.ascontiguousarray(np.asarray(images[::step], dtype=np.float32)).tobytes())
+    if y is not None:
+        h.update(np.ascontiguousarray(np.asarray(y, dtype=np.float64)).tobytes())
+    if extra is not None:
+        h.update(np.ascontiguousarray(np.asarray(extra, dtype=np.float64)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def build_cnn(
+    npix: int,
+    *,
+    n_extra: int = 0,
+    target_mean: float = 0.0,
+    augment: bool = True,
+    rotation: float = 0.5,
+    translation: float = 0.1,
+):
+    """Build (uncompiled) the seed's CNN as a Keras functional model.
+
+    Parameters
+    ----------
+    npix : int
+        Stamp side in pixels (at least 8).
+    n_extra : int
+        Number of standardised scalar inputs concatenated after global pooling
+        (the seed's add-inputs model); 0 for image only.
+    target_mean : float
+        Initial bias of the linear output unit, so the untrained network
+        predicts the mean M/L instead of zero.
+    augment : bool
+        Insert random rotation and translation layers; Keras applies them only
+        during training (``training=True``), never in ``predict``.
+    rotation, translation : float
+        ``RandomRotation`` factor (0.5 = up to a half turn either way, i.e. any
+        orientation) and ``RandomTranslation`` fraction of the stamp.
+
+    Returns
+    -------
+    keras.Model
+        Inputs ``image`` (and ``extra`` when ``n_extra > 0``); the Dense 512
+        layer is named ``embedding`` and the output ``ml``.
+    """
+    keras = _keras()
+    layers = keras.layers
+    if int(npix) < MIN_NPIX:
+        raise FeaturemassError(f"the CNN needs stamps of at least {MIN_NPIX} px; got npix={npix}")
+    image = keras.Input(shape=(int(npix), int(npix), 1), name="image")
+    x = image
+    if augment:
+        # 'reflect' fill keeps sky-like texture in the corners a rotation uncovers.
+        x = layers.RandomRotation(rotation, fill_mode="reflect", name="aug_rotation")(x)
+        x = layers.RandomTranslation(translation, translation, fill_mode="reflect",
+                                     name="aug_translation")(x)
+    x = layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Conv2D(64, 4, padding="same", activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(2, name="pool2")(x)
+    x = layers.Conv2D(128, 3, padding="same", activation="relu", name="conv3")(x)
+    x = layers.MaxPooling2D(2, name="pool3")(x)
+    x = layers.Conv2D(128, 3, padding="same", activation="relu", name="conv4")(x)
+    x = layers.GlobalMaxPooling2D(name="global_max")(x)
+    inputs = [image]
+    if n_extra:
+        extra = keras.Input(shape=(int(n_extra),), name="extra")
+        inputs.append(extra)
+        x = layers.Concatenate(name="with_extra")([x, extra])
+    x = layers.Dense(512, activation="relu", name="embedding")(x)
+    out = layers.Dense(
+        1, activation="linear", name="ml",
+        bias_initializer=keras.initializers.Constant(float(target_mean)),
+    )(x)
+    return keras.Model(inputs=inputs if n_extra else image, outputs=out, name="featuremass_cnn")
+
+
+def _architecture_summary(model) -> list[dict]:
+    rows = []
+    for layer in model.layers:
+        cfg = layer.get_config()
+        row = {"name": layer.name, "type": type(layer).__name__}
+        for key in ("filters", "kernel_size", "pool_size", "units", "activation", "padding",
+                    "factor", "height_factor", "width_factor"):
+            if key in cfg:
+                row[key] = cfg[key]
+        row["params"] = int(layer.count_params()) if layer.built else 0
+        rows.append(row)
+    return rows
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+class CNNRegressor:
+    """The seed's CNN for M/L, with an sklearn-like ``fit`` / ``predict``.
+
+    Architecture and training follow the workshop (Dobbels et al. 2019): four
+    convolutions with 2x max pooling, global max pooling, Dense 512, one
+    output; Nadam, mean-squared error, batch 32; random rotation and
+    translation augmentation during training; early stopping (patience 6,
+    best weights restored) and learning-rate reduction (factor 0.3,
+    patience 3) on the validation loss.
+
+    **Output unit.** The seed used a ReLU output, which can die at
+    initialisation (all pre-activations negative) and leave the model
+    predicting 0 for every galaxy. Here the output is *linear* with its bias
+    initialised to the mean training M/L: it cannot die, and training starts
+    from the mean predictor (the RMSE baseline) rather than from zero.
+    **Padding.** Convolutions use ``'same'`` padding, so stamps of any size of
+    8 px or more fit; the seed's 69 and 128 px stamps behave as before.
+
+    Parameters
+    ----------
+    npix : int
+        Stamp side in pixels.
+    extra_inputs : bool
+        Concatenate extra scalar inputs (e.g. :func:`extra_inputs_from_metadata`)
+        after global pooling; they are standardised with the training mean and
+        standard deviation, which are saved with the model.
+    epochs : int
+        Maximum number of epochs (early stopping usually ends sooner).
+    batch_size : int
+    learning_rate : float
+        Initial Nadam learning rate.
+    augment : bool
+        Random rotation and translation during training.
+    seed : int
+        Seeds Keras, NumPy and Python and enables TensorFlow op determinism, so
+        the same data and seed give the same model on the same machine.
+    verbose : int
+        Keras ``fit`` verbosity.
+
+    Attributes
+    ----------
+    model_ : keras.Model
+    history_ : dict of list
+        Per-epoch ``loss``, ``val_loss``, ``learning_rate``.
+    best_epoch_ : int
+        Epoch (1-based) whose weights were kept.
+    target_mean_, extra_mean_, extra_std_ : float, ndarray, ndarray
+    fingerprint_ : str
+        :func:`data_fingerprint` of the training set.
+    fit_seconds_ : float
+    """
+
+    def __init__(
+        self,
+        *,
+        npix: int,
+        extra_inputs: bool = False,
+        epochs: int = 50,
+        batch_size: int = 32,
+        learning_rate: float = 1e-3,
+        augment: bool = True,
+        seed: int = 0,
+        verbose: int = 0,
+    ):
+        self.npix = npix
+        self.extra_inputs = extra_inputs
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.augment = augment
+        self.seed = seed
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_images(self, images, what: str = "images") -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim == 4 and images.shape[-1] == 1:
+            images = images[..., 0]
+        if images.ndim != 3 or images.shape[1:] != (int(self.npix), int(self.npix)):
+            raise DataError(
+                f"{what} have shape {images.shape}; the CNN expects (n, {self.npix}, {self.npix})"
+            )
+        if len(images) == 0:
+            raise DataError(f"{what} are empty")
+        bad = ~np.isfinite(images).all(axis=(1, 2))
+        if bad.any():
+            raise DataError(f"{what} hold non-finite pixels in rows {np.flatnonzero(bad)[:5].tolist()}")
+        return np.asarray(images, dtype=np.float32)[..., None]
+
+    def _check_extra(self, extra, n: int, what: str = "extra") -> np.ndarray | None:
+        if not self.extra_inputs:
+            if extra is not None:
+                raise FeaturemassError(
+                    "extra inputs were given but the CNN was built with extra_inputs=False"
+                )
+            return None
+        if extra is None:
+            raise FeaturemassError("the CNN was built with extra_inputs=True; pass extra=(n, k) array")
+        extra = np.asarray(extra, dtype=np.float64)
+        if extra.ndim == 1:
+            extra = extra[:, None]
+        if extra.ndim != 2 or len(extra) != n:
+            raise DataError(f"{what} has shape {extra.shape}; expected ({n}, k)")
+        bad = ~np.isfinite(extra).all(axis=1)
+        if bad.any():
+            raise DataError(
+                f"{what} holds non-finite values in rows {np.flatnonzero(bad)[:5].tolist()} "
+                f"({int(bad.sum())} in all)"
+            )
+        return extra
+
+    def _check_fitted(self):
+        if not hasattr(self, "model_"):
+            raise FeaturemassError("this CNNRegressor is not fitted yet; call fit() or load()")
+
+    def _inputs(self, images, extra, what="images"):
+        x = self._check_images(images, what)
+        e = self._check_extra(extra, len(x), what.replace("images", "extra"))
+        if e is None:
+            return x
+        if e.shape[1] != len(self.extra_mean_):
+            raise DataError(f"extra has {e.shape[1]} columns; the CNN was trained with "
+                            f"{len(self.extra_mean_)}")
+        return {"image": x, "extra": ((e - self.extra_mean_) / self.extra_std_).astype(np.float32)}
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, images, y, *, extra=None, val=None) -> CNNRegressor:
+        """Train on ``images`` (n, npix, npix) and M/L ``y``.
+
+        Parameters
+        ----------
+        images : array, shape (n, npix, npix)
+            Seed-stretched stamps (any float; memory maps are fine).
+        y : array, shape (n,)
+        extra : array, shape (n, k), optional
+            Extra scalar inputs; required when ``extra_inputs=True``.
+        val : tuple ``(images, y)`` or ``(images, y, extra)``, optional
+            The validation split for early stopping and learning-rate
+            reduction. Without it the network trains for ``epochs`` epochs.
+        """
+        tf = import_tensorflow("The CNN")
+        keras = _keras()
+        y = np.asarray(y, dtype=np.float64).ravel()
+        x = self._check_images(images)
+        if len(y) != len(x) or not np.isfinite(y).all():
+            raise DataError(f"y must hold {len(x)} finite values; got {y.shape} "
+                            f"with {int((~np.isfinite(y)).sum())} non-finite")
+        e = self._check_extra(extra, len(x))
+        keras.utils.set_random_seed(int(self.seed))
+        try:
+            tf.config.experimental.enable_op_determinism()
+        except Exception:  # pragma: no cover - older TF or unsupported device
+            log.debug("TensorFlow op determinism is not available here")
+
+        self.target_mean_ = float(y.mean())
+        if e is not None:
+            self.extra_mean_ = e.mean(axis=0)
+            std = e.std(axis=0)
+            self.extra_std_ = np.where(std > 0, std, 1.0)
+        else:
+            self.extra_mean_ = np.zeros(0)
+            self.extra_std_ = np.ones(0)
+        n_extra = 0 if e is None else e.shape[1]
+        model = build_cnn(self.npix, n_extra=n_extra, target_mean=self.target_mean_,
+                          augment=self.augment)
+        model.compile(optimizer=keras.optimizers.Nadam(learning_rate=self.learning_rate),
+                      loss="mean_squared_error")
+        self.model_ = model
+        train_x = x if e is None else {
+            "image": x, "extra": ((e - self.extra_mean_) / self.extra_std_).astype(np.float32)}
+
+        callbacks = []
+        validation_data = None
+        if val is not None:
+            if len(val) not in (2, 3):
+                raise FeaturemassError("val must be (images, y) or (images, y, extra)")
+            v_images, v_y = val[0], np.asarray(val[1], dtype=np.float64).ravel()
+            v_extra = val[2] if len(val) == 3 else None
+            vx = self._inputs(v_images, v_extra, "validation images")
+            if len(v_y) != len(v_images) or not np.isfinite(v_y).all():
+                raise DataError("validation y must be finite and match the validation images")
+            validation_data = (vx, v_y.astype(np.float32))
+            callbacks = [
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=6,
+                                              restore_best_weights=True),
+                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=3),
+            ]
+        t0 = time.perf_counter()
+        hist = model.fit(
+            train_x, y.astype(np.float32), batch_size=int(self.batch_size),
+            epochs=int(self.epochs), validation_data=validation_data, callbacks=callbacks,
+            shuffle=True, verbose=self.verbose,
+        )
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.history_ = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        if "val_loss" in self.history_:
+            self.best_epoch_ = int(np.argmin(self.history_["val_loss"])) + 1
+        else:
+            self.best_epoch_ = len(self.history_.get("loss", []))
+        self.fingerprint_ = data_fingerprint(x[..., 0], y, e)
+        self.devices_ = [d.name for d in tf.config.list_logical_devices()]
+        return self
+
+    # ------------------------------------------------------------------ predict
+
+    def predict(self, images, extra=None, *, batch_size: int = 256) -> np.ndarray:
+        """Predicted M/L, shape (n,). Augmentation layers are inactive here."""
+        self._check_fitted()
+        x = self._inputs(images, extra)
+        out = self.model_.predict(x, batch_size=batch_size, verbose=0)
+        return np.asarray(out, dtype=np.float64).ravel()
+
+    def embed(self, images, extra=None, *, batch_size: int = 256) -> np.ndarray:
+        """The 512-d penultimate-layer activations (the ``embedding`` layer), shape (n, 512)."""
+        self._check_fitted()
+        x = self._inputs(images, extra)
+        # One sub-model per fitted network: rebuilding it per call retraces the graph.
+        if getattr(self, "_embedder", (None, None))[0] is not self.model_:
+            keras = _keras()
+            sub = keras.Model(inputs=self.model_.inputs,
+                              outputs=self.model_.get_layer("embedding").output)
+            self._embedder = (self.model_, sub)
+        sub = self._embedder[1]
+        return np.asarray(sub.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+
+    # ------------------------------------------------------------------ persistence
+
+    def sidecar(self, metrics: dict | None = None) -> dict:
+        """The JSON sidecar describing this model (see :meth:`save`)."""
+        self._check_fitted()
+        tf = import_tensorflow("The CNN")
+        keras = _keras()
+        return _jsonable({
+            "kind": SIDECAR_KIND,
+            "featuremass_version": __version__,
+            "tensorflow_version": tf.__version__,
+            "keras_version": keras.__version__,
+            "python_version": platform.python_version(),
+            "params": {
+                "npix": int(self.npix), "extra_inputs": bool(self.extra_inputs),
+                "epochs": int(self.epochs), "batch_size": int(self.batch_size),
+                "learning_rate": float(self.learning_rate), "augment": bool(self.augment),
+                "seed": int(self.seed),
+            },
+            "input_scaling": {
+                "image": "seed-log stretch in [-1, 1], as stored in the seed layout",
+                "extra_columns": list(getattr(self, "extra_names_", EXTRA_INPUT_COLUMNS))
+                if self.extra_inputs else [],
+                "extra_transform": "log10, then (x - mean) / std" if self.extra_inputs else None,
+                "extra_mean": self.extra_mean_, "extra_std": self.extra_std_,
+            },
+            "output": "linear, bias initialised to the training-target mean",
+            "target_mean": self.target_mean_,
+            "architecture": _architecture_summary(self.model_),
+            "n_params": int(self.model_.count_params()),
+            "history": getattr(self, "history_", {}),
+            "best_epoch": getattr(self, "best_epoch_", None),
+            "fit_seconds": getattr(self, "fit_seconds_", None),
+            "devices": getattr(self, "devices_", []),
+            "data_fingerprint": getattr(self, "fingerprint_", None),
+            "metrics": metrics or getattr(self, "metrics_", {}),
+        })
+
+    def save(self, directory, *, metrics: dict | None = None) -> Path:
+        """Write ``model.keras`` and the ``model.json`` sidecar into ``directory``.
+
+        The sidecar holds the parameters, input scaling, architecture summary,
+        versions, training history, data fingerprint and ``metrics``.
+        """
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / (MODEL_FILE + ".partial.keras")
+        self.model_.save(tmp)
+        os.replace(tmp, directory / MODEL_FILE)
+        if metrics is not None:
+            self.metrics_ = dict(metrics)
+        side = directory / SIDECAR_FILE
+        side.write_text(json.dumps(self.sidecar(metrics), indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory) -> CNNRegressor:
+        """Load a model written by :meth:`save`; the sidecar is checked first."""
+        directory = Path(directory)
+        side = directory / SIDECAR_FILE
+        path = directory / MODEL_FILE
+        for p in (side, path):
+            if not p.is_file():
+                raise FeaturemassError(f"not a featuremass CNN model directory: {p} is missing")
+        try:
+            meta = json.loads(side.read_text())
+        except json.JSONDecodeError as exc:
+            raise FeaturemassError(f"cannot parse {side}: {exc}") from None
+        if meta.get("kind") != SIDECAR_KIND:
+            raise FeaturemassError(f"{side} describes a {meta.get('kind')!r} model, not a CNN")
+        keras = _keras()
+        p = meta["params"]
+        self = cls(npix=p["npix"], extra_inputs=p["extra_inputs"], epochs=p["epochs"],
+                   batch_size=p["batch_size"], learning_rate=p["learning_rate"],
+                   augment=p["augment"], seed=p["seed"])
+        try:
+            self.model_ = keras.models.load_model(path, compile=False)
+        except Exception as exc:
+            raise FeaturemassError(f"cannot load the Keras model {path}: {exc}") from None
+        scaling = meta["input_scaling"]
+        self.extra_mean_ = np.asarray(scaling["extra_mean"], dtype=np.float64)
+        self.extra_std_ = np.asarray(scaling["extra_std"], dtype=np.float64)
+        self.target_mean_ = float(meta["target_mean"])
+        self.history_ = meta.get("history", {})
+        self.best_epoch_ = meta.get("best_epoch")
+        self.fingerprint_ = meta.get("data_fingerprint")
+        self.metrics_ = meta.get("metrics", {})
+        self.fit_seconds_ = meta.get("fit_seconds")
+        self.devices_ = meta.get("devices", [])
+        return self

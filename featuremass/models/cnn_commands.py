@@ -1,0 +1,110 @@
+"""CLI glue of ``featuremass cnn train`` and ``featuremass cnn predict``.
+
+Thin: load the seed-layout splits, call :class:`~featuremass.models.cnn.CNNRegressor`,
+print. TensorFlow is imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from featuremass.errors import FeaturemassError
+
+log = logging.getLogger(__name__)
+
+#: Column of the predicted M/L in prediction files (same as ``featuremass predict``).
+PRED_COLUMN = "ml_pred"
+
+
+def _extra(ds, use: bool):
+    from featuremass.models.cnn import extra_inputs_from_metadata
+
+    return extra_inputs_from_metadata(ds.metadata) if use else None
+
+
+def write_predictions(table: pd.DataFrame, out: Path) -> Path:
+    """Write a prediction table as CSV or Parquet (chosen by the suffix)."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise FeaturemassError(f"--out must end in .csv or .parquet; got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        table.to_csv(out, index=False)
+    else:
+        table.to_parquet(out, index=False)
+    return out
+
+
+def train(args) -> dict:
+    """``featuremass cnn train``: fit on train, early-stop on val, score on val/test, save."""
+    from featuremass.inspect.metrics import regression_report
+    from featuremass.io.layout import load_split
+    from featuremass.models.cnn import CNNRegressor
+
+    train_ds = load_split(args.data, npix=args.npix, split="train", train_size=args.train_size)
+    val_ds = load_split(args.data, npix=args.npix, split="val")
+    model = CNNRegressor(npix=args.npix, extra_inputs=args.extra_inputs, epochs=args.epochs,
+                         batch_size=args.batch_size, seed=args.seed, verbose=2 if args.verbose else 0)
+    val = (val_ds.images, val_ds.target, _extra(val_ds, args.extra_inputs))
+    model.fit(train_ds.images, train_ds.target, extra=_extra(train_ds, args.extra_inputs), val=val)
+    metrics = {}
+    for split, ds in (("val", val_ds), ("test", None)):
+        if ds is None:
+            try:
+                ds = load_split(args.data, npix=args.npix, split=split)
+            except FeaturemassError as exc:
+                log.info("no %s split scored: %s", split, exc)
+                continue
+        pred = model.predict(ds.images, _extra(ds, args.extra_inputs))
+        metrics[split] = regression_report(ds.target, pred, n_boot=200)
+    model.save(args.out, metrics=metrics)
+    return metrics
+
+
+def predict(args) -> Path:
+    """``featuremass cnn predict``: M/L of one split, written as CSV/Parquet."""
+    from featuremass.io.layout import load_split
+    from featuremass.models.cnn import CNNRegressor
+
+    model = CNNRegressor.load(args.model)
+    ds = load_split(args.data, npix=args.npix, split=args.split)
+    if ds.npix != model.npix:
+        raise FeaturemassError(f"{args.model} was trained on {model.npix} px stamps; "
+                               f"--npix {args.npix} was given")
+    pred = model.predict(ds.images, _extra(ds, model.extra_inputs))
+    table = pd.DataFrame({"galaxy_id": ds.ids, PRED_COLUMN: pred})
+    if "L_g" in ds.metadata.columns:
+        table["stellar_mass"] = pred * ds.metadata["L_g"].to_numpy(dtype=np.float64)
+    return write_predictions(table, args.out)
+
+
+def cnn_cli(args) -> None:
+    """Dispatch ``featuremass cnn {train,predict}``."""
+    from featuremass.compat import import_tensorflow
+    from featuremass.inspect.metrics import format_metric
+
+    # Fail first, with the install hint, when the cnn extra is missing.
+    import_tensorflow(f"featuremass cnn {args.cnn_command}")
+    args.verbose = getattr(args, "verbose", 0)
+    if args.cnn_command == "train":
+        metrics = train(args)
+        for split, rep in metrics.items():
+            print(f"{split}: RMSE {format_metric(rep['linear']['rmse'])}  "
+                  f"R2 {format_metric(rep['linear']['r2'])}")
+        print(f"model written to {Path(args.out)}")
+    elif args.cnn_command == "predict":
+        print(predict(args))
+    else:  # argparse guarantees one of the above
+        raise FeaturemassError(f"unknown cnn command {args.cnn_command!r}")
+
+
+def summarise(model_dir) -> str:
+    """One-line JSON summary of a saved CNN (for logs)."""
+    side = json.loads((Path(model_dir) / "model.json").read_text())
+    return json.dumps({k: side.get(k) for k in ("params", "best_epoch", "n_params")})

@@ -1,0 +1,260 @@
+"""Hybrid model: the CNN's embedding plus classical morphology, fed to LightGBM.
+
+Dobbels et al. (2019, A&A 624, A102, section 5) fed the penultimate-layer
+activations of their CNN to a gradient-boosted tree model. featuremass adds the
+classical morphology features (and, optionally, the extra inputs) beside that
+embedding, so the trees can combine what the network saw with interpretable
+measurements::
+
+    images -> CNN -> 512-d embedding -> PCA (n_components) --+
+    morphology feature table ---------------------------------+--> LightGBM -> M/L
+    [extra inputs: distance, L_g] ----------------------------+
+
+Caveat: when the CNN is trained on the same galaxies as the trees, its
+training-set embedding is more informative than on unseen galaxies, so the
+trees may lean on it too much; early stopping of LightGBM on the validation
+split (unseen by the CNN's weights, though used for its early stopping) limits
+the damage. Pass an already-fitted CNN trained elsewhere to avoid it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from featuremass._version import __version__
+from featuremass.errors import DataError, FeaturemassError, SchemaError
+from featuremass.models.cnn import CNNRegressor
+from featuremass.models.gbm import GBMRegressor
+
+SIDECAR_FILE = "model.json"
+SIDECAR_KIND = "featuremass.hybrid"
+BOOSTER_FILE = "lgbm.txt"
+CNN_DIR = "cnn"
+
+def _as_frame(features, names=None, *, what="features") -> pd.DataFrame:
+    if isinstance(features, pd.DataFrame):
+        df = features.drop(columns=[c for c in ("galaxy_id", "flag") if c in features.columns])
+    else:
+        arr = np.asarray(features, dtype=np.float64)
+        if arr.ndim != 2:
+            raise DataError(f"{what} must be a 2-D table; got shape {arr.shape}")
+        cols = names if names is not None else [f"feature_{i}" for i in range(arr.shape[1])]
+        df = pd.DataFrame(arr, columns=list(cols))
+    if names is not None:
+        missing = [c for c in names if c not in df.columns]
+        extra = [c for c in df.columns if c not in names]
+        if missing or extra:
+            raise SchemaError(
+                f"{what} do not match the hybrid's features: missing {missing[:8]}, "
+                f"unexpected {extra[:8]}"
+            )
+        df = df[list(names)]
+    return df.astype(np.float64).reset_index(drop=True)
+
+
+class HybridRegressor:
+    """CNN embedding (PCA-reduced) + morphology features -> LightGBM.
+
+    Parameters
+    ----------
+    npix : int
+        Stamp side in pixels.
+    cnn : CNNRegressor, optional
+        A fitted CNN to embed with. Default: train a new one in :meth:`fit`.
+    n_components : int or None
+        Principal components kept of the 512-d embedding (None: all 512).
+    extra_inputs : bool
+        Give the CNN and the trees the extra inputs (distance, L_g).
+    epochs : int
+        Epochs of the CNN when it is trained here.
+    gbm_params : dict, optional
+        Parameters of the :class:`~featuremass.models.gbm.GBMRegressor` on top
+        (its defaults otherwise: L2 loss, early stopping on ``val``).
+    seed : int
+    verbose : int
+
+    Attributes
+    ----------
+    cnn_ : CNNRegressor
+    pca_mean_, pca_components_ : ndarray
+        The embedding projection ``(E - mean) @ components.T``.
+    feature_names_ : list of str
+        Columns the trees see, in order: ``cnn_pc00..``, morphology, extras.
+    gbm_ : GBMRegressor
+    """
+
+    def __init__(self, *, npix: int, cnn: CNNRegressor | None = None, n_components: int | None = 32,
+                 extra_inputs: bool = False, epochs: int = 50, gbm_params: dict | None = None,
+                 seed: int = 0, verbose: int = 0):
+        self.npix = npix
+        self.cnn = cnn
+        self.n_components = n_components
+        self.extra_inputs = extra_inputs
+        self.epochs = epochs
+        self.gbm_params = gbm_params
+        self.seed = seed
+        self.verbose = verbose
+
+    # ---------------------------------------------------------------- design
+
+    def _embedding(self, images, extra) -> np.ndarray:
+        emb = self.cnn_.embed(images, extra if self.cnn_.extra_inputs else None)
+        return (emb - self.pca_mean_) @ self.pca_components_.T
+
+    def _design(self, images, features, extra, names=None) -> pd.DataFrame:
+        feats = _as_frame(features, names)
+        if len(feats) != len(images):
+            raise DataError(f"{len(feats)} feature rows for {len(images)} images")
+        emb = self._embedding(images, extra)
+        parts = [pd.DataFrame(emb, columns=[f"cnn_pc{i:02d}" for i in range(emb.shape[1])]), feats]
+        if self.extra_inputs:
+            e = np.asarray(extra, dtype=np.float64).reshape(len(images), -1)
+            parts.append(pd.DataFrame(e, columns=[f"extra_{i}" for i in range(e.shape[1])]))
+        return pd.concat(parts, axis=1)
+
+    # ---------------------------------------------------------------- fit
+
+    def fit(self, images, features, y, *, extra=None, val=None) -> HybridRegressor:
+        """Train the CNN (unless given fitted), the PCA, then LightGBM.
+
+        Parameters
+        ----------
+        images : array (n, npix, npix)
+        features : DataFrame or array (n, k)
+            Morphology features aligned with ``images`` (``galaxy_id`` and
+            ``flag`` columns are dropped); NaN is allowed.
+        y : array (n,)
+        extra : array (n, m), optional
+            Required when ``extra_inputs=True``.
+        val : tuple ``(images, features, y[, extra])``, optional
+            Early stopping of the CNN and of LightGBM.
+        """
+        t0 = time.perf_counter()
+        y = np.asarray(y, dtype=np.float64).ravel()
+        if self.extra_inputs and extra is None:
+            raise FeaturemassError("extra_inputs=True needs extra=(n, m) array")
+        v_images = v_feats = v_y = v_extra = None
+        if val is not None:
+            if len(val) not in (3, 4):
+                raise FeaturemassError("val must be (images, features, y) or (images, features, y, extra)")
+            v_images, v_feats, v_y = val[0], val[1], np.asarray(val[2], dtype=np.float64).ravel()
+            v_extra = val[3] if len(val) == 4 else None
+
+        if self.cnn is not None:
+            if not hasattr(self.cnn, "model_"):
+                raise FeaturemassError("the cnn passed to HybridRegressor must be fitted")
+            self.cnn_ = self.cnn
+        else:
+            self.cnn_ = CNNRegressor(npix=self.npix, extra_inputs=self.extra_inputs,
+                                     epochs=self.epochs, seed=self.seed, verbose=self.verbose)
+            cnn_val = None
+            if val is not None:
+                cnn_val = (v_images, v_y, v_extra) if self.extra_inputs else (v_images, v_y)
+            self.cnn_.fit(images, y, extra=extra if self.extra_inputs else None, val=cnn_val)
+
+        emb = self.cnn_.embed(images, extra if self.cnn_.extra_inputs else None)
+        self.pca_mean_ = emb.mean(axis=0)
+        k = emb.shape[1] if self.n_components is None else int(min(self.n_components, *emb.shape))
+        if k < emb.shape[1]:
+            from sklearn.decomposition import PCA
+
+            pca = PCA(n_components=k, random_state=self.seed).fit(emb)
+            self.pca_components_ = pca.components_
+            self.pca_explained_ = pca.explained_variance_ratio_
+        else:
+            self.pca_components_ = np.eye(emb.shape[1])
+            self.pca_explained_ = np.full(emb.shape[1], np.nan)
+
+        self.morph_names_ = list(_as_frame(features).columns)
+        X = self._design(images, features, extra, self.morph_names_)
+        self.feature_names_ = list(X.columns)
+        Xv = yv = None
+        if val is not None:
+            Xv, yv = self._design(v_images, v_feats, v_extra, self.morph_names_), v_y
+        params = {"random_state": int(self.seed), **(self.gbm_params or {})}
+        self.gbm_ = GBMRegressor(**params).fit(X, y, X_val=Xv, y_val=yv)
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "gbm_"):
+            raise FeaturemassError("this HybridRegressor is not fitted yet; call fit() or load()")
+
+    def predict(self, images, features, extra=None) -> np.ndarray:
+        """Predicted M/L, shape (n,)."""
+        self._check_fitted()
+        if self.extra_inputs and extra is None:
+            raise FeaturemassError("this hybrid was trained with extra inputs; pass extra=")
+        X = self._design(images, features, extra, self.morph_names_)
+        return np.asarray(self.gbm_.predict(X), dtype=np.float64)
+
+    def importance(self, kind: str = "gain") -> pd.Series:
+        """LightGBM ``'gain'`` or ``'split'`` importance per input column, largest first."""
+        self._check_fitted()
+        return self.gbm_.feature_importance(kind).sort_values(ascending=False)
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, directory, *, metrics: dict | None = None) -> Path:
+        """Write ``cnn/`` (the CNN), ``lgbm.txt`` (LightGBM text) and ``model.json``."""
+        self._check_fitted()
+        import lightgbm as lgb
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.cnn_.save(directory / CNN_DIR)
+        tmp = directory / (BOOSTER_FILE + ".partial")
+        tmp.write_text(self.gbm_.model_to_string())
+        os.replace(tmp, directory / BOOSTER_FILE)
+        side = {
+            "kind": SIDECAR_KIND,
+            "featuremass_version": __version__,
+            "lightgbm_version": lgb.__version__,
+            "params": {"npix": int(self.npix), "n_components": self.n_components,
+                       "extra_inputs": bool(self.extra_inputs), "epochs": int(self.epochs),
+                       "seed": int(self.seed), "gbm_params": self.gbm_.get_params()},
+            "feature_names": self.feature_names_,
+            "morphology_columns": self.morph_names_,
+            "best_iteration": self.gbm_.best_iteration_,
+            "pca": {"mean": self.pca_mean_.tolist(), "components": self.pca_components_.tolist(),
+                    "explained_variance_ratio": [None if not np.isfinite(v) else float(v)
+                                                 for v in self.pca_explained_]},
+            "cnn_fingerprint": self.cnn_.fingerprint_,
+            "metrics": metrics or {},
+        }
+        (directory / SIDECAR_FILE).write_text(json.dumps(side, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory) -> HybridRegressor:
+        """Load a hybrid written by :meth:`save`."""
+        import lightgbm as lgb
+
+        directory = Path(directory)
+        side_path = directory / SIDECAR_FILE
+        if not side_path.is_file() or not (directory / BOOSTER_FILE).is_file():
+            raise FeaturemassError(f"not a featuremass hybrid model directory: {directory}")
+        side = json.loads(side_path.read_text())
+        if side.get("kind") != SIDECAR_KIND:
+            raise FeaturemassError(f"{side_path} describes a {side.get('kind')!r} model, not a hybrid")
+        p = side["params"]
+        self = cls(npix=p["npix"], n_components=p["n_components"], extra_inputs=p["extra_inputs"],
+                   epochs=p["epochs"], gbm_params=p["gbm_params"], seed=p["seed"])
+        self.cnn_ = CNNRegressor.load(directory / CNN_DIR)
+        booster = lgb.Booster(model_file=str(directory / BOOSTER_FILE))
+        self.gbm_ = GBMRegressor.from_booster(booster, best_iteration=int(side["best_iteration"]),
+                                              **p["gbm_params"])
+        self.feature_names_ = side["feature_names"]
+        self.morph_names_ = side["morphology_columns"]
+        self.pca_mean_ = np.asarray(side["pca"]["mean"], dtype=np.float64)
+        self.pca_components_ = np.asarray(side["pca"]["components"], dtype=np.float64)
+        self.pca_explained_ = np.asarray(
+            [np.nan if v is None else v for v in side["pca"]["explained_variance_ratio"]])
+        self.metrics_ = side.get("metrics", {})
+        return self

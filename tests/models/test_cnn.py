@@ -1,0 +1,128 @@
+"""The bundled Keras CNN: builds, trains, round-trips, fails clearly without TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from featuremass.compat import has_module
+from featuremass.errors import FeaturemassError, MissingDependencyError
+
+needs_tf = pytest.mark.skipif(
+    not has_module("tensorflow"),
+    reason="TensorFlow is not installed (pip install 'featuremass[cnn]')",
+)
+
+
+def _tiny(n=64, npix=16, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.normal(-0.5, 0.2, size=(n, npix, npix)).astype(np.float32)
+    y = 1.0 + images[:, 6:10, 6:10].mean(axis=(1, 2)) + rng.uniform(0, 2, n)
+    return images, y
+
+
+@pytest.mark.cnn
+@needs_tf
+def test_architecture_matches_the_seed():
+    from featuremass.models.cnn import build_cnn
+
+    model = build_cnn(69, n_extra=2, target_mean=1.7)
+    conv = [lay for lay in model.layers if type(lay).__name__ == "Conv2D"]
+    assert [c.filters for c in conv] == [32, 64, 128, 128]
+    assert [tuple(c.kernel_size) for c in conv] == [(5, 5), (4, 4), (3, 3), (3, 3)]
+    assert all(c.get_config()["activation"] == "relu" for c in conv)
+    assert len([lay for lay in model.layers if type(lay).__name__ == "MaxPooling2D"]) == 3
+    assert model.get_layer("embedding").units == 512
+    out = model.get_layer("ml")
+    assert out.units == 1 and out.get_config()["activation"] == "linear"
+    # The untrained network predicts the bias, i.e. the target mean, when the hidden
+    # layer is silent: zero images give zero ReLU activations after global max pooling.
+    x = {"image": np.zeros((2, 69, 69, 1), np.float32), "extra": np.zeros((2, 2), np.float32)}
+    np.testing.assert_allclose(np.asarray(model(x, training=False)).ravel(), 1.7, rtol=1e-6)
+    # Parameter count of the seed's layers, computed by hand (weights + biases):
+    # conv 5*5*1*32+32, 4*4*32*64+64, 3*3*64*128+128, 3*3*128*128+128,
+    # dense (128+2)*512+512, output 512+1.
+    expected = (5 * 5 * 32 + 32) + (16 * 32 * 64 + 64) + (9 * 64 * 128 + 128) \
+        + (9 * 128 * 128 + 128) + (130 * 512 + 512) + 513
+    assert model.count_params() == expected
+
+
+@pytest.mark.cnn
+@needs_tf
+def test_trains_one_epoch_and_round_trips(tmp_path):
+    from featuremass.models.cnn import CNNRegressor
+
+    images, y = _tiny()
+    extra = np.random.default_rng(1).normal(size=(64, 2))
+    model = CNNRegressor(npix=16, extra_inputs=True, epochs=1, seed=3)
+    model.fit(images, y, extra=extra, val=(images[:16], y[:16], extra[:16]))
+    assert set(model.history_) >= {"loss", "val_loss"} and len(model.history_["loss"]) == 1
+    pred = model.predict(images, extra)
+    assert pred.shape == (64,) and np.isfinite(pred).all()
+    # A linear output with the mean as bias cannot collapse to zero.
+    assert abs(pred.mean() - y.mean()) < 1.0
+    emb = model.embed(images, extra)
+    assert emb.shape == (64, 512) and (emb >= 0).all()  # ReLU activations
+
+    model.save(tmp_path / "cnn", metrics={"test": {"rmse": 1.0}})
+    side = json.loads((tmp_path / "cnn" / "model.json").read_text())
+    assert side["kind"] == "featuremass.cnn"
+    assert side["params"]["npix"] == 16 and side["params"]["extra_inputs"] is True
+    assert side["tensorflow_version"] and side["keras_version"] and side["data_fingerprint"]
+    assert side["metrics"] == {"test": {"rmse": 1.0}}
+    assert len(side["input_scaling"]["extra_mean"]) == 2
+
+    loaded = CNNRegressor.load(tmp_path / "cnn")
+    np.testing.assert_array_equal(loaded.predict(images, extra), pred)
+    np.testing.assert_array_equal(loaded.embed(images, extra), emb)
+
+
+@pytest.mark.cnn
+@needs_tf
+def test_same_seed_same_model():
+    from featuremass.models.cnn import CNNRegressor
+
+    images, y = _tiny(n=32)
+    a = CNNRegressor(npix=16, epochs=1, seed=7).fit(images, y).predict(images)
+    b = CNNRegressor(npix=16, epochs=1, seed=7).fit(images, y).predict(images)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.cnn
+@needs_tf
+def test_bad_input_is_a_clear_error(tmp_path):
+    from featuremass.models.cnn import CNNRegressor
+
+    images, y = _tiny(n=8)
+    with pytest.raises(FeaturemassError, match=r"expects \(n, 20, 20\)"):
+        CNNRegressor(npix=20, epochs=1).fit(images, y)
+    with pytest.raises(FeaturemassError, match="extra_inputs=True"):
+        CNNRegressor(npix=16, extra_inputs=True, epochs=1).fit(images, y)
+    with pytest.raises(FeaturemassError, match="not fitted"):
+        CNNRegressor(npix=16).predict(images)
+    with pytest.raises(FeaturemassError, match="model.json is missing"):
+        CNNRegressor.load(tmp_path)
+
+
+def test_missing_tensorflow_gives_the_install_hint(monkeypatch):
+    # A None entry in sys.modules makes `import tensorflow` raise ImportError.
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    from featuremass.models.cnn import CNNRegressor
+
+    images, y = _tiny(n=8)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'featuremass\[cnn\]'"):
+        CNNRegressor(npix=16, epochs=1).fit(images, y)
+
+
+def test_missing_tensorflow_in_the_cli_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    from featuremass.cli import main
+
+    rc = main(["cnn", "predict", "--model", str(tmp_path), "--data", str(tmp_path),
+               "--out", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "featuremass[cnn]" in err and "Traceback" not in err

@@ -1,0 +1,86 @@
+"""The CLI: every --help works, user errors give one line and exit status 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from featuremass.cli import COMMANDS, build_parser, main
+
+NESTED = {"data": ["info"], "cnn": ["train", "predict"]}
+
+
+def _help(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--help"])
+    assert exc.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_top_level_help_lists_every_command(capsys):
+    out = _help([], capsys)
+    assert out.startswith("usage: featuremass")
+    for name, _, _ in COMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("command", [name for name, _, _ in COMMANDS])
+def test_each_subcommand_help(command, capsys):
+    out = _help([command], capsys)
+    assert f"usage: featuremass {command}" in out
+    for sub in NESTED.get(command, []):
+        assert f"usage: featuremass {command} {sub}" in _help([command, sub], capsys)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("featuremass ")
+
+
+def _assert_one_line_error(capsys, *needles):
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_user_error_is_one_line_exit_2(capsys, tmp_path):
+    missing = tmp_path / "nonexistent"
+    assert main(["data", "info", "--data", str(missing)]) == 2
+    _assert_one_line_error(capsys, "featuremass data: error:", "dataset folder not found", str(missing))
+
+
+def test_fetch_unreachable_is_one_line(capsys, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    urls = tmp_path / "urls.json"
+    base = f"http://127.0.0.1:{port}"
+    urls.write_text(json.dumps({"69pix": {"train10000": f"{base}/a.tar.gz", "valtest": f"{base}/b.tar.gz"}}))
+    rc = main(["fetch", "--npix", "69", "--data", str(tmp_path / "d"), "--urls", str(urls),
+               "--timeout", "2"])
+    assert rc == 2
+    _assert_one_line_error(capsys, "featuremass fetch: error: cannot reach", "a.tar.gz", "b.tar.gz")
+
+
+def test_data_info_on_a_dataset(capsys, tmp_path):
+    from featuremass.io.layout import write_split
+
+    write_split(tmp_path, npix=8, split="val", images=np.zeros((2, 8, 8)), ids=[1, 2])
+    assert main(["data", "info", "--data", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "val_images.npy" in out and "2 galaxies" in out
+
+
+def test_parser_requires_a_command():
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([])
+    assert exc.value.code == 2
