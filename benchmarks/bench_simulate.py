@@ -56,7 +56,12 @@ def oracle(truth: pd.DataFrame, columns) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from featuremass import __version__
-    from featuremass.io.simulate import ORACLE_COLUMNS, SurveyConfig, simulate_galaxy, simulate_survey
+    from featuremass.io.simulate import (
+        ORACLE_COLUMNS,
+        SurveyConfig,
+        simulate_galaxy,
+        simulate_survey,
+    )
 
     n_val, n_test = int(round(0.15 * args.n)), int(round(0.25 * args.n))
     cfg = SurveyConfig(n_train=args.n - n_val - n_test, n_val=n_val, n_test=n_test,

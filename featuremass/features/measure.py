@@ -153,7 +153,12 @@ def measure_galaxy(image, *, config: MorphologyConfig | None = None, mask=None) 
     dict
         ``{column: float}`` for every column of :data:`FEATURE_COLUMNS`, plus
         ``flag`` (int, bits of :class:`~featuremass.features.flags.MorphFlag`).
-        Values are finite or NaN.
+        Values are finite or NaN. Everything is NaN for BLANK_IMAGE,
+        SKY_FAILED and NO_SOURCE; only the sky, centroid geometry and segment
+        area are kept for SMALL_SOURCE (segment below ``min_segmap_area_px``
+        or Petrosian radius below ``min_rpetro_px``) and FILLS_STAMP (segment
+        over half the stamp); otherwise each failed quantity is NaN with its
+        own bit.
 
     Raises
     ------
@@ -238,6 +243,10 @@ def _measure(img, user_mask, config, out) -> int:
     )
     if area < config.min_segmap_area_px:
         return int(flag | MorphFlag.SMALL_SOURCE)
+    if flag & MorphFlag.FILLS_STAMP:
+        # Over half the stamp is source: the "sky" is galaxy light, and every
+        # radius and flux ratio would be biased. Keep only the geometry.
+        return int(flag)
 
     rho_c = geometry.elliptical_radius(img.shape, (xc, yc), 1.0, 0.0)
     rp_centroid = radii.petrosian_radius(data, (xc, yc), mask=total_mask, eta=config.eta, rho=rho_c)

@@ -81,7 +81,8 @@ class CentralSource:
     n_blended : int
         Sources split off the central detection by deblending.
     blend_flux_ratio : float
-        Largest flux ratio of a deblended source to the central one (0 if none).
+        Largest ratio of a deblended source's basin flux to the central
+        basin's (0 if none).
     found : bool
         Whether a central source was found.
     """
@@ -200,7 +201,8 @@ def segment_central_source(
             if prominence[b - 1] > deblend_nsigma * sigma_s and e >= deblend_contrast * main_flux:
                 secondary |= basins == b
                 n_blended += 1
-                blend_ratio = max(blend_ratio, float(e / main_flux) if main_flux > 0 else np.inf)
+                basin_flux = float(np.sum(np.where(basins == b, sub_smooth, 0.0)))
+                blend_ratio = max(blend_ratio, basin_flux / main_flux if main_flux > 0 else np.inf)
     segmap = footprint.copy()
     if n_blended:
         segmap[sl] &= ~secondary

@@ -202,6 +202,12 @@ def estimate_dynamic_range(stretched: np.ndarray, *, scale_factor: float = DEFAU
     an affine function of the input) it returns exactly ``1/k``, whatever the
     galaxy contributes to the stamp.
 
+    For speed the search runs on the sky-like pixels only (those within 8
+    clipped standard deviations of the stretched sky, a superset of what the
+    clipping keeps) and starts from a closed-form guess: quantiles commute
+    with the monotone map ``u -> 10**(uR)``, so the interquartile range of the
+    sky gives ``R`` from one scalar equation.
+
     Returns a value between 0.05 and 12 dex; for an image with no usable sky
     the upper/lower bound is returned.
     """
@@ -210,12 +216,42 @@ def estimate_dynamic_range(stretched: np.ndarray, *, scale_factor: float = DEFAU
     if u.size < 10:
         return 3.0
     target = 1.0 / scale_factor
+    ln10 = np.log(10.0)
+    med_u, sig_u = robust_sky(u)
+    if np.isfinite(sig_u) and sig_u > 0:
+        cand = u[u < med_u + 8.0 * sig_u]
+        if cand.size >= 10:
+            u = cand
 
     def excess(R: float) -> float:
-        _, sigma = robust_sky(np.expm1(u * R * np.log(10.0)))
+        _, sigma = robust_sky(np.expm1(u * R * ln10))
         return sigma - target
 
     lo, hi = 0.05, 12.0
+    # Closed-form start from the sky quartiles (exact for a Gaussian sky).
+    q25, q75 = np.percentile(u, [25.0, 75.0])
+    if q75 > q25:
+        def iqr_excess(R: float) -> float:
+            return (np.exp(q75 * R * ln10) - np.exp(q25 * R * ln10)) / 1.349 - target
+
+        if iqr_excess(lo) < 0 < iqr_excess(hi):
+            R_prev = optimize.brentq(iqr_excess, lo, hi, xtol=1e-6)
+            f_prev = excess(R_prev)
+            R_cur = R_prev * 1.02
+            # Secant steps on the exact estimator; converges in 2-4 calls from
+            # the quartile guess because sigma(R) is smooth and monotone.
+            for _ in range(8):
+                f_cur = excess(R_cur)
+                if not np.isfinite(f_cur):
+                    break
+                if abs(f_cur) < 1e-5 * target or f_cur == f_prev:
+                    if lo <= R_cur <= hi:
+                        return float(R_cur)
+                    break
+                R_next = R_cur - f_cur * (R_cur - R_prev) / (f_cur - f_prev)
+                R_prev, f_prev, R_cur = R_cur, f_cur, float(np.clip(R_next, lo, hi))
+                if abs(R_cur - R_prev) < 1e-5 * R_prev:
+                    return float(R_cur)
     f_lo, f_hi = excess(lo), excess(hi)
     if not (np.isfinite(f_lo) and np.isfinite(f_hi)):
         return 3.0
@@ -223,4 +259,4 @@ def estimate_dynamic_range(stretched: np.ndarray, *, scale_factor: float = DEFAU
         return lo
     if f_hi <= 0:
         return hi
-    return float(optimize.brentq(excess, lo, hi, xtol=1e-4))
+    return float(optimize.brentq(excess, lo, hi, xtol=2e-4))

@@ -295,6 +295,8 @@ def _section_importance(run: Path) -> str:
     html_figs = f'<div class="figs">{"".join(out)}</div>' if out else ""
     tables = []
     for csv in sorted(d.glob("*.csv")):
+        if "partial_dependence" in csv.stem:  # long curve data; its figure says it better
+            continue
         try:
             df = pd.read_csv(csv)
         except Exception as exc:  # a bad table should not stop the page
@@ -494,8 +496,9 @@ def _section_gallery(run: Path, pred: pd.DataFrame | None, metrics: dict, datase
     cards = []
     seen = set()
     for tag, rows in picks:
-        for _, r in rows.iterrows():
-            gid = int(r["galaxy_id"])
+        # Not iterrows: it would cast the 19-digit int64 ids to float and lose digits.
+        for gid, true_ml, pred_ml in zip(rows["galaxy_id"].to_numpy(np.int64).tolist(),
+                                         rows["ml_true"].tolist(), rows[col].tolist(), strict=True):
             if gid in seen:
                 continue
             seen.add(gid)
@@ -506,8 +509,8 @@ def _section_gallery(run: Path, pred: pd.DataFrame | None, metrics: dict, datase
                 for k in keys if feats is not None and gid in feats.index)
             cards.append(
                 f'<div class="card">{img}<div><span class="tag {tag}">{tag}</span> · id {gid}</div>'
-                f"<table><tr><td>true M/L</td><td>{_fmt(r['ml_true'])}</td></tr>"
-                f"<tr><td>predicted</td><td>{_fmt(r[col])}</td></tr>{feat_rows}</table></div>")
+                f"<table><tr><td>true M/L</td><td>{_fmt(true_ml)}</td></tr>"
+                f"<tr><td>predicted</td><td>{_fmt(pred_ml)}</td></tr>{feat_rows}</table></div>")
     note = (f'<p class="note">Model: {_esc(label)} (lowest test RMSE). Best and worst are by '
             f"absolute error among {n} test galaxies; “typical” are around the median error. "
             "Stamps are shown in the seed's log stretch.</p>")

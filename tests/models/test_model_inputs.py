@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from _model_synth import FEATURES, synthetic_survey
 from scipy import stats
 
 from featuremass.errors import DataError, SchemaError
@@ -13,8 +14,6 @@ from featuremass.models.inputs import (
     noise_control,
     read_features,
 )
-
-from _model_synth import FEATURES, synthetic_survey
 
 
 def test_noise_control_is_standard_normal_and_pure():
