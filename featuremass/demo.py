@@ -131,11 +131,11 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
     if echo is None:
         def echo(line):
             print(line, file=sys.stderr, flush=True)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     n_jobs = int(n_jobs or os.cpu_count() or 1)
     if n_jobs < 1:
         raise FeaturemassError(f"n_jobs must be positive, got {n_jobs}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     plan = DemoPlan.for_mode(fast)
     use_cnn = bool(cnn) and has_module("tensorflow")
     n_steps = 6 if use_cnn else 5

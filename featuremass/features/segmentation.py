@@ -45,11 +45,17 @@ def ascent_labels(image: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np
     ny, nx = image.shape
     padded = np.full((ny + 2, nx + 2), -np.inf)
     padded[1:-1, 1:-1] = np.where(region, image, -np.inf)
-    stack = np.stack([padded[1 + dy : 1 + dy + ny, 1 + dx : 1 + dx + nx] for dy, dx in _OFFSETS])
-    best = np.argmax(stack, axis=0)  # ties keep the pixel itself (offset 0 first)
-    step = np.array([dy * nx + dx for dy, dx in _OFFSETS])
+    # Running maximum over the offsets in order; a strict ">" keeps the first
+    # maximum, so ties keep the pixel itself (offset 0 first).
+    best_val = padded[1:-1, 1:-1].copy()
+    step = np.zeros((ny, nx), dtype=np.int64)
+    for dy, dx in _OFFSETS[1:]:
+        val = padded[1 + dy : 1 + dy + ny, 1 + dx : 1 + dx + nx]
+        brighter = val > best_val
+        np.copyto(best_val, val, where=brighter)
+        np.copyto(step, dy * nx + dx, where=brighter)
     flat = np.arange(ny * nx)
-    target = (flat + step[best.ravel()]).astype(np.int64)
+    target = flat + step.ravel()
     outside = ~region.ravel()
     target[outside] = flat[outside]
     for _ in range(64):
@@ -173,7 +179,7 @@ def segment_central_source(
     central_label = labels[seed]
     footprint = labels == central_label
     others = big[labels] & ~footprint
-    n_neighbours = int(np.count_nonzero(np.unique(labels[others])))
+    n_neighbours = int(np.count_nonzero(big)) - 1  # every big detection but the central one
 
     # Deblend the central footprint by steepest ascent on the smoothed image.
     sl = _bbox(footprint, 1)
@@ -211,9 +217,9 @@ def segment_central_source(
         segmap = lab2 == lab2[seed]
     neighbours = others.copy()
     neighbours[sl] |= secondary
-    neighbour_mask = ndi.binary_dilation(neighbours, structure=_EIGHT) & ~segmap
+    neighbour_mask = _dilate_square(neighbours) & ~segmap
     all_det = big[labels]
-    sky_exclude = ndi.binary_dilation(all_det, iterations=sky_dilation) if sky_dilation > 0 else all_det
+    sky_exclude = _dilate_cross(all_det, sky_dilation)
     return CentralSource(
         segmap,
         neighbour_mask,
@@ -223,6 +229,29 @@ def segment_central_source(
         blend_ratio,
         True,
     )
+
+
+def _dilate_square(mask: np.ndarray) -> np.ndarray:
+    """Binary dilation by the 3 x 3 square (``ndi.binary_dilation`` with an 8-connected structure)."""
+    rows = mask.copy()
+    rows[:, 1:] |= mask[:, :-1]
+    rows[:, :-1] |= mask[:, 1:]
+    out = rows.copy()
+    out[1:] |= rows[:-1]
+    out[:-1] |= rows[1:]
+    return out
+
+
+def _dilate_cross(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """``iterations`` binary dilations by the 4-connected cross (``ndi.binary_dilation``'s default)."""
+    out = mask.copy()
+    for _ in range(max(int(iterations), 0)):
+        prev = out.copy()
+        out[1:] |= prev[:-1]
+        out[:-1] |= prev[1:]
+        out[:, 1:] |= prev[:, :-1]
+        out[:, :-1] |= prev[:, 1:]
+    return out
 
 
 def _bbox(region: np.ndarray, margin: int):

@@ -72,28 +72,43 @@ def estimate_sky(
     ok = np.isfinite(img)
     if exclude is not None:
         ok &= ~exclude
-    values = img[ok]
+    # One sort makes every clipping pass O(log n): the pixels kept by a pass
+    # are a contiguous run [lo, hi) of the sorted values, so the median is an
+    # index lookup and the mean and std are taken on a view.
+    values = np.sort(img[ok])
     nan = float("nan")
     if values.size < min_pixels:
         return SkyEstimate(nan, nan, nan, int(values.size))
-    med = float(np.median(values))
+    lo, hi = 0, values.size
+    med = _sorted_median(values, lo, hi)
     sigma = 1.4826 * float(np.median(np.abs(values - med)))
     if not sigma > 0:
         sigma = float(np.std(values))
     if not sigma > 0:
         return SkyEstimate(nan, nan, nan, int(values.size))
     for _ in range(n_iter):
-        keep = np.abs(values - med) < clip * sigma
-        if keep.sum() < min_pixels:
-            return SkyEstimate(nan, nan, nan, int(keep.sum()))
-        if keep.all():
+        # keep |v - med| < clip * sigma, within the pixels kept so far
+        new_lo = max(int(np.searchsorted(values, med - clip * sigma, side="right")), lo)
+        new_hi = min(int(np.searchsorted(values, med + clip * sigma, side="left")), hi)
+        if new_hi - new_lo < min_pixels:
+            return SkyEstimate(nan, nan, nan, max(new_hi - new_lo, 0))
+        if new_lo == lo and new_hi == hi:
             break
-        values = values[keep]
-        med = float(np.median(values))
-        sigma = float(np.std(values)) / _clip_std_factor(clip)
+        lo, hi = new_lo, new_hi
+        med = _sorted_median(values, lo, hi)
+        sigma = float(np.std(values[lo:hi])) / _clip_std_factor(clip)
         if not sigma > 0:
-            return SkyEstimate(nan, nan, nan, int(values.size))
-    return SkyEstimate(float(np.mean(values)), med, sigma, int(values.size))
+            return SkyEstimate(nan, nan, nan, hi - lo)
+    return SkyEstimate(float(np.mean(values[lo:hi])), med, sigma, hi - lo)
+
+
+def _sorted_median(values: np.ndarray, lo: int, hi: int) -> float:
+    """Median of the sorted run ``values[lo:hi]`` (as ``np.median``)."""
+    n = hi - lo
+    mid = lo + n // 2
+    if n % 2:
+        return float(values[mid])
+    return float((values[mid - 1] + values[mid]) / 2.0)
 
 
 def _clip_std_factor(clip: float) -> float:

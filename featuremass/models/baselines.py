@@ -18,6 +18,8 @@ from featuremass.models.gbm import as_frame, forward_target, inverse_target
 
 #: Ridge penalties tried when ``alpha=None``.
 DEFAULT_ALPHAS = tuple(10.0 ** np.arange(-3, 4.5, 0.5))
+#: Features are clipped to their training [0.5%, 99.5%] percentiles.
+CLIP_QUANTILE = 0.005
 
 
 class MeanRegressor(RegressorMixin, BaseEstimator):
@@ -67,10 +69,12 @@ class MeanRegressor(RegressorMixin, BaseEstimator):
 
 
 class RidgeRegressor(RegressorMixin, BaseEstimator):
-    r"""Ridge regression on median-imputed, standardised features.
+    r"""Ridge regression on median-imputed, clipped, standardised features.
 
     Each feature is imputed with its training median (NaN marks an
-    unmeasurable quantity), centred and scaled to unit variance; then
+    unmeasurable quantity), clipped to its training 0.5-99.5 percentile range
+    (a linear model extrapolates wildly on the heavy tails of fit quality or
+    amplitude columns otherwise), centred and scaled to unit variance; then
     :math:`\beta = (X^T X + \alpha I)^{-1} X^T (z - \bar z)` (Hoerl & Kennard
     1970, Technometrics 12, 55), with the intercept :math:`\bar z`
     unpenalised.
@@ -88,6 +92,7 @@ class RidgeRegressor(RegressorMixin, BaseEstimator):
     ----------
     coef_, intercept_ : coefficients on the standardised features
     center_, scale_, impute_ : per-feature mean, standard deviation, median
+    clip_low_, clip_high_ : per-feature clipping bounds
     alpha_ : the penalty used
     """
 
@@ -98,6 +103,7 @@ class RidgeRegressor(RegressorMixin, BaseEstimator):
     def _standardise(self, X):
         A = as_frame(X, list(self.feature_names_in_)).to_numpy(np.float64)
         A = np.where(np.isfinite(A), A, self.impute_)
+        A = np.clip(A, self.clip_low_, self.clip_high_)
         return (A - self.center_) / self.scale_
 
     def fit(self, X, y, *, X_val=None, y_val=None):
@@ -114,6 +120,8 @@ class RidgeRegressor(RegressorMixin, BaseEstimator):
                             for col, ok in zip(A.T, finite.T, strict=True)])
         self.impute_ = med
         A = np.where(finite, A, med)
+        self.clip_low_, self.clip_high_ = np.quantile(A, [CLIP_QUANTILE, 1 - CLIP_QUANTILE], axis=0)
+        A = np.clip(A, self.clip_low_, self.clip_high_)
         self.center_ = A.mean(axis=0)
         scale = A.std(axis=0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
@@ -161,6 +169,7 @@ class RidgeRegressor(RegressorMixin, BaseEstimator):
             "intercept": self.intercept_, "feature_names": list(self.feature_names_in_),
             "coef": self.coef_.tolist(), "center": self.center_.tolist(),
             "scale": self.scale_.tolist(), "impute": self.impute_.tolist(),
+            "clip_low": self.clip_low_.tolist(), "clip_high": self.clip_high_.tolist(),
         }
 
     @classmethod
@@ -170,6 +179,6 @@ class RidgeRegressor(RegressorMixin, BaseEstimator):
         est.intercept_ = float(d["intercept"])
         est.feature_names_in_ = np.asarray(d["feature_names"], dtype=object)
         est.n_features_in_ = len(est.feature_names_in_)
-        for key in ("coef", "center", "scale", "impute"):
+        for key in ("coef", "center", "scale", "impute", "clip_low", "clip_high"):
             setattr(est, key + "_", np.asarray(d[key], dtype=np.float64))
         return est

@@ -74,12 +74,10 @@ def test_total_flux_matches_numerical_integral():
 # --------------------------------------------------------------------------- single Sérsic
 
 
-# Tolerances: without PSF the model integrates the pixels as GalSim does, so
-# what remains is noise (S/N ~ 100-1000 per annulus: < 1 %) and the flux lost
-# outside the stamp for large n; measured biases are below 2 %, hence 5 %.
-# With a PSF the model approximates the PSF as circular in the frame where
-# the galaxy is round (sigma / sqrt(q)); that costs up to ~3 % in n for
-# q = 0.6, hence 10 % on n and 6 % on r_e.
+# Tolerances: the model integrates the pixels (and convolves the PSF) as
+# GalSim does, so what remains is noise (S/N ~ 100-1000 per annulus: < 1 %)
+# and, for n = 4 with a PSF, the degeneracy of a blurred cusp with a lower n;
+# measured deviations are below 3 %, hence 5 % (8 % on n with a PSF).
 @pytest.mark.parametrize("n", [0.5, 1.0, 2.0, 4.0])
 @pytest.mark.parametrize("hlr", [4.0, 9.0])
 @pytest.mark.parametrize("psf_fwhm", [None, 3.0])
@@ -92,15 +90,14 @@ def test_fit_recovers_galsim_sersic(n, hlr, psf_fwhm):
     )
     assert set(res) == set(SERSIC_COLUMNS) | {"flag"}
     assert res["flag"] == 0
-    tol_n, tol_r = (0.05, 0.05) if psf_fwhm is None else (0.10, 0.06)
+    tol_n, tol_r = (0.05, 0.05) if psf_fwhm is None else (0.08, 0.05)
     assert res["sersic_n"] == pytest.approx(n, rel=tol_n)
     assert res["sersic_rhalf"] == pytest.approx(hlr / math.sqrt(Q), rel=tol_r)
     assert res["sersic_ellip"] == pytest.approx(1 - Q)
-    # Chi^2 per degree of freedom of a correct model on Gaussian noise is ~1
-    # (the annulus-averaged fit leaves non-elliptical residuals only where the
-    # PSF approximation or the pixelisation of the core are imperfect).
-    if psf_fwhm is None:
-        assert 0.8 < res["sersic_chi2_dof"] < 1.5
+    # Chi^2 per degree of freedom of a correct model on Gaussian noise is ~1;
+    # the core's pixel integration is good to ~0.5 %, which at S/N ~ 1000 in the
+    # central pixels of compact galaxies leaves some excess.
+    assert 0.8 < res["sersic_chi2_dof"] < (1.8 if n < 4 else 3.0)
 
 
 def test_fit_recovers_index_from_a_bad_start():
@@ -157,7 +154,7 @@ def test_bad_images_give_nan_and_flag(image):
         res = fit(image, center=CENTER, ellip=0.2, theta=0.0, rhalf_guess=5.0)
         assert res["flag"] & bit, (fit.__name__, res)
         # "constant" has positive annuli and may fit a flat profile; all others are NaN.
-        if not np.nanmax(np.atleast_1d(image)) > 0:
+        if not np.any(np.isfinite(image) & (image > 0)):
             assert all(np.isnan(res[c]) for c in cols)
 
 
@@ -186,10 +183,9 @@ def test_bad_geometry_gives_nan_and_flag(kwargs):
 # --------------------------------------------------------------------------- bulge + disk
 
 
-# B/T tolerance 0.07: the de Vaucouleurs and exponential profiles are
-# partly degenerate at small radii (both are steep inside ~1 px after pixel
-# integration), so B/T is the least precise quantity here; with noise-free
-# pixel-exact models the recovered values are within 0.03.
+# B/T tolerance 0.07: a compact de Vaucouleurs bulge and the exponential
+# disk are partly degenerate inside ~2 px (pixel integration, PSF), so B/T is
+# the least precise quantity here; measured deviations are below 0.05.
 @pytest.mark.parametrize("bt", [0.2, 0.5, 0.8])
 def test_bulge_disk_recovers_bulge_to_total(bt):
     flux = 3e4
@@ -210,4 +206,5 @@ def test_bulge_disk_with_psf():
     img = _render((bulge + disk).shear(q=Q, beta=BETA * galsim.radians), psf_fwhm=3.0, noise=0.5)
     res = fit_bulge_disk(img, center=CENTER, ellip=1 - Q, theta=BETA, rhalf_guess=6.0,
                          psf_fwhm_px=3.0, sky_sigma=0.5)
-    assert res["bd_bulge_to_total"] == pytest.approx(bt, abs=0.08)
+    assert res["bd_bulge_to_total"] == pytest.approx(bt, abs=0.07)
+    assert res["bd_chi2_dof"] < 2.0

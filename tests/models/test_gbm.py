@@ -89,13 +89,24 @@ def test_mean_regressor():
 
 
 def test_ridge_recovers_linear_model():
+    # every value appears twice, so the 0.5/99.5 percentile clipping is a no-op
     rng = np.random.default_rng(0)
-    X = pd.DataFrame(rng.normal(size=(200, 3)) * [1.0, 5.0, 0.1], columns=["a", "b", "c"])
+    grid = np.repeat(np.linspace(-2, 2, 100), 2)
+    X = pd.DataFrame({name: rng.permutation(grid) * s
+                      for name, s in (("a", 1.0), ("b", 5.0), ("c", 0.1))})
     y = 3.0 + 2.0 * X["a"] - 0.5 * X["b"] + 10.0 * X["c"]
     m = RidgeRegressor(alpha=1e-9).fit(X, y)
     np.testing.assert_allclose(m.predict(X), y, atol=1e-6)
     # coefficient on standardised features = raw coefficient x std
     np.testing.assert_allclose(m.coef_, [2.0, -0.5, 10.0] * X.std(ddof=0).to_numpy(), rtol=1e-6)
+
+
+def test_ridge_clips_heavy_tails():
+    # a feature with one extreme test value must not drive the prediction to extremes
+    X = pd.DataFrame({"a": np.linspace(0, 1, 1000)})
+    m = RidgeRegressor(alpha=1e-9).fit(X, 2 * X["a"])
+    # unclipped it would predict 2e6; clipped, about 2 x the 99.5th percentile (0.995)
+    assert m.predict(pd.DataFrame({"a": [1e6]}))[0] == pytest.approx(2 * 0.995, rel=0.01)
 
 
 def test_ridge_chooses_alpha_and_imputes():

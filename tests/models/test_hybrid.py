@@ -11,6 +11,7 @@ from featuremass.compat import has_module
 
 
 @pytest.mark.cnn
+@pytest.mark.slow
 @pytest.mark.skipif(not has_module("tensorflow"),
                     reason="TensorFlow is not installed (pip install 'featuremass[cnn]')")
 def test_hybrid_end_to_end_on_a_tiny_survey(tmp_path):

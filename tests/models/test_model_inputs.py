@@ -1,7 +1,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-from _model_synth import FEATURES, synthetic_survey
 from scipy import stats
 
 from featuremass.errors import DataError, SchemaError
@@ -37,12 +36,12 @@ def test_align_columns_reorders_and_names_mismatches():
         align_columns(X, ["a", "b"])
 
 
-def test_input_sets_columns():
-    table, meta = synthetic_survey(20)
+def test_input_sets_columns(synth):
+    table, meta = synth.survey(20)
     image = build_design(table, "image", metadata=meta)
-    assert list(image.X.columns) == FEATURES
+    assert list(image.X.columns) == synth.FEATURES
     dl = build_design(table, "image+dl", metadata=meta, noise=True)
-    assert list(dl.X.columns) == FEATURES + ["distance_Mpc", "L_g", NOISE_COLUMN]
+    assert list(dl.X.columns) == synth.FEATURES + ["distance_Mpc", "L_g", NOISE_COLUMN]
     size = build_design(table, "image+dl+size", metadata=meta)
     assert list(size.X.columns)[-3:] == ["distance_Mpc", "L_g", "galsize_kpc"]
     extra = build_design(table, "extra", metadata=meta)
@@ -51,32 +50,32 @@ def test_input_sets_columns():
     np.testing.assert_array_equal(image.y, meta["M/L"].to_numpy())
 
 
-def test_join_uses_ids_not_row_order():
-    table, meta = synthetic_survey(30)
+def test_join_uses_ids_not_row_order(synth):
+    table, meta = synth.survey(30)
     d = build_design(table, "image+dl", metadata=meta.iloc[::-1])
     np.testing.assert_array_equal(d.X["distance_Mpc"], meta["distance_Mpc"].to_numpy())
 
 
-def test_missing_ids_named():
-    table, meta = synthetic_survey(10)
+def test_missing_ids_named(synth):
+    table, meta = synth.survey(10)
     meta.attrs["source"] = "meta.tsv"
     with pytest.raises(DataError, match=r"missing from meta.tsv.*10000007"):
         build_design(table, "image", metadata=meta.drop(index=[10_000_007]))
 
 
-def test_extra_inputs_need_metadata():
-    table, _ = synthetic_survey(5)
+def test_extra_inputs_need_metadata(synth):
+    table, _ = synth.survey(5)
     with pytest.raises(DataError, match="--data"):
         build_design(table, "image+dl")
     with pytest.raises(DataError, match="unknown input set"):
         build_design(table, "pixels")
 
 
-def test_morphology_columns_skip_ids_flags_metadata():
-    table, _ = synthetic_survey(5)
+def test_morphology_columns_skip_ids_flags_metadata(synth):
+    table, _ = synth.survey(5)
     table["L_g"] = 1.0
     table[NOISE_COLUMN] = 0.0
-    assert morphology_columns(table) == FEATURES
+    assert morphology_columns(table) == synth.FEATURES
 
 
 def test_read_features_errors(tmp_path):

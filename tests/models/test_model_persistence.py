@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from _model_synth import synthetic_survey
 
 from featuremass._version import __version__
 from featuremass.errors import DataError, SchemaError
@@ -15,8 +14,8 @@ FAST = {"n_estimators": 150, "learning_rate": 0.1, "n_jobs": 1}
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    table, meta = synthetic_survey(500, seed=0)
+def fitted(tmp_path_factory, synth):
+    table, meta = synth.survey(500, seed=0)
     design = build_design(table, "image+dl", metadata=meta, noise=True, seed=5)
     models = {}
     for kind in ("lgbm", "ridge", "mean"):
@@ -24,7 +23,7 @@ def fitted(tmp_path_factory):
                       noise_seed=5, n_boot=20, **FAST)
         path = save_model(tmp_path_factory.mktemp(kind) / "model", m)
         models[kind] = (m, path)
-    test_table, test_meta = synthetic_survey(200, seed=1, id_offset=50_000_000)
+    test_table, test_meta = synth.survey(200, seed=1, id_offset=50_000_000)
     return models, test_table, test_meta
 
 

@@ -1,0 +1,334 @@
+"""Accuracy benchmark: classical features vs the CNN vs the hybrid, on identical splits.
+
+On the simulated survey (``featuremass simulate``), for every training size,
+image size and input set, every model is trained on the same first-N training
+galaxies, early-stopped on the same validation split, and scored on the same
+test split. Models:
+
+* ``mean``        the training mean (the R² = 0 reference);
+* ``extra only``  LightGBM on distance and L_g alone (no image);
+* ``ridge``       ridge regression on the standardised morphology features;
+* ``lgbm``        LightGBM on the morphology features;
+* ``cnn``         the seed's CNN (:class:`featuremass.models.cnn.CNNRegressor`);
+* ``hybrid``      CNN embedding (16 PCs) + morphology -> LightGBM;
+* ``oracle``      LightGBM on the simulation's true latent parameters (structure,
+                  dust, stellar population activity, observing conditions; *not*
+                  the colours, M/L or mass): the floor an image model could reach.
+
+Each gets the test RMSE and R² with bootstrap 95% intervals, and its wall time.
+Features are measured once per (npix, split) on the largest training set;
+smaller training sets are its first N rows. Writes ``OUT/benchmark.md`` (table
+shaped like the seed's results table), ``OUT/benchmark.json`` and figures in
+``OUT/figures/``.
+
+Default (CPU-feasible) grid::
+
+    python benchmarks/bench_accuracy.py                 # 69 px at 1k, 3k, 10k; 128 px at 10k
+
+Full grid (GPU recommended)::
+
+    python benchmarks/bench_accuracy.py --sizes 1000 3000 10000 30000 --large-sizes 1000 3000 10000 30000
+
+Smoke run::
+
+    python benchmarks/bench_accuracy.py --quick --out /tmp/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+ORACLE_EXCLUDE = {
+    "galaxy_id", "split", "M/L", "M/L_true", "ml_bulge", "ml_disk", "ml_clumps", "gr_bulge",
+    "gr_disk", "gr_clumps", "log_mass", "ml_sed_scatter_dex", "L_g_intrinsic",
+}
+MODEL_ORDER = ("mean", "extra only", "ridge", "lgbm", "cnn", "hybrid", "oracle")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=REPO / "data" / "sim-benchmark",
+                   help="simulated survey folder (created when missing)")
+    p.add_argument("--out", type=Path, default=REPO / "reports")
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000],
+                   help="training sizes at --npix")
+    p.add_argument("--npix", type=int, default=69)
+    p.add_argument("--large-npix", type=int, default=128)
+    p.add_argument("--large-sizes", type=int, nargs="*", default=[10000],
+                   help="training sizes at --large-npix (none: skip)")
+    p.add_argument("--n-val", type=int, default=2000)
+    p.add_argument("--n-test", type=int, default=5000)
+    p.add_argument("--inputs", nargs="+", default=["image", "image+dl"],
+                   choices=["image", "image+dl"])
+    p.add_argument("--models", nargs="+", default=list(MODEL_ORDER), choices=MODEL_ORDER)
+    p.add_argument("--epochs", type=int, default=50, help="CNN epochs (early stopping applies)")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-j", "--jobs", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 32 px, 150/300 training galaxies, 2 CNN epochs")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.npix, args.large_sizes = [150, 300], 32, []
+        args.n_val, args.n_test, args.epochs, args.n_boot = 80, 150, 2, 200
+        if args.data == REPO / "data" / "sim-benchmark":
+            args.data = args.out / "sim-quick"
+    args.jobs = args.jobs or os.cpu_count() or 1
+    return args
+
+
+def ensure_survey(args) -> Path:
+    from featuremass.io.layout import SeedLayout
+    from featuremass.io.simulate import SurveyConfig, simulate_survey
+
+    npix = tuple(sorted({args.npix} | ({args.large_npix} if args.large_sizes else set())))
+    n_train = max(args.sizes + list(args.large_sizes))
+    layout = SeedLayout(args.data)
+    if all(layout.image_path(p, "test").is_file() for p in npix) and layout.truth_path.is_file():
+        truth = pd.read_parquet(layout.truth_path, columns=["split"])
+        counts = truth["split"].value_counts()
+        if counts.get("train", 0) >= n_train and counts.get("test", 0) == args.n_test:
+            print(f"reusing survey {args.data}", flush=True)
+            return args.data
+    cfg = SurveyConfig(n_train=n_train, n_val=args.n_val, n_test=args.n_test, npix=npix,
+                       seed=args.seed)
+    print(simulate_survey(args.data, cfg, n_jobs=args.jobs, overwrite=args.data.exists(),
+                          progress=True), flush=True)
+    return args.data
+
+
+def features(args, npix: int, split: str, ds) -> pd.DataFrame:
+    from featuremass.features.batch import extract_features
+
+    path = args.data / "features" / f"{npix}px_{split}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = extract_features(ds.images, ds.ids, scale="seed-log", n_jobs=args.jobs, out=path,
+                             progress=True)
+    return table.set_index("galaxy_id").loc[ds.ids].reset_index()
+
+
+def score(y, p, args) -> dict:
+    from featuremass.inspect.metrics import regression_report
+
+    rep = regression_report(y, p, n_boot=args.n_boot, random_state=args.seed)
+    return {"rmse": rep["linear"]["rmse"]["value"], "rmse_ci": rep["linear"]["rmse"]["ci95"],
+            "r2": rep["linear"]["r2"]["value"], "r2_ci": rep["linear"]["r2"]["ci95"]}
+
+
+def run_grid(args) -> tuple[list[dict], dict]:
+    from featuremass.compat import has_module
+    from featuremass.io.layout import load_split
+    from featuremass.models.baselines import MeanRegressor, RidgeRegressor
+    from featuremass.models.cnn import CNNRegressor, extra_inputs_from_metadata
+    from featuremass.models.gbm import GBMRegressor
+    from featuremass.models.hybrid import HybridRegressor
+    from featuremass.models.inputs import morphology_columns
+
+    truth = pd.read_parquet(args.data / "truth" / "truth.parquet").set_index("galaxy_id")
+    oracle_cols = [c for c in truth.columns if c not in ORACLE_EXCLUDE
+                   and (pd.api.types.is_numeric_dtype(truth[c]) or pd.api.types.is_bool_dtype(truth[c]))]
+    models = list(args.models)
+    if ("cnn" in models or "hybrid" in models) and not has_module("tensorflow"):
+        print("TensorFlow missing: skipping cnn and hybrid", file=sys.stderr)
+        models = [m for m in models if m not in ("cnn", "hybrid")]
+    grid = [(args.npix, n) for n in args.sizes] + [(args.large_npix, n) for n in args.large_sizes]
+    rows, panels = [], {}
+    for npix in sorted({g[0] for g in grid}):
+        ds = {s: load_split(args.data, npix=npix, split=s) for s in ("train", "val", "test")}
+        tables = {s: features(args, npix, s, d) for s, d in ds.items()}
+        cols = morphology_columns(tables["train"])
+        extra = {s: extra_inputs_from_metadata(d.metadata) for s, d in ds.items()}
+        y = {s: d.target for s, d in ds.items()}
+        truth_X = {s: truth.loc[d.ids, oracle_cols].astype(np.float64).reset_index(drop=True)
+                   for s, d in ds.items()}
+        for n in sorted(n for p, n in grid if p == npix):
+            n = min(n, len(ds["train"]))
+            for inputs in args.inputs:
+                use_extra = inputs == "image+dl"
+
+                def design(s, rows_=None, use_extra=use_extra, tables=tables, cols=cols, extra=extra):
+                    X = tables[s][cols].reset_index(drop=True)
+                    if use_extra:
+                        X = X.assign(log_distance=extra[s][:, 0], log_L_g=extra[s][:, 1])
+                    return X if rows_ is None else X.iloc[:rows_]
+
+                for model in models:
+                    if model == "extra only" and not use_extra:
+                        continue
+                    if model in ("oracle", "mean") and inputs != args.inputs[0]:
+                        continue  # independent of the input set: one row per (npix, n)
+                    t0 = time.perf_counter()
+                    if model == "mean":
+                        p = MeanRegressor().fit(design("train", n), y["train"][:n]).predict(design("test"))
+                    elif model == "extra only":
+                        Xe = {s: pd.DataFrame(extra[s], columns=["log_distance", "log_L_g"]) for s in ds}
+                        p = GBMRegressor(random_state=args.seed, n_jobs=args.jobs).fit(
+                            Xe["train"].iloc[:n], y["train"][:n], X_val=Xe["val"], y_val=y["val"]
+                        ).predict(Xe["test"])
+                    elif model == "ridge":
+                        p = RidgeRegressor().fit(design("train", n), y["train"][:n]).predict(design("test"))
+                    elif model == "lgbm":
+                        p = GBMRegressor(random_state=args.seed, n_jobs=args.jobs).fit(
+                            design("train", n), y["train"][:n], X_val=design("val"), y_val=y["val"]
+                        ).predict(design("test"))
+                    elif model == "oracle":
+                        p = GBMRegressor(random_state=args.seed, n_jobs=args.jobs).fit(
+                            truth_X["train"].iloc[:n], y["train"][:n], X_val=truth_X["val"],
+                            y_val=y["val"]).predict(truth_X["test"])
+                    elif model == "cnn":
+                        e = (lambda s, k=None, extra=extra: extra[s][:k]) if use_extra else (lambda s, k=None: None)
+                        cnn = CNNRegressor(npix=npix, extra_inputs=use_extra, epochs=args.epochs,
+                                           seed=args.seed)
+                        cnn.fit(ds["train"].images[:n], y["train"][:n], extra=e("train", n),
+                                val=(ds["val"].images, y["val"], e("val")))
+                        p = cnn.predict(ds["test"].images, e("test"))
+                        panels[(npix, n, inputs, "_cnn_model")] = cnn
+                    elif model == "hybrid":
+                        cnn = panels.get((npix, n, inputs, "_cnn_model"))
+                        hyb = HybridRegressor(npix=npix, cnn=cnn, n_components=16,
+                                              extra_inputs=use_extra, epochs=args.epochs,
+                                              seed=args.seed, gbm_params={"n_jobs": args.jobs})
+                        ex = (lambda s, k=None, extra=extra: extra[s][:k]) if use_extra else (lambda s, k=None: None)
+                        hyb.fit(ds["train"].images[:n], tables["train"][cols].iloc[:n], y["train"][:n],
+                                extra=ex("train", n),
+                                val=(ds["val"].images, tables["val"][cols], y["val"], ex("val"))
+                                if use_extra else (ds["val"].images, tables["val"][cols], y["val"]))
+                        p = hyb.predict(ds["test"].images, tables["test"][cols], ex("test"))
+                    seconds = time.perf_counter() - t0
+                    row = {"npix": npix, "n_train": n, "inputs": inputs if model not in ("mean", "oracle")
+                           else "-", "model": model, **score(y["test"], p, args),
+                           "seconds": seconds}
+                    rows.append(row)
+                    panels[(npix, n, row["inputs"], model)] = (y["test"], p)
+                    print(f"{npix:>4} px {n:>6} {row['inputs']:<9} {model:<10} RMSE "
+                          f"{row['rmse']:.3f} R2 {row['r2']:.3f} ({seconds:.0f} s)", flush=True)
+    return rows, {k: v for k, v in panels.items() if not k[3].startswith("_")}
+
+
+def figures(rows: list[dict], panels: dict, out: Path) -> list[Path]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(rows)
+    paths = []
+    groups = sorted({(r["npix"], r["inputs"]) for r in rows if r["inputs"] != "-"})
+    fig = Figure(figsize=(5 * max(1, len(groups)), 4))
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(groups)), squeeze=False)[0])
+    for ax, (npix, inputs) in zip(axes, groups, strict=False):
+        sub = df[(df.npix == npix) & ((df.inputs == inputs) | (df.inputs == "-"))]
+        for model in MODEL_ORDER:
+            g = sub[sub.model == model].sort_values("n_train")
+            if g.empty:
+                continue
+            ci = np.array(g["rmse_ci"].tolist(), dtype=float)
+            ax.errorbar(g.n_train, g.rmse, yerr=np.abs(ci.T - g.rmse.to_numpy()), marker="o",
+                        capsize=2, label=model, color=f"C{MODEL_ORDER.index(model)}")
+        ax.set_xscale("log")
+        ax.set(xlabel="training galaxies", ylabel="test RMSE (M/L)", title=f"{npix} px, {inputs}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "benchmark_learning_curves.png")
+    fig.savefig(paths[-1], dpi=110)
+
+    # True vs predicted at the largest training size of the main npix.
+    key = max(((k[0], k[1]) for k in panels), key=lambda t: (t[1], -t[0]))
+    chosen = [k for k in panels if (k[0], k[1]) == key]
+    chosen.sort(key=lambda k: (MODEL_ORDER.index(k[3]), k[2]))
+    ncol = min(4, len(chosen))
+    nrow = int(np.ceil(len(chosen) / ncol))
+    fig = Figure(figsize=(3.4 * ncol, 3.3 * nrow))
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
+    for ax, k in zip(axes, chosen, strict=False):
+        y, p = panels[k]
+        lim = (float(min(y.min(), p.min())), float(max(y.max(), p.max())))
+        ax.hexbin(y, p, gridsize=35, bins="log", mincnt=1, extent=lim + lim)
+        ax.plot(lim, lim, "k--", lw=1)
+        rmse = float(np.sqrt(np.mean((p - y) ** 2)))
+        ax.set(title=f"{k[3]} ({k[2]})", xlabel="true M/L", ylabel="predicted M/L")
+        ax.text(0.04, 0.95, f"RMSE {rmse:.3f}", transform=ax.transAxes, va="top", fontsize=8)
+    for ax in axes[len(chosen):]:
+        ax.set_axis_off()
+    fig.suptitle(f"{key[0]} px, {key[1]} training galaxies (test split)")
+    fig.tight_layout()
+    paths.append(out / "benchmark_true_vs_predicted.png")
+    fig.savefig(paths[-1], dpi=110)
+    return paths
+
+
+def machine() -> str:
+    try:
+        import tensorflow as tf  # noqa: F401  (only to report GPUs when present)
+
+        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    except Exception:  # TensorFlow missing or broken: report CPU only
+        gpus = []
+    return (f"{platform.node()}: {platform.machine()}, {os.cpu_count()} cores, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+            + (f", GPUs {gpus}" if gpus else ", no GPU"))
+
+
+def write_markdown(rows, figs, args, command, seconds, out: Path) -> Path:
+    lines = ["# Accuracy benchmark: classical features vs CNN", "",
+             f"Generated by `{command}` on {dt.date.today().isoformat()}, {machine()}; "
+             f"{seconds / 60:.1f} min in all.", "",
+             f"Simulated survey `{args.data}` (seed {args.seed}): the same validation "
+             f"({args.n_val}) and test ({args.n_test}) galaxies for every model; a training set "
+             "of N galaxies is the first N of the largest. RMSE and R² on the test split "
+             f"with bootstrap 95% intervals ({args.n_boot} resamples); time is wall-clock "
+             "training plus prediction.", "",
+             "| npix | ntrain | add $D$ & $L_g$? | model | RMSE | $R^2$ | time [s] |",
+             "| ---- | ------ | ------------ | ----- | ---- | ----- | -------- |"]
+    for r in rows:
+        dl = {"image": "no", "image+dl": "yes"}.get(r["inputs"], "-")
+        lines.append(f"| {r['npix']} | {r['n_train']:,} | {dl} | {r['model']} | "
+                     f"{r['rmse']:.3f} [{r['rmse_ci'][0]:.3f}, {r['rmse_ci'][1]:.3f}] | "
+                     f"{r['r2']:.3f} [{r['r2_ci'][0]:.3f}, {r['r2_ci'][1]:.3f}] | "
+                     f"{r['seconds']:.0f} |")
+    lines += ["", "`oracle` is LightGBM on the simulation's latent parameters (no colours, "
+              "M/L or mass): roughly the floor any image-based model can reach; the rest of "
+              "its error is the hidden colour scatter and the SED-fit scatter.", ""]
+    for f in figs:
+        lines.append(f"![{f.stem}](figures/{f.name})")
+    lines += ["", "Full grid (GPU recommended):", "", "```",
+              "python benchmarks/bench_accuracy.py --sizes 1000 3000 10000 30000 "
+              "--large-sizes 1000 3000 10000 30000", "```", ""]
+    path = out / "benchmark.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    command = "python benchmarks/bench_accuracy.py " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    t0 = time.perf_counter()
+    ensure_survey(args)
+    rows, panels = run_grid(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    figs = figures(rows, panels, args.out / "figures")
+    seconds = time.perf_counter() - t0
+    (args.out / "benchmark.json").write_text(json.dumps(
+        {"rows": rows, "command": command.strip(), "machine": machine(),
+         "date": dt.date.today().isoformat(), "seconds": seconds}, indent=2))
+    print(write_markdown(rows, figs, args, command.strip(), seconds, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

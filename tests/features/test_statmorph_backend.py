@@ -1,0 +1,106 @@
+"""The statmorph backend: schema mapping and failure handling (few, small statmorph runs)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from featuremass.features import statmorph_backend
+from featuremass.features.flags import MorphFlag
+from featuremass.features.measure import FEATURE_COLUMNS
+from featuremass.features.statmorph_backend import measure_galaxy_statmorph
+
+galsim = pytest.importorskip("galsim")
+pytest.importorskip("statmorph")
+
+
+def _galaxy(n=1.0, hlr=5.0, npix=69, noise=1.0, seed=0):
+    gal = galsim.Sersic(n=n, half_light_radius=hlr, flux=3e4).shear(q=0.7, beta=0.3 * galsim.radians)
+    img = gal.drawImage(nx=npix, ny=npix, scale=1.0).array.astype(np.float64)
+    return img + 10.0 + np.random.default_rng(seed).normal(0, noise, img.shape)
+
+
+def test_maps_statmorph_to_the_native_schema():
+    res = measure_galaxy_statmorph(_galaxy())
+    assert set(res) == set(FEATURE_COLUMNS) | {"flag"}
+    assert res["flag"] & MorphFlag.BACKEND_ERROR == 0
+    values = np.array([res[c] for c in FEATURE_COLUMNS], dtype=float)
+    assert not np.any(values == -99.0)
+    # Columns statmorph does not compute stay NaN.
+    assert np.isnan(res["bd_bulge_to_total"]) and np.isnan(res["prof_slope_inner"])
+    # Analytic expectations for an n = 1 profile (Graham & Driver 2005): C ~ 2.8,
+    # Sérsic n = 1; semi-major r_e = hlr / sqrt(q). statmorph fits in 2-D.
+    assert res["sersic_n"] == pytest.approx(1.0, rel=0.15)
+    assert res["sersic_rhalf"] == pytest.approx(5.0 / math.sqrt(0.7), rel=0.1)
+    assert res["concentration"] == pytest.approx(2.7, abs=0.35)
+    assert 0 < res["gini"] < 1
+
+
+@pytest.mark.parametrize(
+    "image",
+    [np.zeros((40, 40)), np.full((40, 40), np.nan), np.ones((40, 40)), np.zeros((2, 3, 4))],
+    ids=["blank", "nan", "constant", "3d"],
+)
+def test_unmeasurable_images_give_nan_and_flag(image):
+    res = measure_galaxy_statmorph(image)
+    assert res["flag"] != 0
+    assert all(np.isnan(res[c]) for c in FEATURE_COLUMNS)
+
+
+class _FakeMorph:
+    """Stands in for statmorph.SourceMorphology: flags and -99 sentinels on demand."""
+
+    def __init__(self, flag=0, flag_sersic=0, sentinel=()):
+        self.flag, self.flag_sersic, self._sentinel = flag, flag_sersic, set(sentinel)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return -99.0 if name in self._sentinel else 0.5
+
+
+@pytest.fixture
+def fake_statmorph(monkeypatch):
+    import statmorph
+
+    def install(factory):
+        monkeypatch.setattr(statmorph, "SourceMorphology", factory)
+
+    return install
+
+
+def test_statmorph_exception_becomes_backend_error(fake_statmorph):
+    def boom(*args, **kwargs):
+        raise RuntimeError("statmorph exploded")
+
+    fake_statmorph(boom)
+    res = measure_galaxy_statmorph(_galaxy())
+    assert res["flag"] & MorphFlag.BACKEND_ERROR
+    assert all(np.isnan(res[c]) for c in FEATURE_COLUMNS)
+
+
+def test_statmorph_bad_flag_becomes_nan(fake_statmorph):
+    fake_statmorph(lambda *a, **k: _FakeMorph(flag=2))
+    res = measure_galaxy_statmorph(_galaxy())
+    assert res["flag"] & MorphFlag.BACKEND_ERROR
+    assert np.isnan(res["asymmetry"])
+
+
+def test_sentinels_become_nan_with_their_family_flag(fake_statmorph):
+    fake_statmorph(lambda *a, **k: _FakeMorph(flag=1, flag_sersic=1, sentinel={"asymmetry", "m20"}))
+    res = measure_galaxy_statmorph(_galaxy())
+    assert np.isnan(res["asymmetry"]) and res["flag"] & MorphFlag.ASYMMETRY_FAILED
+    assert np.isnan(res["m20"]) and res["flag"] & MorphFlag.GINI_M20_FAILED
+    assert np.isnan(res["sersic_n"]) and res["flag"] & MorphFlag.SERSIC_FAILED
+    assert res["gini"] == 0.5 and res["concentration"] == 0.5
+    assert not res["flag"] & MorphFlag.BACKEND_ERROR
+
+
+def test_segmap_picks_the_central_source():
+    img = np.zeros((41, 41))
+    img[18:23, 18:23] = 10.0  # centre
+    img[2:6, 2:6] = 50.0  # brighter neighbour in a corner
+    segmap, label = statmorph_backend.central_segmap(img, sky_sigma=1.0)
+    assert label > 0 and segmap[20, 20] == label and segmap[3, 3] not in (0, label)
