@@ -43,11 +43,19 @@ def concentration(r20: float, r80: float) -> float:
 
 
 class _Rotator:
-    """180-degree rotations of one image (and its mask) about arbitrary centres."""
+    """180-degree rotations of one image (and its mask) about arbitrary centres.
 
-    def __init__(self, image: np.ndarray, mask: np.ndarray):
+    The image is zero-padded by ``pad`` pixels (mask False there); rotations
+    about centres inside the stamp, over windows reaching ``extent`` px from
+    them, need ``pad >= extent + 6``.
+    """
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray, extent: float | None = None):
         self.ny, self.nx = image.shape
-        self.pad = max(self.ny, self.nx) + 2
+        if extent is not None and np.isfinite(extent):
+            self.pad = int(np.ceil(extent)) + 8
+        else:
+            self.pad = max(self.ny, self.nx) + 2
         self.image = np.pad(image, self.pad)
         self.mask = np.pad(mask, self.pad)
         self.raw_image = image
@@ -125,6 +133,61 @@ def _asymmetry_at(rot: _Rotator, center, image, aperture, bkg_per_pixel, *, use_
     return (diff - area * bkg_per_pixel) / abs_sum
 
 
+class _GridAsymmetry:
+    """Circular-aperture asymmetry at many half-pixel-grid centres in one array operation.
+
+    Centre ``(gx/2, gy/2)`` (integers ``gx, gy``) makes the rotation an exact
+    flip, and the pixel offsets from it depend only on the parities of
+    ``gx, gy``: four weight templates serve every centre. Each centre's
+    window of ``2H + 1`` pixels (``H = ceil(r) + 1``) holds the whole aperture;
+    pixels outside the stamp have zero weight, as in :func:`_asymmetry_at`.
+    """
+
+    def __init__(self, rot: _Rotator, r_aperture: float, bkg_per_pixel: float):
+        self.half = int(np.ceil(r_aperture)) + 1
+        size = 2 * self.half + 1  # rot.pad >= half + 3 keeps every window in the padding
+        self.rot = rot
+        self.bkg = bkg_per_pixel
+        offs = np.arange(size) - self.half
+        templates = np.empty((2, 2, size, size))
+        for py in (0, 1):
+            for px in (0, 1):
+                dx = offs - 0.5 * px
+                dy = (offs - 0.5 * py)[:, None]
+                templates[py, px] = _ramp(r_aperture, np.sqrt(dx * dx + dy * dy))
+        self.templates = templates
+        valid = np.pad(~rot.raw_mask, rot.pad)  # in the stamp and not masked
+        win = (size, size)
+        self.view_image = np.lib.stride_tricks.sliding_window_view(rot.image, win)
+        self.view_valid = np.lib.stride_tricks.sliding_window_view(valid, win)
+        self.view_image_rev = np.lib.stride_tricks.sliding_window_view(rot.image[::-1, ::-1], win)
+        self.view_mask_rev = np.lib.stride_tricks.sliding_window_view(rot.mask[::-1, ::-1], win)
+        self.size = size
+
+    def __call__(self, centres) -> np.ndarray:
+        g = np.asarray(centres, dtype=np.int64).reshape(-1, 2)
+        gx, gy = g[:, 0], g[:, 1]
+        p, h = self.rot.pad, self.half
+        x0 = gx // 2 - h + p  # window origin in padded coordinates
+        y0 = gy // 2 - h + p
+        # Rotated pixel of (y0 + i, x0 + j) is (gy - y0 + 2p - i, gx - x0 + 2p - j):
+        # a plain window of the reversed padded array.
+        ny_p, nx_p = self.rot.image.shape
+        yr = ny_p - 1 - (gy + 2 * p - y0)
+        xr = nx_p - 1 - (gx + 2 * p - x0)
+        img = self.view_image[y0, x0]
+        img180 = self.view_image_rev[yr, xr]
+        good = self.view_valid[y0, x0] & ~self.view_mask_rev[yr, xr]
+        w = self.templates[gy % 2, gx % 2] * good
+        abs_sum = np.einsum("kij,kij->k", w, np.abs(img))
+        diff = np.einsum("kij,kij->k", w, np.abs(img - img180))
+        area = w.sum(axis=(1, 2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = (diff - area * self.bkg) / abs_sum
+        out[~(abs_sum > 0)] = np.nan
+        return out
+
+
 def rotational_asymmetry(
     image: np.ndarray,
     center: tuple[float, float],
@@ -155,7 +218,9 @@ def rotational_asymmetry(
     if not (np.isfinite(r_out) and r_out > 0 and np.all(np.isfinite(center))):
         return float("nan")
     bkg = sky_asymmetry_per_pixel(sky_sigma) if sky_sigma > 0 else 0.0
-    rot = _Rotator(np.where(msk, 0.0, img), msk)
+    ny, nx = img.shape
+    inside = -1.0 <= center[0] <= nx and -1.0 <= center[1] <= ny
+    rot = _Rotator(np.where(msk, 0.0, img), msk, extent=r_out if inside else None)
     return float(_asymmetry_at(rot, center, rot.raw_image, (r_in, r_out, elongation, theta), bkg))
 
 
@@ -190,28 +255,37 @@ def asymmetry_center(
         return nan_result
     ny, nx = img.shape
     bkg = sky_asymmetry_per_pixel(sky_sigma) if sky_sigma > 0 else 0.0
-    rot = _Rotator(np.where(msk, 0.0, img), msk)
+    rot = _Rotator(np.where(msk, 0.0, img), msk, extent=r_aperture)
     aperture = (0.0, r_aperture, 1.0, 0.0)
+    grid_eval = _GridAsymmetry(rot, r_aperture, bkg)
     cache: dict[tuple[int, int], float] = {}
 
-    def value(gx: int, gy: int) -> float:
-        key = (gx, gy)
-        if key not in cache:
-            if not (0 <= gx <= 2 * (nx - 1) and 0 <= gy <= 2 * (ny - 1)):
-                cache[key] = np.inf
+    def fill(keys) -> None:
+        missing = []
+        for gx_, gy_ in keys:
+            if (gx_, gy_) in cache:
+                continue
+            if not (0 <= gx_ <= 2 * (nx - 1) and 0 <= gy_ <= 2 * (ny - 1)):
+                cache[(gx_, gy_)] = np.inf
             else:
-                a = _asymmetry_at(rot, (gx / 2.0, gy / 2.0), rot.raw_image, aperture, bkg)
+                missing.append((gx_, gy_))
+        if missing:
+            for key, a in zip(missing, grid_eval(missing), strict=True):
                 cache[key] = a if np.isfinite(a) else np.inf
-        return cache[key]
+
+    def value(gx: int, gy: int) -> float:
+        return cache[(gx, gy)]
 
     gx, gy = int(round(2 * start[0])), int(round(2 * start[1]))
     offsets = [(i, j) for j in (-1, 0, 1) for i in (-1, 0, 1)]
     for _ in range(max_steps):
+        fill([(gx + i, gy + j) for i, j in offsets])
         vals = [value(gx + i, gy + j) for i, j in offsets]
         best = int(np.argmin(vals))
         if best == 4 or vals[best] >= vals[4]:
             break
         gx, gy = gx + offsets[best][0], gy + offsets[best][1]
+    fill([(gx + i, gy + j) for i, j in offsets])
     grid = np.array([value(gx + i, gy + j) for i, j in offsets]).reshape(3, 3)
     a_grid = grid[1, 1]
     if not np.isfinite(a_grid):

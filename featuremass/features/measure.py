@@ -22,7 +22,7 @@ from featuremass.errors import FeaturemassError
 from featuremass.features import cas, geometry, gini_m20, mid, radii, shape_asymmetry, sky
 from featuremass.features.flags import MorphFlag
 from featuremass.features.profile import PROFILE_COLUMNS
-from featuremass.features.segmentation import segment_central_source
+from featuremass.features.segmentation import detection_smoothing, segment_central_source
 from featuremass.features.sersic import BULGE_DISK_COLUMNS, SERSIC_COLUMNS
 
 #: Columns of the non-parametric part, in output order.
@@ -204,7 +204,15 @@ def _measure(img, user_mask, config, out) -> int:
     sky0 = sky.estimate_sky(img, exclude=bad)
     if not np.isfinite(sky0.sigma):
         return int(flag | MorphFlag.SKY_FAILED)
-    seg = segment_central_source(img - sky0.median, sky0.sigma, mask=bad, nsigma=config.detect_nsigma)
+    # One convolution serves both segmentations (the smoothing is linear).
+    smooth_img, smooth_valid = detection_smoothing(img, bad)
+    seg = segment_central_source(
+        img - sky0.median,
+        sky0.sigma,
+        mask=bad,
+        nsigma=config.detect_nsigma,
+        smoothed=smooth_img - sky0.median * smooth_valid,
+    )
     sky1 = sky.estimate_sky(img, exclude=bad | seg.sky_exclude)
     if not np.isfinite(sky1.sigma):
         flag |= MorphFlag.SKY_FAILED
@@ -214,7 +222,13 @@ def _measure(img, user_mask, config, out) -> int:
     out["sky_mean"], out["sky_sigma"] = sky1.mean, sky1.sigma
     level = sky1.mean if config.subtract_sky else 0.0
     if abs(sky1.mean - sky0.median) > 0.1 * sky1.sigma or abs(sky1.sigma / sky0.sigma - 1) > 0.1:
-        seg = segment_central_source(img - level, sky1.sigma, mask=bad, nsigma=config.detect_nsigma)
+        seg = segment_central_source(
+            img - level,
+            sky1.sigma,
+            mask=bad,
+            nsigma=config.detect_nsigma,
+            smoothed=smooth_img - level * smooth_valid,
+        )
     if not seg.found:
         return int(flag | MorphFlag.NO_SOURCE)
     sigma = sky1.sigma
@@ -248,8 +262,7 @@ def _measure(img, user_mask, config, out) -> int:
         # radius and flux ratio would be biased. Keep only the geometry.
         return int(flag)
 
-    rho_c = geometry.elliptical_radius(img.shape, (xc, yc), 1.0, 0.0)
-    rp_centroid = radii.petrosian_radius(data, (xc, yc), mask=total_mask, eta=config.eta, rho=rho_c)
+    rp_centroid = radii.petrosian_radius(data, (xc, yc), mask=total_mask, eta=config.eta)
     if not np.isfinite(rp_centroid) or rp_centroid < config.min_rpetro_px:
         flag |= MorphFlag.PETROSIAN_FAILED
         if not np.isfinite(rp_centroid) and (flag & MorphFlag.FILLS_STAMP or seg.touches_edge):
@@ -279,16 +292,12 @@ def _measure(img, user_mask, config, out) -> int:
         elong_a, theta_a, ellip_a = 1.0, 0.0, 0.0
 
     # Radii.
-    rho_a = geometry.elliptical_radius(img.shape, center, 1.0, 0.0)
-    rho_e = geometry.elliptical_radius(img.shape, center, elong_a, theta_a)
-    rp = radii.petrosian_radius(data, center, mask=total_mask, eta=config.eta, rho=rho_a)
-    rpe = radii.petrosian_radius(
-        data, center, mask=total_mask, eta=config.eta, elongation=elong_a, theta=theta_a, rho=rho_e
-    )
+    rp = radii.petrosian_radius(data, center, mask=total_mask, eta=config.eta)
+    rpe = radii.petrosian_radius(data, center, mask=total_mask, eta=config.eta, elongation=elong_a, theta=theta_a)
     out["rpetro_circ"], out["rpetro_ellip"] = rp, rpe
     if not (np.isfinite(rp) and np.isfinite(rpe)):
         flag |= MorphFlag.PETROSIAN_FAILED
-    r20, r50, r80 = radii.radius_at_fraction(data, center, 1.5 * rp, np.array([0.2, 0.5, 0.8]), rho=rho_a)
+    r20, r50, r80 = radii.radius_at_fraction(data, center, 1.5 * rp, np.array([0.2, 0.5, 0.8]))
     out["r20"], out["r50"], out["r80"] = r20, r50, r80
     out["concentration"] = cas.concentration(r20, r80)
     if not np.isfinite(out["concentration"]) or not np.isfinite(r50):
@@ -326,10 +335,8 @@ def _measure(img, user_mask, config, out) -> int:
     rmax_c = shape_asymmetry.rmax(sseg, center)
     rmax_e = shape_asymmetry.rmax(sseg, center, elongation=elong_a, theta=theta_a)
     out["rmax_circ"], out["rmax_ellip"] = rmax_c, rmax_e
-    out["rhalf_circ"] = radii.radius_at_fraction(data, center, rmax_c, 0.5, rho=rho_a)
-    out["rhalf_ellip"] = radii.radius_at_fraction(
-        data, center, rmax_e, 0.5, elongation=elong_a, theta=theta_a, rho=rho_e
-    )
+    out["rhalf_circ"] = radii.radius_at_fraction(data, center, rmax_c, 0.5)
+    out["rhalf_ellip"] = radii.radius_at_fraction(data, center, rmax_e, 0.5, elongation=elong_a, theta=theta_a)
     if not (np.isfinite(out["rhalf_circ"]) and np.isfinite(out["rhalf_ellip"])):
         flag |= MorphFlag.RADII_FAILED
     out["shape_asymmetry"] = shape_asymmetry.shape_asymmetry(sseg, center, rmax_c)

@@ -110,14 +110,62 @@ def petrosian_radius(
     img = np.asarray(image, dtype=np.float64)
     if not (np.isfinite(center[0]) and np.isfinite(center[1]) and elongation >= 1.0):
         return float("nan")
-    if rho is None:
-        from featuremass.features.geometry import elliptical_radius
-
-        rho = elliptical_radius(img.shape, center, elongation, theta)
     r_outer = float(np.hypot(*img.shape)) * elongation
+    coarse = np.linspace(1.0, r_outer, 100)
+    # Work on a box around the centre, grown until the first crossing is
+    # bracketed inside it: a pixel at distance rho only enters the sums at
+    # radii above rho - 1/2, so the ratio at r is exact once the box holds
+    # every pixel closer than r + 1.
+    half_box = 24.0
+    while True:
+        full = half_box >= r_outer + 2.0
+        sl = (slice(None), slice(None)) if full else _box(img.shape, center, half_box)
+        r_valid = None if full else half_box - 1.5
+        sub_rho = _distances(img.shape, center, elongation, theta, rho, sl)
+        result = _petrosian_in_box(img[sl], sub_rho, None if mask is None else mask[sl], eta, coarse, r_valid)
+        if result is not None or full:
+            return float("nan") if result is None else result
+        half_box *= 2.0
+
+
+def _box(shape, center, half_box: float):
+    """Slices of the pixels within ``half_box`` px (in x and in y) of ``center``."""
+    ny, nx = shape
+    xc, yc = center
+    return (
+        slice(max(int(np.floor(yc - half_box)), 0), max(min(int(np.ceil(yc + half_box)) + 1, ny), 0)),
+        slice(max(int(np.floor(xc - half_box)), 0), max(min(int(np.ceil(xc + half_box)) + 1, nx), 0)),
+    )
+
+
+def _distances(shape, center, elongation, theta, rho, sl):
+    """(Elliptical) distances of the pixels in box ``sl``: a view of ``rho`` if given."""
+    if rho is not None:
+        return rho[sl]
+    ny, nx = shape
+    ys = np.arange(ny)[sl[0]]
+    xs = np.arange(nx)[sl[1]]
+    dx = xs.astype(np.float64) - center[0]
+    dy = ys.astype(np.float64)[:, None] - center[1]
+    if elongation == 1.0:
+        return np.sqrt(dx * dx + dy * dy)
+    c, s = np.cos(theta), np.sin(theta)
+    xp = dx * c + dy * s
+    yp = (dy * c - dx * s) * elongation
+    return np.sqrt(xp * xp + yp * yp)
+
+
+def _petrosian_in_box(img, rho, mask, eta, coarse, r_valid):
+    """Petrosian radius from the pixels of one box; None if not bracketed below ``r_valid``.
+
+    ``r_valid`` None means the box is the whole stamp (every coarse radius is
+    valid). NaN (as a float) when the answer is NaN whatever the box: the
+    ratio is below ``eta`` already at the first coarse radius.
+    """
     area_w = np.ones(img.shape) if mask is None else (~mask).astype(np.float64)
-    radii, flux = growth_curve(img, rho, r_outer)
-    _, area = growth_curve(area_w, rho, r_outer)
+    r_max = coarse[-1] if r_valid is None else r_valid
+    radii, flux = growth_curve(img, rho, r_max)
+    _, area = growth_curve(area_w, rho, r_max)
     half = int(round(0.5 / GRID_STEP))
     k = np.arange(half, radii.size - half)  # r from 0.5 so that r - 1/2 >= 0
     ann_flux = flux[k + half] - flux[k - half]
@@ -130,10 +178,14 @@ def petrosian_radius(
     r = radii[k]
     # Coarse bracketing as statmorph does, so that noise wiggles finer than
     # ~1 px beyond the first real crossing do not change the answer.
-    coarse = np.linspace(1.0, r_outer, 100)
-    ci = np.clip(np.rint((coarse - r[0]) / GRID_STEP).astype(int), 0, r.size - 1)
+    ci = np.rint((coarse - r[0]) / GRID_STEP).astype(int)
+    if r_valid is not None:
+        ci = ci[(ci < r.size) & (r[np.clip(ci, 0, r.size - 1)] <= r_valid)]
+    ci = np.clip(ci, 0, r.size - 1)
     below = np.nonzero(f[ci] <= 0)[0]
-    if below.size == 0 or below[0] == 0:
+    if below.size == 0:
+        return None
+    if below[0] == 0:
         return float("nan")
     lo, hi = ci[below[0] - 1], ci[below[0]]
     seg = f[lo : hi + 1]
@@ -174,11 +226,9 @@ def radius_at_fraction(
     img = np.asarray(image, dtype=np.float64)
     if not (np.isfinite(r_total) and r_total > 0 and np.isfinite(center[0]) and np.isfinite(center[1])):
         return out if np.ndim(fraction) else float(out[0])
-    if rho is None:
-        from featuremass.features.geometry import elliptical_radius
-
-        rho = elliptical_radius(img.shape, center, elongation, theta)
-    radii, flux = growth_curve(img, rho, r_total)
+    # Only pixels closer than r_total + 1 enter the curve up to r_total.
+    sl = _box(img.shape, center, r_total + 2.0)
+    radii, flux = growth_curve(img[sl], _distances(img.shape, center, elongation, theta, rho, sl), r_total)
     n = int(round(r_total / GRID_STEP))
     total = np.interp(r_total, radii, flux)
     if not (np.isfinite(total) and total > 0):

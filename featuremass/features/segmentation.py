@@ -120,6 +120,7 @@ def segment_central_source(
     deblend_nsigma: float = 5.0,
     deblend_contrast: float = 0.02,
     sky_dilation: int = 4,
+    smoothed: np.ndarray | None = None,
 ) -> CentralSource:
     """Segment the source at the stamp centre and mask everything else (module docstring).
 
@@ -144,6 +145,12 @@ def segment_central_source(
         Deblending criteria (module docstring).
     sky_dilation : int
         Dilation (px) of all detections for ``sky_exclude``.
+    smoothed : ndarray, optional
+        The detection image, if already computed: ``image`` with masked and
+        non-finite pixels set to 0, convolved with the Gaussian of
+        ``smooth_sigma`` (zero outside the stamp). See
+        :func:`detection_smoothing` for segmenting one stamp at several sky
+        levels with a single convolution.
 
     Returns
     -------
@@ -159,8 +166,10 @@ def segment_central_source(
     empty = np.zeros(img.shape, dtype=bool)
     if not (np.isfinite(sky_sigma) and sky_sigma > 0):
         return CentralSource(empty, empty.copy(), empty.copy(), 0, 0, 0.0, False)
-    clean = np.where(bad, 0.0, img)
-    smooth = ndi.gaussian_filter(clean, smooth_sigma, mode="constant")
+    if smoothed is None:
+        smooth = ndi.gaussian_filter(np.where(bad, 0.0, img), smooth_sigma, mode="constant")
+    else:
+        smooth = np.asarray(smoothed, dtype=np.float64)
     sigma_s = sky_sigma / (2.0 * np.sqrt(np.pi) * smooth_sigma)
     detected = (smooth > nsigma * sigma_s) & ~bad
     labels, n = ndi.label(detected, structure=_EIGHT)
@@ -231,6 +240,35 @@ def segment_central_source(
     )
 
 
+def detection_smoothing(
+    image: np.ndarray, mask: np.ndarray | None = None, smooth_sigma: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed image and smoothed valid-pixel map, to segment at any sky level.
+
+    With ``G`` the Gaussian of ``smooth_sigma`` (zero outside the stamp) and
+    ``v`` the valid (finite, unmasked) pixels, the detection image of
+    :func:`segment_central_source` for ``image - level`` is, by linearity,
+    ``G * (v image) - level G * v``: the two returned arrays.
+
+    Returns
+    -------
+    smooth_image, smooth_valid : ndarray
+    """
+    img = np.asarray(image, dtype=np.float64)
+    bad = ~np.isfinite(img)
+    if mask is not None:
+        bad |= mask
+    smooth_image = ndi.gaussian_filter(np.where(bad, 0.0, img), smooth_sigma, mode="constant")
+    if bad.any():
+        smooth_valid = ndi.gaussian_filter((~bad).astype(np.float64), smooth_sigma, mode="constant")
+    else:  # separable: the product of the two 1-D smoothed edges
+        ny, nx = img.shape
+        col = ndi.gaussian_filter1d(np.ones(ny), smooth_sigma, mode="constant")
+        row = ndi.gaussian_filter1d(np.ones(nx), smooth_sigma, mode="constant")
+        smooth_valid = np.outer(col, row)
+    return smooth_image, smooth_valid
+
+
 def _dilate_square(mask: np.ndarray) -> np.ndarray:
     """Binary dilation by the 3 x 3 square (``ndi.binary_dilation`` with an 8-connected structure)."""
     rows = mask.copy()
@@ -271,6 +309,7 @@ def _saddles(smooth: np.ndarray, basins: np.ndarray, n_peaks: int) -> np.ndarray
     infinite; they are isolated, which cannot happen inside one footprint).
     """
     saddle = np.full(n_peaks + 1, -np.inf)
+    ends, levels = [], []
     for a, b, va, vb in (
         (basins[:, :-1], basins[:, 1:], smooth[:, :-1], smooth[:, 1:]),
         (basins[:-1, :], basins[1:, :], smooth[:-1, :], smooth[1:, :]),
@@ -278,9 +317,9 @@ def _saddles(smooth: np.ndarray, basins: np.ndarray, n_peaks: int) -> np.ndarray
         (basins[:-1, 1:], basins[1:, :-1], smooth[:-1, 1:], smooth[1:, :-1]),
     ):
         edge = (a != b) & (a > 0) & (b > 0)
-        if not edge.any():
-            continue
         level = np.minimum(va[edge], vb[edge])
-        np.maximum.at(saddle, a[edge], level)
-        np.maximum.at(saddle, b[edge], level)
+        ends += [a[edge], b[edge]]
+        levels += [level, level]
+    # One unbuffered maximum over all border pairs, both ends of each.
+    np.maximum.at(saddle, np.concatenate(ends), np.concatenate(levels))
     return saddle[1:]

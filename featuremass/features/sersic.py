@@ -35,7 +35,16 @@ What this costs: ``sersic_xc``, ``sersic_yc``, ``sersic_ellip`` and
 ``sersic_theta`` are the geometry passed in, not fitted values, and
 ``sersic_chi2_dof`` is measured per pixel against the fitted 2-D model built
 from that geometry (comparable with statmorph's). For strongly twisted or
-lopsided galaxies a full 2-D fit would differ.
+lopsided galaxies a full 2-D fit would differ. Annulus errors are the larger
+of the noise and the scatter within the annulus (arms, clumps count as
+noise of the 1-D profile), plus a 1 % model-error floor.
+
+The bulge + disk fit starts from a grid over the two radii with the two
+amplitudes solved exactly (non-negative linear least squares), so it does not
+depend on a starting guess of B/T. :func:`fit_sersic_and_bulge_disk` shares
+one reduction between both fits. Cost (one core, 69 px stamp, no PSF): about
+1.5 ms for the Sérsic fit and 3 ms for both; with a PSF the 2-D blur of the
+annulus images adds 3-15 ms (it grows with the fitted area).
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ __all__ = [
     "SERSIC_COLUMNS",
     "fit_bulge_disk",
     "fit_sersic",
+    "fit_sersic_and_bulge_disk",
     "sersic_bn",
     "sersic_profile",
     "sersic_total_flux",
@@ -224,17 +234,16 @@ def _elliptical_radius(x, y, center, ellip, theta):
 
 @functools.lru_cache(maxsize=1)
 def _unit_grid() -> np.ndarray:
-    """Radial grid in units of the grid scale (1 px, or the PSF sigma): geometric core, then fine steps.
+    """Radial grid (px) on which profiles are tabulated: geometric core, then fine steps.
 
     Pure and immutable (read-only array), so caching it is safe.
     """
-    # Steps stay <= 0.4 scale out to 60 scales, so that the Gaussian kernel
-    # (scale = the PSF sigma) is well sampled by the trapezoid rule.
+    # Linear interpolation on 4 % steps beyond 4 px errs by < 0.3 % for any
+    # n <= 8 inside ~5 r_e; the core is geometric down to 1e-4 px for the cusp.
     core = np.geomspace(1e-4, 1.0, 36, endpoint=False)
     mid = np.arange(1.0, 4.0, 0.1)
-    flat = np.arange(4.0, 60.0, 0.4)
-    outer = 60.0 * np.exp(np.arange(0.0, math.log(1000.0 / 60.0), 0.05))
-    grid = np.concatenate([[0.0], core, mid, flat, outer])
+    outer = 4.0 * np.exp(np.arange(0.0, math.log(1000.0 / 4.0), 0.04))
+    grid = np.concatenate([[0.0], core, mid, outer])
     grid.setflags(write=False)
     return grid
 
@@ -354,7 +363,9 @@ def _reduce(image, mask, center, ellip, theta, r_max, psf_fwhm_px, weights, sky_
     if psf_fwhm_px is not None and psf_fwhm_px > 0:
         sigma_psf = float(psf_fwhm_px) * _FWHM_TO_SIGMA
     margin = 0.0 if sigma_psf is None else 4.0 * sigma_psf
-    r_cover = (r_max + margin) / max(1.0 - ellip, 1e-3)
+    # Largest elliptical radius of any sample: the annuli's pixels (+ a pixel),
+    # or with a PSF every pixel of the padded box.
+    r_cover = r_max + 1.0 if sigma_psf is None else math.sqrt(2.0) * (r_max + margin) / max(1.0 - ellip, 1e-3)
     ng = min(int(np.searchsorted(grid, r_cover * 1.05 + 2.0)) + 2, grid.size)
     grid = grid[:ng]
 
@@ -443,7 +454,7 @@ def _pixel_matrix(xx, yy, r_pix, center, ellip, theta, grid):
 # --------------------------------------------------------------------------- the optimiser
 
 
-def _levenberg_marquardt(fun, p0, lower, upper, *, max_iter=50, xtol=1e-5, ftol=1e-7):
+def _levenberg_marquardt(fun, p0, lower, upper, *, max_iter=50, xtol=1e-4, ftol=1e-6):
     """Small bounded Levenberg-Marquardt (Marquardt 1963; Moré 1978 scaling).
 
     Parameters are clipped to the box ``[lower, upper]`` after each step
@@ -469,12 +480,13 @@ def _levenberg_marquardt(fun, p0, lower, upper, *, max_iter=50, xtol=1e-5, ftol=
         free = ~(((p <= lower) & (g > 0)) | ((p >= upper) & (g < 0)))
         if not free.any():
             return p, cost, True
+        all_free = bool(free.all())
         for _ in range(10):
-            a = jtj[np.ix_(free, free)]
-            a.flat[:: a.shape[0] + 1] += lam * dscale[free]
+            a = jtj.copy() if all_free else jtj[np.ix_(free, free)]
+            a.flat[:: a.shape[0] + 1] += lam * (dscale if all_free else dscale[free])
             step = np.zeros_like(p)
             try:
-                step[free] = np.linalg.solve(a, -g[free])
+                step[free] = np.linalg.solve(a, -(g if all_free else g[free]))
             except np.linalg.LinAlgError:
                 lam *= 10.0
                 continue
@@ -604,74 +616,12 @@ def fit_sersic(
     Sérsic 1968, Atlas de Galaxias Australes; Graham & Driver 2005, PASA 22,
     118; Ciotti & Bertin 1999, A&A 352, 447.
     """
-    try:
-        return _fit_sersic(image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px,
-                           weights, n_guess, sky_sigma, r_max)
-    except (ValueError, FloatingPointError, np.linalg.LinAlgError, ZeroDivisionError,
-            OverflowError):
+    prepared = _prepare(image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px, weights,
+                        sky_sigma, r_max, 5)
+    if prepared is None:
         return _nan_result(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED)
-
-
-def _default_rmax(shape, center, rhalf_guess):
-    ny, nx = shape
-    corner = math.hypot(max(center[0], nx - 1 - center[0]), max(center[1], ny - 1 - center[1]))
-    return float(min(max(6.0 * rhalf_guess, 8.0), corner))
-
-
-def _fit_sersic(image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px, weights,
-                n_guess, sky_sigma, r_max):
-    checked = _validate(image, mask, center, ellip, theta, rhalf_guess)
-    if checked is None:
-        return _nan_result(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED)
-    image, mask = checked
-    if r_max is None:
-        r_max = _default_rmax(image.shape, center, rhalf_guess)
-    w = None if weights is None else np.asarray(weights, dtype=np.float64)
-    red = _reduce(image, mask, center, ellip, theta, r_max, psf_fwhm_px, w, sky_sigma)
-    if red is None or red.mean.size < 5 or not np.any(red.mean > 0):
-        return _nan_result(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED)
-
-    log_grid = _log_grid(red.grid)
-    inv_sigma = 1.0 / red.sigma
-    matrix = red.matrix * inv_sigma[:, None]  # whitened
-    data = red.mean * inv_sigma
-    work = np.empty((log_grid.size, 3))
-
-    def fun(p):
-        amp = math.exp(p[0])
-        s = matrix @ _profile_and_derivs(log_grid, math.exp(p[1]), math.exp(p[2]), work)
-        s *= amp
-        return s[:, 0] - data, s
-
-    n0 = 2.0 if n_guess is None or not np.isfinite(n_guess) else float(np.clip(n_guess, 0.3, 6.0))
-    re0 = float(np.clip(rhalf_guess, 0.3, r_max))
-    # Starting amplitude: linear least squares for the starting shape.
-    f0 = matrix @ _profile_and_derivs(log_grid, re0, n0)[:, 0]
-    amp0 = float(f0 @ data) / max(float(f0 @ f0), 1e-300)
-    if not amp0 > 0:
-        return _nan_result(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED)
-    lower = np.array([-np.inf, math.log(0.05), math.log(N_BOUNDS[0])])
-    upper = np.array([np.inf, math.log(10.0 * max(r_max, 1.0)), math.log(N_BOUNDS[1])])
-    p, cost, ok = _levenberg_marquardt(fun, [math.log(amp0), math.log(re0), math.log(n0)],
-                                       lower, upper)
-    if not ok or not np.all(np.isfinite(p)):
-        return _nan_result(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED)
-    amp, rhalf, n = math.exp(p[0]), math.exp(p[1]), math.exp(p[2])
-    flag = 0
-    if np.any(np.abs(p[1:] - lower[1:]) < 1e-6) or np.any(np.abs(p[1:] - upper[1:]) < 1e-6):
-        flag |= MorphFlag.SERSIC_AT_BOUND
-    prof = amp * _profile_and_derivs(log_grid, rhalf, n)[:, 0]
-    return {
-        "sersic_amplitude": amp,
-        "sersic_rhalf": rhalf,
-        "sersic_n": n,
-        "sersic_xc": float(center[0]),
-        "sersic_yc": float(center[1]),
-        "sersic_ellip": float(ellip),
-        "sersic_theta": float(theta) % math.pi,
-        "sersic_chi2_dof": _chi2_dof_pixels(red, prof, 7),
-        "flag": int(flag),
-    }
+    return _run_guarded(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED, _sersic_from_reduced,
+                        *prepared, center, ellip, theta, rhalf_guess, n_guess)
 
 
 def fit_bulge_disk(
@@ -684,6 +634,7 @@ def fit_bulge_disk(
     rhalf_guess,
     psf_fwhm_px=None,
     weights=None,
+    n_guess=None,
     sky_sigma=None,
     r_max=None,
 ) -> dict:
@@ -706,6 +657,9 @@ def fit_bulge_disk(
     ----------
     image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px, weights, sky_sigma, r_max
         As for :func:`fit_sersic`.
+    n_guess : float, optional
+        Ignored (the indices are fixed); accepted so that both fits take the
+        same arguments.
 
     Returns
     -------
@@ -713,30 +667,166 @@ def fit_bulge_disk(
         :data:`BULGE_DISK_COLUMNS` and ``flag``. Radii are semi-major, in
         pixels. NaN and ``BULGE_DISK_FAILED`` when the fit cannot be made.
     """
-    try:
-        return _fit_bulge_disk(image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px,
-                               weights, sky_sigma, r_max)
-    except (ValueError, FloatingPointError, np.linalg.LinAlgError, ZeroDivisionError,
-            OverflowError):
+    prepared = _prepare(image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px, weights,
+                        sky_sigma, r_max, 6)
+    if prepared is None:
         return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED)
+    return _run_guarded(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED, _bulge_disk_from_reduced,
+                        *prepared, rhalf_guess)
 
 
-def _fit_bulge_disk(image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px, weights,
-                    sky_sigma, r_max):
+def fit_sersic_and_bulge_disk(
+    image,
+    *,
+    mask=None,
+    center,
+    ellip,
+    theta,
+    rhalf_guess,
+    psf_fwhm_px=None,
+    weights=None,
+    n_guess=None,
+    sky_sigma=None,
+    r_max=None,
+) -> dict:
+    """:func:`fit_sersic` and :func:`fit_bulge_disk` sharing one reduction (faster).
+
+    Same arguments as :func:`fit_sersic`; returns :data:`SERSIC_COLUMNS`,
+    :data:`BULGE_DISK_COLUMNS` and ``flag`` (the union of both flags). The
+    values are identical to calling the two functions separately.
+    """
+    prepared = _prepare(image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px, weights,
+                        sky_sigma, r_max, 5)
+    if prepared is None:
+        out = _nan_result(SERSIC_COLUMNS + BULGE_DISK_COLUMNS, 0)
+        out["flag"] = int(MorphFlag.SERSIC_FAILED | MorphFlag.BULGE_DISK_FAILED)
+        return out
+    single = _run_guarded(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED, _sersic_from_reduced,
+                          *prepared, center, ellip, theta, rhalf_guess, n_guess)
+    if prepared[0].mean.size >= 6:
+        double = _run_guarded(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED,
+                              _bulge_disk_from_reduced, *prepared, rhalf_guess)
+    else:
+        double = _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED)
+    flag = single.pop("flag") | double.pop("flag")
+    return {**single, **double, "flag": int(flag)}
+
+_FIT_ERRORS = (ValueError, FloatingPointError, np.linalg.LinAlgError, ZeroDivisionError, OverflowError)
+
+
+def _default_rmax(shape, center, rhalf_guess):
+    ny, nx = shape
+    corner = math.hypot(max(center[0], nx - 1 - center[0]), max(center[1], ny - 1 - center[1]))
+    return float(min(max(6.0 * rhalf_guess, 8.0), corner))
+
+
+def _prepare(image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px, weights, sky_sigma,
+             r_max, min_annuli):
+    """Validate and reduce to annuli; (reduction, r_max) or None when unmeasurable."""
     checked = _validate(image, mask, center, ellip, theta, rhalf_guess)
     if checked is None:
-        return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED)
+        return None
     image, mask = checked
     if r_max is None:
         r_max = _default_rmax(image.shape, center, rhalf_guess)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    if w is not None and w.shape != image.shape:
+        return None
     red = _reduce(image, mask, center, ellip, theta, r_max, psf_fwhm_px, w, sky_sigma)
-    if red is None or red.mean.size < 6 or not np.any(red.mean > 0):
-        return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED)
+    if red is None or red.mean.size < min_annuli or not np.any(red.mean > 0):
+        return None
+    return red, r_max
+
+
+def _sersic_from_reduced(red, r_max, center, ellip, theta, rhalf_guess, n_guess):
+    log_grid = _log_grid(red.grid)
+    inv_sigma = 1.0 / red.sigma
+    matrix = red.matrix * inv_sigma[:, None]  # whitened
+    data = red.mean * inv_sigma
+    work = np.empty((log_grid.size, 3))
+
+    def fun(p):
+        amp = math.exp(p[0])
+        s = matrix @ _profile_and_derivs(log_grid, math.exp(p[1]), math.exp(p[2]), work)
+        s *= amp
+        return s[:, 0] - data, s
+
+    n0 = 2.0 if n_guess is None or not np.isfinite(n_guess) else float(np.clip(n_guess, 0.3, 6.0))
+    re0 = float(np.clip(rhalf_guess, 0.3, r_max))
+    # Starting amplitude: linear least squares for the starting shape.
+    f0 = matrix @ _profile_and_derivs(log_grid, re0, n0)[:, 0]
+    amp0 = float(f0 @ data) / max(float(f0 @ f0), 1e-300)
+    if not amp0 > 0:
+        return _nan_result(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED)
+    lower = np.array([-np.inf, math.log(0.05), math.log(N_BOUNDS[0])])
+    upper = np.array([np.inf, math.log(10.0 * max(r_max, 1.0)), math.log(N_BOUNDS[1])])
+    p, _, ok = _levenberg_marquardt(fun, [math.log(amp0), math.log(re0), math.log(n0)], lower, upper)
+    if not ok or not np.all(np.isfinite(p)):
+        return _nan_result(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED)
+    amp, rhalf, n = math.exp(p[0]), math.exp(p[1]), math.exp(p[2])
+    flag = 0
+    if np.any(np.abs(p[1:] - lower[1:]) < 1e-6) or np.any(np.abs(p[1:] - upper[1:]) < 1e-6):
+        flag |= MorphFlag.SERSIC_AT_BOUND
+    prof = amp * _profile_and_derivs(log_grid, rhalf, n)[:, 0]
+    return {
+        "sersic_amplitude": amp,
+        "sersic_rhalf": rhalf,
+        "sersic_n": n,
+        "sersic_xc": float(center[0]),
+        "sersic_yc": float(center[1]),
+        "sersic_ellip": float(ellip),
+        "sersic_theta": float(theta) % math.pi,
+        "sersic_chi2_dof": _chi2_dof_pixels(red, prof, 7),
+        "flag": int(flag),
+    }
+
+
+def _nnls2(a11, a12, a22, b1, b2):
+    """Vectorised non-negative least squares for two components (normal equations).
+
+    Returns (x1, x2, reduction of the cost), elementwise over the inputs.
+    """
+    det = a11 * a22 - a12 * a12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x1 = (a22 * b1 - a12 * b2) / det
+        x2 = (a11 * b2 - a12 * b1) / det
+        both = (x1 >= 0) & (x2 >= 0) & (det > 0)
+        only1 = np.maximum(b1 / a11, 0.0)
+        only2 = np.maximum(b2 / a22, 0.0)
+    gain_both = np.where(both, x1 * b1 + x2 * b2, -np.inf)  # = 2 x.b - x.A.x at the optimum
+    gain1 = only1 * b1
+    gain2 = only2 * b2
+    best = np.argmax(np.stack([gain_both, gain1, gain2]), axis=0)
+    x1 = np.choose(best, [np.where(both, x1, 0.0), only1, np.zeros_like(only1)])
+    x2 = np.choose(best, [np.where(both, x2, 0.0), np.zeros_like(only2), only2])
+    gain = np.choose(best, [gain_both, gain1, gain2])
+    return x1, x2, gain
+
+
+def _bulge_disk_from_reduced(red, r_max, rhalf_guess):
     log_grid = _log_grid(red.grid)
     inv_sigma = 1.0 / red.sigma
     matrix = red.matrix * inv_sigma[:, None]
     data = red.mean * inv_sigma
+
+    # Start: a grid over (r_e bulge, r_e disk) with the amplitudes solved
+    # exactly (non-negative, variable projection; Golub & Pereyra 1973);
+    # the best cell starts the Levenberg-Marquardt refinement.
+    re_b = rhalf_guess * np.geomspace(0.12, 1.2, 6)
+    re_d = rhalf_guess * np.geomspace(0.6, 3.0, 5)
+    fb = np.stack([matrix @ _profile_and_derivs(log_grid, r, 4.0)[:, 0] for r in re_b])
+    fd = np.stack([matrix @ _profile_and_derivs(log_grid, r, 1.0)[:, 0] for r in re_d])
+    a11 = np.einsum("ij,ij->i", fb, fb)[:, None]
+    a22 = np.einsum("ij,ij->i", fd, fd)[None, :]
+    a12 = fb @ fd.T
+    b1 = (fb @ data)[:, None]
+    b2 = (fd @ data)[None, :]
+    a11, a22, b1, b2 = (np.broadcast_to(x, a12.shape) for x in (a11, a22, b1, b2))
+    x1, x2, gain = _nnls2(a11, a12, a22, b1, b2)
+    i, j = np.unravel_index(int(np.argmax(gain)), gain.shape)
+    if not gain[i, j] > 0:
+        return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED)
+
     wb = np.empty((log_grid.size, 3))
     wd = np.empty((log_grid.size, 3))
 
@@ -752,37 +842,36 @@ def _fit_bulge_disk(image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px,
 
     lower = np.array([0.0, 0.0, math.log(0.05), math.log(0.3)])
     upper = np.array([np.inf, np.inf, math.log(10.0 * r_max), math.log(10.0 * r_max)])
-    best = None
-    # Two starts (bulge-dominated, disk-dominated): B/T often has two valleys.
-    for frac_b, re_b, re_d in ((0.2, 0.5, 1.2), (0.7, 0.8, 2.0)):
-        fb = matrix @ _profile_and_derivs(log_grid, re_b * rhalf_guess, 4.0)[:, 0]
-        fd = matrix @ _profile_and_derivs(log_grid, re_d * rhalf_guess, 1.0)[:, 0]
-        # Amplitudes giving the wanted flux split, scaled to the data.
-        lb = sersic_total_flux(amplitude=1.0, rhalf=re_b * rhalf_guess, n=4.0)
-        ld = sersic_total_flux(amplitude=1.0, rhalf=re_d * rhalf_guess, n=1.0)
-        ab, ad = frac_b / lb, (1 - frac_b) / ld
-        shape = ab * fb + ad * fd
-        scale = float(shape @ data) / max(float(shape @ shape), 1e-300)
-        if not scale > 0:
-            continue
-        p0 = [ab * scale, ad * scale, math.log(re_b * rhalf_guess), math.log(re_d * rhalf_guess)]
-        p, cost, ok = _levenberg_marquardt(fun, p0, lower, upper, max_iter=80)
-        if ok and np.all(np.isfinite(p)) and (best is None or cost < best[1]):
-            best = (p, cost)
-    if best is None:
+    p0 = [float(x1[i, j]), float(x2[i, j]), math.log(re_b[i]), math.log(re_d[j])]
+    p, _, ok = _levenberg_marquardt(fun, p0, lower, upper, max_iter=80)
+    if not ok or not np.all(np.isfinite(p)):
         return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED)
-    p, cost = best
     ab, ad = float(p[0]), float(p[1])
     re_bulge, re_disk = math.exp(p[2]), math.exp(p[3])
-    lb = sersic_total_flux(amplitude=ab, rhalf=re_bulge, n=4.0)
-    ld = sersic_total_flux(amplitude=ad, rhalf=re_disk, n=1.0)
+    lb = sersic_total_flux(amplitude=ab, rhalf=re_bulge, n=4.0) if ab > 0 else 0.0
+    ld = sersic_total_flux(amplitude=ad, rhalf=re_disk, n=1.0) if ad > 0 else 0.0
     bt = lb / (lb + ld) if lb + ld > 0 else float("nan")
+    # A component present in the fit with its radius on a bound is unconstrained
+    # (e.g. a flat image): the decomposition failed.
+    at_bound = (np.abs(p[2:] - lower[2:]) < 1e-6) | (np.abs(p[2:] - upper[2:]) < 1e-6)
+    if not np.isfinite(bt) or (ab > 0 and at_bound[0]) or (ad > 0 and at_bound[1]):
+        return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED)
     prof = (ab * _profile_and_derivs(log_grid, re_bulge, 4.0)[:, 0]
             + ad * _profile_and_derivs(log_grid, re_disk, 1.0)[:, 0])
     return {
         "bd_bulge_to_total": float(bt),
-        "bd_bulge_rhalf": re_bulge,
-        "bd_disk_rhalf": re_disk,
+        # The radius of a component with zero flux is undefined.
+        "bd_bulge_rhalf": re_bulge if ab > 0 else float("nan"),
+        "bd_disk_rhalf": re_disk if ad > 0 else float("nan"),
         "bd_chi2_dof": _chi2_dof_pixels(red, prof, 8),
-        "flag": 0 if np.isfinite(bt) else int(MorphFlag.BULGE_DISK_FAILED),
+        "flag": 0,
     }
+
+
+def _run_guarded(columns, bit, fn, *args):
+    try:
+        return fn(*args)
+    except _FIT_ERRORS:
+        return _nan_result(columns, bit)
+
+

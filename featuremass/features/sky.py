@@ -86,6 +86,13 @@ def estimate_sky(
         sigma = float(np.std(values))
     if not sigma > 0:
         return SkyEstimate(nan, nan, nan, int(values.size))
+    # Prefix sums of the deviations from the first median give the mean and
+    # std of any run in O(1) (shifted, so no cancellation for sky-like runs).
+    dev = values - med
+    csum = np.concatenate(([0.0], np.cumsum(dev)))
+    csum2 = np.concatenate(([0.0], np.cumsum(dev * dev)))
+    shift = med
+    factor = _clip_std_factor(clip)
     for _ in range(n_iter):
         # keep |v - med| < clip * sigma, within the pixels kept so far
         new_lo = max(int(np.searchsorted(values, med - clip * sigma, side="right")), lo)
@@ -96,10 +103,19 @@ def estimate_sky(
             break
         lo, hi = new_lo, new_hi
         med = _sorted_median(values, lo, hi)
-        sigma = float(np.std(values[lo:hi])) / _clip_std_factor(clip)
+        sigma = _run_std(csum, csum2, lo, hi) / factor
         if not sigma > 0:
             return SkyEstimate(nan, nan, nan, hi - lo)
-    return SkyEstimate(float(np.mean(values[lo:hi])), med, sigma, hi - lo)
+    mean = shift + (csum[hi] - csum[lo]) / (hi - lo)
+    return SkyEstimate(float(mean), med, sigma, hi - lo)
+
+
+def _run_std(csum: np.ndarray, csum2: np.ndarray, lo: int, hi: int) -> float:
+    """Population standard deviation of a run from prefix sums of (shifted) values."""
+    n = hi - lo
+    m1 = (csum[hi] - csum[lo]) / n
+    var = (csum2[hi] - csum2[lo]) / n - m1 * m1
+    return float(np.sqrt(var)) if var > 0 else 0.0
 
 
 def _sorted_median(values: np.ndarray, lo: int, hi: int) -> float:

@@ -53,23 +53,79 @@ def robust_sky(image: np.ndarray, *, n_iter: int = 5, clip: float = 3.0) -> tupl
         constant image.
     """
     values = np.asarray(image, dtype=np.float64).ravel()
-    values = values[np.isfinite(values)]
-    if values.size < 10:
+    values = np.sort(values[np.isfinite(values)])
+    return _robust_sky_sorted(values, n_iter=n_iter, clip=clip)
+
+
+def _robust_sky_sorted(values: np.ndarray, *, n_iter: int = 5, clip: float = 3.0) -> tuple[float, float]:
+    """:func:`robust_sky` of finite values already sorted in increasing order.
+
+    Each clipping pass keeps a contiguous run ``values[lo:hi]``, so the median
+    is an index lookup and the kept run is found by binary search; only the
+    MAD needs a pass over the run (``np.partition``).
+    """
+    n = values.size
+    if n < 10:
         return float("nan"), float("nan")
+    lo, hi = 0, n
+    med, sigma = _median_mad_sorted(values, lo, hi)
     for _ in range(n_iter):
-        med = np.median(values)
-        sigma = 1.4826 * np.median(np.abs(values - med))
         if sigma <= 0:
             break
-        keep = np.abs(values - med) < clip * sigma
-        if keep.all() or keep.sum() < 10:
+        # keep |v - med| < clip * sigma, within the current run
+        new_lo = max(int(np.searchsorted(values, med - clip * sigma, side="right")), lo)
+        new_hi = min(int(np.searchsorted(values, med + clip * sigma, side="left")), hi)
+        if (new_lo == lo and new_hi == hi) or new_hi - new_lo < 10:
             break
-        values = values[keep]
-    med = float(np.median(values))
-    sigma = float(1.4826 * np.median(np.abs(values - med)))
+        lo, hi = new_lo, new_hi
+        med, sigma = _median_mad_sorted(values, lo, hi)
     if sigma <= 0:  # quantised or constant sky: fall back on the plain std
-        sigma = float(np.std(values))
+        sigma = float(np.std(values[lo:hi]))
     return med, sigma
+
+
+def _median_mad_sorted(values: np.ndarray, lo: int, hi: int) -> tuple[float, float]:
+    """Median and ``1.4826 * MAD`` of the sorted run ``values[lo:hi]`` (as ``np.median``).
+
+    The absolute deviations below and above the median are two sorted
+    sequences, so their median is found by a binary search over how many of
+    the smallest deviations come from each side (O(log n), no pass over the
+    data).
+    """
+    n = hi - lo
+    mid = lo + n // 2
+    med = float(values[mid]) if n % 2 else float((values[mid - 1] + values[mid]) / 2.0)
+    split = min(max(int(np.searchsorted(values, med, side="left")), lo), hi)
+    k = n // 2
+    if n % 2:
+        mad = _kth_deviation(values, lo, hi, split, med, k)
+    else:
+        mad = (_kth_deviation(values, lo, hi, split, med, k - 1) + _kth_deviation(values, lo, hi, split, med, k)) / 2.0
+    return med, 1.4826 * mad
+
+
+def _kth_deviation(values: np.ndarray, lo: int, hi: int, split: int, med: float, k: int) -> float:
+    """``k``-th smallest (0-based) of ``|v - med|`` over the sorted run ``values[lo:hi]``.
+
+    ``below[i] = med - values[split - 1 - i]`` and ``above[j] = values[split + j] - med``
+    are both increasing; the ``k + 1`` smallest deviations are ``i`` of the
+    first and ``k + 1 - i`` of the second for one ``i``, found by bisection.
+    """
+    n_below, n_above = split - lo, hi - split
+    take = k + 1
+    i_lo, i_hi = max(0, take - n_above), min(take, n_below)
+    while True:
+        i = (i_lo + i_hi) // 2
+        j = take - i
+        if i < n_below and j > 0 and values[split + j - 1] - med > med - values[split - 1 - i]:
+            i_lo = i + 1  # the next deviation below the median is smaller: take more of them
+        elif i > 0 and j < n_above and med - values[split - i] > values[split + j] - med:
+            i_hi = i - 1
+        else:
+            break
+    last_below = med - values[split - i] if i > 0 else -np.inf
+    last_above = values[split + j - 1] - med if j > 0 else -np.inf
+    return float(max(last_below, last_above))
 
 
 def seed_stretch(
@@ -182,12 +238,12 @@ def inverse_seed_stretch(
         out = np.zeros_like(u)
         out[~finite] = np.nan
         return out
-    R = dynamic_range_dex if dynamic_range_dex is not None else estimate_dynamic_range(
-        arr, scale_factor=scale_factor
-    )
+    # u -> 10**(uR) - 1 is increasing: one sort of u orders every recovered image.
+    u_sorted = np.sort(u[finite])
+    R = dynamic_range_dex if dynamic_range_dex is not None else _dynamic_range_sorted(u_sorted, scale_factor)
     # (x - min x) / s = 10**(uR) - 1; the sky level sits at its sigma-clipped median.
     w = np.expm1(u * R * np.log(10.0))
-    sky, _ = robust_sky(w)
+    sky, _ = _robust_sky_sorted(np.expm1(u_sorted * R * np.log(10.0)))
     out = w - sky
     out[~finite] = np.nan
     return out
@@ -206,25 +262,32 @@ def estimate_dynamic_range(stretched: np.ndarray, *, scale_factor: float = DEFAU
     clipped standard deviations of the stretched sky, a superset of what the
     clipping keeps) and starts from a closed-form guess: quantiles commute
     with the monotone map ``u -> 10**(uR)``, so the interquartile range of the
-    sky gives ``R`` from one scalar equation.
+    sky gives ``R`` from one scalar equation. The same monotonicity means the
+    pixels are sorted once: every trial ``R`` then clips a sorted array, where
+    medians are index lookups and clipping is a binary search.
 
     Returns a value between 0.05 and 12 dex; for an image with no usable sky
     the upper/lower bound is returned.
     """
     u = (np.clip(np.asarray(stretched, dtype=np.float64), -1.0, 1.0) + 1.0) / 2.0
-    u = u[np.isfinite(u)].ravel()
+    return _dynamic_range_sorted(np.sort(u[np.isfinite(u)].ravel()), scale_factor)
+
+
+def _dynamic_range_sorted(u: np.ndarray, scale_factor: float) -> float:
+    """:func:`estimate_dynamic_range` of the finite stretched values ``(y + 1) / 2``, sorted."""
     if u.size < 10:
         return 3.0
     target = 1.0 / scale_factor
     ln10 = np.log(10.0)
-    med_u, sig_u = robust_sky(u)
+    med_u, sig_u = _robust_sky_sorted(u)
     if np.isfinite(sig_u) and sig_u > 0:
-        cand = u[u < med_u + 8.0 * sig_u]
+        cand = u[: int(np.searchsorted(u, med_u + 8.0 * sig_u, side="left"))]  # u < med + 8 sigma
         if cand.size >= 10:
             u = cand
 
     def excess(R: float) -> float:
-        _, sigma = robust_sky(np.expm1(u * R * ln10))
+        # The map is increasing, so the recovered values stay sorted.
+        _, sigma = _robust_sky_sorted(np.expm1(u * R * ln10))
         return sigma - target
 
     lo, hi = 0.05, 12.0
