@@ -12,6 +12,9 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from scipy import integrate, special
 
 from featuremass.features.flags import MorphFlag
@@ -229,3 +232,21 @@ def test_combined_fit_equals_separate_fits():
         assert both[col] == single[col]
     for col in BULGE_DISK_COLUMNS:
         assert both[col] == double[col]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    image=arrays(np.float64, (16, 16), elements=st.floats(-1e6, 1e6) | st.just(np.nan) | st.just(np.inf)),
+    cx=st.floats(-5, 20), cy=st.floats(-5, 20), ellip=st.floats(0, 0.99), theta=st.floats(-7, 7),
+    rhalf=st.floats(0.1, 50), psf=st.sampled_from([None, 2.0]),
+)
+def test_fits_never_raise_on_random_images(image, cx, cy, ellip, theta, rhalf, psf):
+    kw = {"center": (cx, cy), "ellip": ellip, "theta": theta, "rhalf_guess": rhalf, "psf_fwhm_px": psf}
+    res = fit_sersic_and_bulge_disk(image, **kw)
+    assert isinstance(res["flag"], int)
+    for col in SERSIC_COLUMNS:
+        assert np.isnan(res[col]) or np.isfinite(res[col])
+    if res["flag"] & MorphFlag.SERSIC_FAILED:
+        assert np.isnan(res["sersic_n"])
+    else:
+        assert N_BOUNDS[0] - 1e-9 <= res["sersic_n"] <= N_BOUNDS[1] + 1e-9
