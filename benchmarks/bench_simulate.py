@@ -10,10 +10,6 @@ writes ``reports/simulation.md`` and ``reports/simulation_ml_hist.png``.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -21,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from featuremass.report.provenance import provenance_markdown
 
 
 def parse_args(argv=None):
@@ -55,7 +53,7 @@ def oracle(truth: pd.DataFrame, columns) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from featuremass import __version__
+    provenance_md = provenance_markdown()  # load average before the run starts
     from featuremass.io.simulate import (
         ORACLE_COLUMNS,
         SurveyConfig,
@@ -110,11 +108,8 @@ def main(argv=None) -> int:
     lines = [
         "# Simulated survey benchmark",
         "",
-        f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
-        f"- date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs visible, {args.jobs} worker processes",
-        f"- featuremass {__version__}, Python {platform.python_version()}",
+        provenance_md,
+        f"- worker processes: {args.jobs}",
         f"- survey: {args.n} galaxies ({cfg.n_train} train / {cfg.n_val} val / {cfg.n_test} test) "
         f"at {npix_txt} px, seed {args.seed}",
         "",
