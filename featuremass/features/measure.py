@@ -22,7 +22,11 @@ from featuremass.errors import FeaturemassError
 from featuremass.features import cas, geometry, gini_m20, mid, radii, shape_asymmetry, sky
 from featuremass.features.flags import MorphFlag
 from featuremass.features.profile import PROFILE_COLUMNS
-from featuremass.features.segmentation import detection_smoothing, segment_central_source
+from featuremass.features.segmentation import (
+    detection_mask,
+    detection_smoothing,
+    segment_central_source,
+)
 from featuremass.features.sersic import BULGE_DISK_COLUMNS, SERSIC_COLUMNS
 
 #: Columns of the non-parametric part, in output order.
@@ -134,6 +138,9 @@ class MorphologyConfig:
 
 _NAN = float("nan")
 
+#: Bits of :attr:`PreparedSource.flag` after which nothing more is measured.
+SERIOUS_PREP_FLAGS = int(MorphFlag.BLANK_IMAGE | MorphFlag.SKY_FAILED | MorphFlag.NO_SOURCE)
+
 
 def measure_galaxy(image, *, config: MorphologyConfig | None = None, mask=None) -> dict:
     """Measure every feature of :data:`FEATURE_COLUMNS` on one galaxy stamp.
@@ -156,9 +163,12 @@ def measure_galaxy(image, *, config: MorphologyConfig | None = None, mask=None) 
         Values are finite or NaN. Everything is NaN for BLANK_IMAGE,
         SKY_FAILED and NO_SOURCE; only the sky, centroid geometry and segment
         area are kept for SMALL_SOURCE (segment below ``min_segmap_area_px``
-        or Petrosian radius below ``min_rpetro_px``) and FILLS_STAMP (segment
-        over half the stamp); otherwise each failed quantity is NaN with its
-        own bit.
+        or Petrosian radius below ``min_rpetro_px``) and for a source with no
+        Petrosian crossing inside the stamp (PETROSIAN_FAILED); otherwise each
+        failed quantity is NaN with its own bit. EDGE_TOUCH, FILLS_STAMP
+        (segment over half the stamp) and CONTAMINATED are warnings: the
+        galaxy is measured on the pixels the stamp holds (apertures reaching
+        past the stamp use their in-stamp part, as statmorph does).
 
     Raises
     ------
@@ -190,60 +200,134 @@ def measure_galaxy(image, *, config: MorphologyConfig | None = None, mask=None) 
     return out
 
 
-def _measure(img, user_mask, config, out) -> int:
+@dataclass(frozen=True)
+class PreparedSource:
+    """Sky-subtracted stamp and segmentation of its central source (:func:`prepare_source`).
+
+    Attributes
+    ----------
+    data : ndarray
+        ``image - level`` with masked, non-finite and neighbour pixels set to 0.
+    level, sigma : float
+        Sky level subtracted and sky noise per pixel (NaN when unmeasured).
+    sky_mean : float
+        The measured sky level (reported even when ``subtract_sky`` is off).
+    segmap : ndarray of bool
+        The central source.
+    mask : ndarray of bool
+        Pixels to ignore: bad pixels, the user's mask and masked neighbours.
+    bad : ndarray of bool
+        Bad pixels and the user's mask only.
+    neighbour_mask : ndarray of bool
+        Masked neighbours (stars, companions).
+    n_masked_neighbours, n_blended : int
+    blend_flux_ratio : float
+    flag : int
+        Bits set so far; a serious bit means nothing more can be measured.
+    """
+
+    data: np.ndarray | None
+    level: float
+    sigma: float
+    sky_mean: float
+    segmap: np.ndarray | None
+    mask: np.ndarray | None
+    bad: np.ndarray | None
+    neighbour_mask: np.ndarray | None
+    n_masked_neighbours: int
+    n_blended: int
+    blend_flux_ratio: float
+    flag: int
+
+
+def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) -> PreparedSource:
+    """Sky level, sky noise and segmentation of the central source of one stamp.
+
+    The first step of :func:`measure_galaxy`, public so that other backends
+    (:func:`~featuremass.features.statmorph_backend.measure_galaxy_statmorph`
+    with ``segmentation="native"``) can measure the very same pixels.
+
+    The sky is the sigma-clipped mean (:func:`featuremass.features.sky.estimate_sky`)
+    of the pixels outside every detection, dilated. On stamps that the
+    galaxy fills (the seed's D25 crops) the pixels outside a 2-sigma detection
+    still hold the galaxy's faint outskirts and the sky comes out ~0.4 sigma
+    high, so the sky is re-measured outside a deeper (1-sigma, smoothed)
+    detection map whenever enough pixels (``sky.MIN_SKY_PIXELS``) survive it.
+    ``FILLS_STAMP`` (segment over half the stamp) and ``EDGE_TOUCH`` are
+    warnings only.
+    """
+    config = MorphologyConfig() if config is None else config
+    img = np.asarray(image, dtype=np.float64)
     flag = MorphFlag(0)
+    nan = float("nan")
+
+    def fail(bits, sky_mean=nan, sigma=nan):
+        return PreparedSource(None, nan, sigma, sky_mean, None, None, None, None, 0, 0, 0.0, int(flag | bits))
+
     bad = ~np.isfinite(img)
     if bad.any():
         flag |= MorphFlag.BAD_PIXELS
-    if user_mask is not None:
-        bad = bad | user_mask
+    if mask is not None:
+        bad = bad | mask
     finite_vals = img[~bad]
     if finite_vals.size == 0 or np.ptp(finite_vals) == 0 or not (finite_vals > 0).any():
-        return int(flag | MorphFlag.BLANK_IMAGE)
+        return fail(MorphFlag.BLANK_IMAGE)
 
     sky0 = sky.estimate_sky(img, exclude=bad)
     if not np.isfinite(sky0.sigma):
-        return int(flag | MorphFlag.SKY_FAILED)
-    # One convolution serves both segmentations (the smoothing is linear).
+        return fail(MorphFlag.SKY_FAILED)
+    # One convolution serves every detection map (the smoothing is linear).
     smooth_img, smooth_valid = detection_smoothing(img, bad)
+    # Pixels outside every detection (dilated) are the sky; the central
+    # segmentation itself is needed only once, at the final sky level.
+    shallow = detection_mask(smooth_img - sky0.median * smooth_valid, sky0.sigma, nsigma=config.detect_nsigma)
+    sky1 = sky.estimate_sky(img, exclude=bad | shallow)
+    if not np.isfinite(sky1.sigma):
+        if shallow.mean() > 0.5:
+            flag |= MorphFlag.FILLS_STAMP
+        return fail(MorphFlag.SKY_FAILED)
+    deep = detection_mask(smooth_img - sky1.mean * smooth_valid, sky1.sigma, nsigma=1.0)
+    sky2 = sky.estimate_sky(img, exclude=bad | deep | shallow)
+    if np.isfinite(sky2.sigma):
+        sky1 = sky.SkyEstimate(sky2.mean, sky2.median, sky1.sigma, sky2.n_pixels)
+    level = sky1.mean if config.subtract_sky else 0.0
     seg = segment_central_source(
-        img - sky0.median,
-        sky0.sigma,
+        img - level,
+        sky1.sigma,
         mask=bad,
         nsigma=config.detect_nsigma,
-        smoothed=smooth_img - sky0.median * smooth_valid,
+        smoothed=smooth_img - level * smooth_valid,
     )
-    sky1 = sky.estimate_sky(img, exclude=bad | seg.sky_exclude)
-    if not np.isfinite(sky1.sigma):
-        flag |= MorphFlag.SKY_FAILED
-        if seg.found and seg.segmap.sum() > 0.5 * img.size:
-            flag |= MorphFlag.FILLS_STAMP
-        return int(flag)
-    out["sky_mean"], out["sky_sigma"] = sky1.mean, sky1.sigma
-    level = sky1.mean if config.subtract_sky else 0.0
-    if abs(sky1.mean - sky0.median) > 0.1 * sky1.sigma or abs(sky1.sigma / sky0.sigma - 1) > 0.1:
-        seg = segment_central_source(
-            img - level,
-            sky1.sigma,
-            mask=bad,
-            nsigma=config.detect_nsigma,
-            smoothed=smooth_img - level * smooth_valid,
-        )
     if not seg.found:
-        return int(flag | MorphFlag.NO_SOURCE)
-    sigma = sky1.sigma
-    segmap = seg.segmap
-    area = int(segmap.sum())
-    out["segmap_area_px"] = area
-    out["n_masked_neighbours"] = seg.n_masked_neighbours
+        return fail(MorphFlag.NO_SOURCE, sky1.mean, sky1.sigma)
     if seg.touches_edge:
         flag |= MorphFlag.EDGE_TOUCH
-    if area > 0.5 * img.size:
+    if seg.segmap.sum() > 0.5 * img.size:
         flag |= MorphFlag.FILLS_STAMP
     if seg.n_blended and seg.blend_flux_ratio >= 0.1:
         flag |= MorphFlag.MULTIPLE_SOURCES
     total_mask = bad | seg.neighbour_mask
     data = np.where(total_mask, 0.0, img - level)
+    return PreparedSource(
+        data, float(level), float(sky1.sigma), float(sky1.mean), seg.segmap, total_mask, bad,
+        seg.neighbour_mask, seg.n_masked_neighbours, seg.n_blended, seg.blend_flux_ratio, int(flag),
+    )
+
+
+def _measure(img, user_mask, config, out) -> int:
+    prep = prepare_source(img, config=config, mask=user_mask)
+    flag = MorphFlag(prep.flag)
+    if np.isfinite(prep.sigma):
+        out["sky_mean"], out["sky_sigma"] = prep.sky_mean, prep.sigma
+    if prep.data is None:
+        return int(flag)
+    sigma = prep.sigma
+    segmap = prep.segmap
+    area = int(segmap.sum())
+    out["segmap_area_px"] = area
+    out["n_masked_neighbours"] = prep.n_masked_neighbours
+    total_mask = prep.mask
+    data = prep.data
     no_bg = np.where(segmap, data, 0.0)
 
     # Geometry about the centroid.
@@ -257,18 +341,14 @@ def _measure(img, user_mask, config, out) -> int:
     )
     if area < config.min_segmap_area_px:
         return int(flag | MorphFlag.SMALL_SOURCE)
-    if flag & MorphFlag.FILLS_STAMP:
-        # Over half the stamp is source: the "sky" is galaxy light, and every
-        # radius and flux ratio would be biased. Keep only the geometry.
-        return int(flag)
 
     rp_centroid = radii.petrosian_radius(data, (xc, yc), mask=total_mask, eta=config.eta)
     if not np.isfinite(rp_centroid) or rp_centroid < config.min_rpetro_px:
         flag |= MorphFlag.PETROSIAN_FAILED
-        if not np.isfinite(rp_centroid) and (flag & MorphFlag.FILLS_STAMP or seg.touches_edge):
-            return int(flag)
+        if not np.isfinite(rp_centroid) and (flag & (MorphFlag.FILLS_STAMP | MorphFlag.EDGE_TOUCH)):
+            return int(flag)  # no Petrosian crossing inside the stamp: radii undefined
         return int(flag | MorphFlag.SMALL_SOURCE)
-    if seg.n_blended or _mask_near(seg.neighbour_mask, (xc, yc), 1.5 * rp_centroid):
+    if prep.n_blended or _mask_near(prep.neighbour_mask, (xc, yc), 1.5 * rp_centroid):
         flag |= MorphFlag.CONTAMINATED
 
     # Asymmetry centre and asymmetry.
@@ -366,33 +446,30 @@ def _parametric(data, mask, center, ellip, theta, out, config, sigma) -> MorphFl
     conc = out["concentration"]
     # Starting index from C (Graham & Driver 2005: C ~ 2.8 for n=1, 5.2 for n=4).
     n_guess = float(np.clip(1.0 + (conc - 2.8) * 1.25, 0.5, 6.0)) if np.isfinite(conc) else None
+    fit_kw = dict(
+        mask=mask, center=center, ellip=ellip, theta=theta, rhalf_guess=rhalf,
+        psf_fwhm_px=config.psf_fwhm_px, sky_sigma=sigma,
+    )
     jobs = []
-    if config.fit_sersic:
+    if config.fit_sersic and config.fit_bulge_disk:
+        # One shared reduction to annuli for both fits (~30% faster than two calls).
         jobs.append(
             (
-                MorphFlag.SERSIC_FAILED,
-                lambda: sersic.fit_sersic(
-                    data, mask=mask, center=center, ellip=ellip, theta=theta, rhalf_guess=rhalf,
-                    psf_fwhm_px=config.psf_fwhm_px, n_guess=n_guess, sky_sigma=sigma,
-                ),
+                MorphFlag.SERSIC_FAILED | MorphFlag.BULGE_DISK_FAILED,
+                lambda: sersic.fit_sersic_and_bulge_disk(data, n_guess=n_guess, **fit_kw),
             )
         )
-    if config.fit_bulge_disk:
-        jobs.append(
-            (
-                MorphFlag.BULGE_DISK_FAILED,
-                lambda: sersic.fit_bulge_disk(
-                    data, mask=mask, center=center, ellip=ellip, theta=theta, rhalf_guess=rhalf,
-                    psf_fwhm_px=config.psf_fwhm_px, sky_sigma=sigma,
-                ),
-            )
-        )
+    elif config.fit_sersic:
+        jobs.append((MorphFlag.SERSIC_FAILED, lambda: sersic.fit_sersic(data, n_guess=n_guess, **fit_kw)))
+    elif config.fit_bulge_disk:
+        jobs.append((MorphFlag.BULGE_DISK_FAILED, lambda: sersic.fit_bulge_disk(data, **fit_kw)))
     if config.profile:
         jobs.append(
             (
                 MorphFlag.PROFILE_FAILED,
                 lambda: profile.profile_features(
-                    data, mask=mask, center=center, ellip=ellip, theta=theta, rpetro=out["rpetro_ellip"]
+                    data, mask=mask, center=center, ellip=ellip, theta=theta, rpetro=out["rpetro_ellip"],
+                    sky_sigma=sigma,
                 ),
             )
         )

@@ -22,6 +22,10 @@ import numpy as np
 
 #: Radial grid step (pixels) for curves of growth; must divide 0.5.
 GRID_STEP = 0.05
+#: Smallest fraction of a Petrosian annulus that must lie inside the stamp (and
+#: unmasked) for the ratio there to count: beyond it the "crossing" is a few
+#: corner pixels' noise, and the radius is NaN (no crossing inside the stamp).
+MIN_ANNULUS_COVERAGE = 0.25
 
 
 def growth_curve(values: np.ndarray, rho: np.ndarray, r_max: float, *, step: float = GRID_STEP):
@@ -122,7 +126,9 @@ def petrosian_radius(
         sl = (slice(None), slice(None)) if full else _box(img.shape, center, half_box)
         r_valid = None if full else half_box - 1.5
         sub_rho = _distances(img.shape, center, elongation, theta, rho, sl)
-        result = _petrosian_in_box(img[sl], sub_rho, None if mask is None else mask[sl], eta, coarse, r_valid)
+        result = _petrosian_in_box(
+            img[sl], sub_rho, None if mask is None else mask[sl], eta, coarse, r_valid, elongation
+        )
         if result is not None or full:
             return float("nan") if result is None else result
         half_box *= 2.0
@@ -155,7 +161,7 @@ def _distances(shape, center, elongation, theta, rho, sl):
     return np.sqrt(xp * xp + yp * yp)
 
 
-def _petrosian_in_box(img, rho, mask, eta, coarse, r_valid):
+def _petrosian_in_box(img, rho, mask, eta, coarse, r_valid, elongation=1.0):
     """Petrosian radius from the pixels of one box; None if not bracketed below ``r_valid``.
 
     ``r_valid`` None means the box is the whole stamp (every coarse radius is
@@ -182,9 +188,15 @@ def _petrosian_in_box(img, rho, mask, eta, coarse, r_valid):
     if r_valid is not None:
         ci = ci[(ci < r.size) & (r[np.clip(ci, 0, r.size - 1)] <= r_valid)]
     ci = np.clip(ci, 0, r.size - 1)
+    # The search ends where the annulus leaves the stamp (or the mask):
+    # crossings beyond rest on too few pixels.
+    covered = ann_area[ci] >= MIN_ANNULUS_COVERAGE * 2.0 * np.pi * r[ci] / elongation
+    uncovered = np.nonzero(~covered)[0]
+    if uncovered.size:
+        ci = ci[: uncovered[0]]
     below = np.nonzero(f[ci] <= 0)[0]
     if below.size == 0:
-        return None
+        return float("nan") if uncovered.size else None
     if below[0] == 0:
         return float("nan")
     lo, hi = ci[below[0] - 1], ci[below[0]]

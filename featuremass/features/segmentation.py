@@ -269,6 +269,34 @@ def detection_smoothing(
     return smooth_image, smooth_valid
 
 
+def detection_mask(
+    smoothed: np.ndarray,
+    sky_sigma: float,
+    *,
+    nsigma: float = 1.0,
+    smooth_sigma: float = 1.0,
+    min_area: int = 10,
+    dilation: int = 4,
+) -> np.ndarray:
+    """Every detection of at least ``min_area`` px in a smoothed image, dilated (pixels not to use as sky).
+
+    ``smoothed`` is the sky-subtracted detection image (Gaussian of
+    ``smooth_sigma``, see :func:`detection_smoothing`), thresholded at
+    ``nsigma`` times the smoothed sky noise ``sky_sigma / (2 sqrt(pi) smooth_sigma)``
+    and 8-connected; all False when ``sky_sigma`` is not positive and finite.
+    """
+    smooth = np.asarray(smoothed, dtype=np.float64)
+    if not (np.isfinite(sky_sigma) and sky_sigma > 0):
+        return np.zeros(smooth.shape, dtype=bool)
+    detected = smooth > nsigma * sky_sigma / (2.0 * np.sqrt(np.pi) * smooth_sigma)
+    labels, n = ndi.label(detected, structure=_EIGHT)
+    if n == 0:
+        return detected
+    big = np.bincount(labels.ravel(), minlength=n + 1) >= min_area
+    big[0] = False
+    return _dilate_cross(big[labels], dilation)
+
+
 def _dilate_square(mask: np.ndarray) -> np.ndarray:
     """Binary dilation by the 3 x 3 square (``ndi.binary_dilation`` with an 8-connected structure)."""
     rows = mask.copy()

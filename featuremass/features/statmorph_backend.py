@@ -158,6 +158,7 @@ def measure_galaxy_statmorph(
     skybox_size=None,
     n_sigma_outlier=-1,
     columns=None,
+    segmentation="own",
 ) -> dict:
     """Measure one galaxy with statmorph 0.7.2, in featuremass's schema.
 
@@ -180,6 +181,12 @@ def measure_galaxy_statmorph(
         statmorph's outlier cleaning threshold; <= 0 (default) turns it off.
     columns : sequence of str, optional
         Output columns; default ``FEATURE_COLUMNS`` of the native backend.
+    segmentation : {"own", "native"}
+        ``"own"`` (default): this module's sky and segmentation (module
+        docstring). ``"native"``: the sky level, segmentation map and masks
+        of the native engine (:func:`featuremass.features.measure.prepare_source`,
+        with ``config``), so that both backends measure the same pixels and
+        any difference comes from the algorithms alone.
 
     Returns
     -------
@@ -192,8 +199,14 @@ def measure_galaxy_statmorph(
     if config is not None:
         gain = gain if gain is not None else getattr(config, "gain", None)
         psf_fwhm_px = psf_fwhm_px if psf_fwhm_px is not None else getattr(config, "psf_fwhm_px", None)
+    if segmentation not in ("own", "native"):
+        from featuremass.errors import FeaturemassError
+
+        raise FeaturemassError(f"segmentation must be 'own' or 'native', got {segmentation!r}")
     try:
-        flag = _run_statmorph(image, mask, gain, psf_fwhm_px, skybox_size, n_sigma_outlier, out)
+        flag = _run_statmorph(
+            image, mask, gain, psf_fwhm_px, skybox_size, n_sigma_outlier, out, segmentation, config
+        )
     except Exception:  # noqa: BLE001 - a cross-check backend must never stop a batch
         out = {c: float("nan") for c in cols}
         flag = int(MorphFlag.BACKEND_ERROR)
@@ -201,7 +214,20 @@ def measure_galaxy_statmorph(
     return out
 
 
-def _run_statmorph(image, mask, gain, psf_fwhm_px, skybox_size, n_sigma_outlier, out) -> int:
+def _native_inputs(img, mask, config):
+    """(data, segmap labels, label, mask, sigma, flag) from the native engine's preparation."""
+    from featuremass.features.measure import SERIOUS_PREP_FLAGS, prepare_source
+
+    prep = prepare_source(img, config=config, mask=mask)
+    if prep.data is None or prep.flag & SERIOUS_PREP_FLAGS:
+        return None, None, 0, None, float("nan"), prep.flag
+    segmap = np.where(prep.segmap, 1, np.where(prep.neighbour_mask, 2, 0)).astype(np.int32)
+    return prep.data, segmap, 1, prep.bad, prep.sigma, prep.flag
+
+
+def _run_statmorph(
+    image, mask, gain, psf_fwhm_px, skybox_size, n_sigma_outlier, out, segmentation="own", config=None
+) -> int:
     import statmorph
 
     img = np.asarray(image, dtype=np.float64)
@@ -215,13 +241,18 @@ def _run_statmorph(image, mask, gain, psf_fwhm_px, skybox_size, n_sigma_outlier,
         flag |= MorphFlag.BAD_PIXELS
     if np.all(bad):
         return flag | MorphFlag.BLANK_IMAGE
-    sky, sigma = robust_sky(np.where(bad, np.nan, img))
-    if not (np.isfinite(sigma) and sigma > 0):
-        return flag | MorphFlag.BLANK_IMAGE | MorphFlag.SKY_FAILED
-    data = np.where(bad, 0.0, img - sky)
-    segmap, label = central_segmap(data, sky_sigma=sigma, mask=bad)
-    if label == 0:
-        return flag | MorphFlag.NO_SOURCE
+    if segmentation == "native":
+        data, segmap, label, bad, sigma, native_flag = _native_inputs(img, mask, config)
+        if data is None:
+            return flag | native_flag
+    else:
+        sky, sigma = robust_sky(np.where(bad, np.nan, img))
+        if not (np.isfinite(sigma) and sigma > 0):
+            return flag | MorphFlag.BLANK_IMAGE | MorphFlag.SKY_FAILED
+        data = np.where(bad, 0.0, img - sky)
+        segmap, label = central_segmap(data, sky_sigma=sigma, mask=bad)
+        if label == 0:
+            return flag | MorphFlag.NO_SOURCE
     if gain is not None and gain > 0:
         weightmap = np.sqrt(sigma**2 + np.maximum(data, 0.0) / gain)
     else:
