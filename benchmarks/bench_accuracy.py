@@ -11,9 +11,11 @@ test split. Models:
 * ``lgbm``        LightGBM on the morphology features;
 * ``cnn``         the seed's CNN (:class:`featuremass.models.cnn.CNNRegressor`);
 * ``hybrid``      CNN embedding (16 PCs) + morphology -> LightGBM;
-* ``oracle``      LightGBM on the simulation's true latent parameters (structure,
-                  dust, stellar population activity, observing conditions; *not*
-                  the colours, M/L or mass): the floor an image model could reach.
+* ``oracle``      LightGBM on the simulation's true latent parameters that an image
+                  can show (``featuremass.io.simulate.ORACLE_COLUMNS``: structure and
+                  observing conditions; not the colours, dust optical depth, M/L or
+                  mass), plus distance and L_g for the image+dl inputs: the floor an
+                  image model could reach.
 
 Each gets the test RMSE and R² with bootstrap 95% intervals, and its wall time.
 Features are measured once per (npix, split) on the largest training set;
@@ -37,10 +39,8 @@ Smoke run::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -50,10 +50,6 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-ORACLE_EXCLUDE = {
-    "galaxy_id", "split", "M/L", "M/L_true", "ml_bulge", "ml_disk", "ml_clumps", "gr_bulge",
-    "gr_disk", "gr_clumps", "log_mass", "ml_sed_scatter_dex", "L_g_intrinsic",
-}
 MODEL_ORDER = ("mean", "extra only", "ridge", "lgbm", "cnn", "hybrid", "oracle")
 
 
@@ -77,6 +73,11 @@ def parse_args(argv=None):
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-j", "--jobs", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="per-cell results and trained CNNs (default DATA/bench-cache); a cell "
+                        "already there is not recomputed, so a long grid can be run in parts")
+    p.add_argument("--cached-cnn-only", action="store_true",
+                   help="skip cnn/hybrid cells whose CNN is not in the cache (report what exists)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 32 px, 150/300 training galaxies, 2 CNN epochs")
     args = p.parse_args(argv)
@@ -86,6 +87,7 @@ def parse_args(argv=None):
         if args.data == REPO / "data" / "sim-benchmark":
             args.data = args.out / "sim-quick"
     args.jobs = args.jobs or os.cpu_count() or 1
+    args.cache = args.cache or args.data / "bench-cache"
     return args
 
 
@@ -130,15 +132,13 @@ def score(y, p, args) -> dict:
 def run_grid(args) -> tuple[list[dict], dict]:
     from featuremass.compat import has_module
     from featuremass.io.layout import load_split
+    from featuremass.io.simulate import ORACLE_COLUMNS
     from featuremass.models.baselines import MeanRegressor, RidgeRegressor
     from featuremass.models.cnn import CNNRegressor, extra_inputs_from_metadata
     from featuremass.models.gbm import GBMRegressor
     from featuremass.models.hybrid import HybridRegressor
-    from featuremass.models.inputs import morphology_columns
-
     truth = pd.read_parquet(args.data / "truth" / "truth.parquet").set_index("galaxy_id")
-    oracle_cols = [c for c in truth.columns if c not in ORACLE_EXCLUDE
-                   and (pd.api.types.is_numeric_dtype(truth[c]) or pd.api.types.is_bool_dtype(truth[c]))]
+    oracle_cols = list(ORACLE_COLUMNS)
     models = list(args.models)
     if ("cnn" in models or "hybrid" in models) and not has_module("tensorflow"):
         print("TensorFlow missing: skipping cnn and hybrid", file=sys.stderr)
@@ -147,8 +147,7 @@ def run_grid(args) -> tuple[list[dict], dict]:
     rows, panels = [], {}
     for npix in sorted({g[0] for g in grid}):
         ds = {s: load_split(args.data, npix=npix, split=s) for s in ("train", "val", "test")}
-        tables = {s: features(args, npix, s, d) for s, d in ds.items()}
-        cols = morphology_columns(tables["train"])
+        tables = LazyFeatures(args, npix, ds)
         extra = {s: extra_inputs_from_metadata(d.metadata) for s, d in ds.items()}
         y = {s: d.target for s, d in ds.items()}
         truth_X = {s: truth.loc[d.ids, oracle_cols].astype(np.float64).reset_index(drop=True)
@@ -158,8 +157,8 @@ def run_grid(args) -> tuple[list[dict], dict]:
             for inputs in args.inputs:
                 use_extra = inputs == "image+dl"
 
-                def design(s, rows_=None, use_extra=use_extra, tables=tables, cols=cols, extra=extra):
-                    X = tables[s][cols].reset_index(drop=True)
+                def design(s, rows_=None, use_extra=use_extra, tables=tables, extra=extra):
+                    X = tables[s][tables.columns].reset_index(drop=True)
                     if use_extra:
                         X = X.assign(log_distance=extra[s][:, 0], log_L_g=extra[s][:, 1])
                     return X if rows_ is None else X.iloc[:rows_]
@@ -167,11 +166,27 @@ def run_grid(args) -> tuple[list[dict], dict]:
                 for model in models:
                     if model == "extra only" and not use_extra:
                         continue
-                    if model in ("oracle", "mean") and inputs != args.inputs[0]:
+                    if model == "mean" and inputs != args.inputs[0]:
                         continue  # independent of the input set: one row per (npix, n)
+                    label = inputs if model != "mean" else "-"
+                    cell = args.cache / f"{npix}px-{n}-{label.replace('+', '_')}-{model.replace(' ', '_')}.json"
+                    cnn_dir = args.cache / f"cnn-{npix}px-{n}-{inputs.replace('+', '_')}"
+                    if cell.is_file():
+                        cached = json.loads(cell.read_text())
+                        row, p = cached["row"], np.asarray(cached["pred"])
+                        rows.append(row)
+                        panels[(npix, n, row["inputs"], model)] = (y["test"], p)
+                        print(f"{npix:>4} px {n:>6} {row['inputs']:<9} {model:<10} (cached) RMSE "
+                              f"{row['rmse']:.3f} R2 {row['r2']:.3f}", flush=True)
+                        continue
+                    if (args.cached_cnn_only and model in ("cnn", "hybrid")
+                            and not (cnn_dir / "model.keras").is_file()):
+                        print(f"{npix:>4} px {n:>6} {inputs:<9} {model:<10} skipped (no cached CNN)",
+                              flush=True)
+                        continue
                     t0 = time.perf_counter()
                     if model == "mean":
-                        p = MeanRegressor().fit(design("train", n), y["train"][:n]).predict(design("test"))
+                        p = MeanRegressor().fit(np.zeros((n, 1)), y["train"][:n]).predict(np.zeros((len(y["test"]), 1)))
                     elif model == "extra only":
                         Xe = {s: pd.DataFrame(extra[s], columns=["log_distance", "log_L_g"]) for s in ds}
                         p = GBMRegressor(random_state=args.seed, n_jobs=args.jobs).fit(
@@ -184,9 +199,14 @@ def run_grid(args) -> tuple[list[dict], dict]:
                             design("train", n), y["train"][:n], X_val=design("val"), y_val=y["val"]
                         ).predict(design("test"))
                     elif model == "oracle":
+                        def oracle_X(s, use_extra=use_extra, truth_X=truth_X, extra=extra):
+                            X = truth_X[s]
+                            if use_extra:
+                                X = X.assign(log_distance=extra[s][:, 0], log_L_g=extra[s][:, 1])
+                            return X
                         p = GBMRegressor(random_state=args.seed, n_jobs=args.jobs).fit(
-                            truth_X["train"].iloc[:n], y["train"][:n], X_val=truth_X["val"],
-                            y_val=y["val"]).predict(truth_X["test"])
+                            oracle_X("train").iloc[:n], y["train"][:n], X_val=oracle_X("val"),
+                            y_val=y["val"]).predict(oracle_X("test"))
                     elif model == "cnn":
                         e = (lambda s, k=None, extra=extra: extra[s][:k]) if use_extra else (lambda s, k=None: None)
                         cnn = CNNRegressor(npix=npix, extra_inputs=use_extra, epochs=args.epochs,
@@ -194,27 +214,49 @@ def run_grid(args) -> tuple[list[dict], dict]:
                         cnn.fit(ds["train"].images[:n], y["train"][:n], extra=e("train", n),
                                 val=(ds["val"].images, y["val"], e("val")))
                         p = cnn.predict(ds["test"].images, e("test"))
-                        panels[(npix, n, inputs, "_cnn_model")] = cnn
+                        cnn.save(cnn_dir)
                     elif model == "hybrid":
-                        cnn = panels.get((npix, n, inputs, "_cnn_model"))
+                        cnn = CNNRegressor.load(cnn_dir) if (cnn_dir / "model.keras").is_file() else None
                         hyb = HybridRegressor(npix=npix, cnn=cnn, n_components=16,
                                               extra_inputs=use_extra, epochs=args.epochs,
                                               seed=args.seed, gbm_params={"n_jobs": args.jobs})
                         ex = (lambda s, k=None, extra=extra: extra[s][:k]) if use_extra else (lambda s, k=None: None)
+                        cols = tables.columns
                         hyb.fit(ds["train"].images[:n], tables["train"][cols].iloc[:n], y["train"][:n],
                                 extra=ex("train", n),
                                 val=(ds["val"].images, tables["val"][cols], y["val"], ex("val"))
                                 if use_extra else (ds["val"].images, tables["val"][cols], y["val"]))
                         p = hyb.predict(ds["test"].images, tables["test"][cols], ex("test"))
                     seconds = time.perf_counter() - t0
-                    row = {"npix": npix, "n_train": n, "inputs": inputs if model not in ("mean", "oracle")
-                           else "-", "model": model, **score(y["test"], p, args),
-                           "seconds": seconds}
+                    row = {"npix": npix, "n_train": n, "inputs": label, "model": model,
+                           **score(y["test"], p, args), "seconds": seconds}
+                    if model == "cnn":
+                        row["epochs_max"] = args.epochs
                     rows.append(row)
+                    cell.parent.mkdir(parents=True, exist_ok=True)
+                    cell.write_text(json.dumps({"row": row, "pred": np.asarray(p).tolist()}))
                     panels[(npix, n, row["inputs"], model)] = (y["test"], p)
                     print(f"{npix:>4} px {n:>6} {row['inputs']:<9} {model:<10} RMSE "
                           f"{row['rmse']:.3f} R2 {row['r2']:.3f} ({seconds:.0f} s)", flush=True)
-    return rows, {k: v for k, v in panels.items() if not k[3].startswith("_")}
+    return rows, panels
+
+
+class LazyFeatures:
+    """Feature tables per split, measured only when a model first needs them."""
+
+    def __init__(self, args, npix, ds):
+        self._args, self._npix, self._ds, self._tables = args, npix, ds, {}
+
+    def __getitem__(self, split: str) -> pd.DataFrame:
+        if split not in self._tables:
+            self._tables[split] = features(self._args, self._npix, split, self._ds[split])
+        return self._tables[split]
+
+    @property
+    def columns(self) -> list[str]:
+        from featuremass.models.inputs import morphology_columns
+
+        return morphology_columns(self["train"])
 
 
 def figures(rows: list[dict], panels: dict, out: Path) -> list[Path]:
@@ -271,22 +313,26 @@ def figures(rows: list[dict], panels: dict, out: Path) -> list[Path]:
     return paths
 
 
-def machine() -> str:
+def gpus() -> str:
     try:
-        import tensorflow as tf  # noqa: F401  (only to report GPUs when present)
+        import tensorflow as tf  # only to report GPUs when present
 
-        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+        found = [d.name for d in tf.config.list_physical_devices("GPU")]
     except Exception:  # TensorFlow missing or broken: report CPU only
-        gpus = []
-    return (f"{platform.node()}: {platform.machine()}, {os.cpu_count()} cores, "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
-            + (f", GPUs {gpus}" if gpus else ", no GPU"))
+        found = []
+    return f"GPUs {found}" if found else "no GPU (CNN trained on the CPU)"
 
 
 def write_markdown(rows, figs, args, command, seconds, out: Path) -> Path:
+    from featuremass.report.provenance import provenance_markdown
+
+    cnn_epochs = sorted({r["epochs_max"] for r in rows if "epochs_max" in r})
     lines = ["# Accuracy benchmark: classical features vs CNN", "",
-             f"Generated by `{command}` on {dt.date.today().isoformat()}, {machine()}; "
-             f"{seconds / 60:.1f} min in all.", "",
+             provenance_markdown(), f"- {gpus()}; this invocation took {seconds / 60:.1f} min",
+             f"- per-cell results are cached in `{args.cache}`: a cell computed by an earlier "
+             "invocation on the same survey is reused, and its time is from that run",
+             f"- CNN: at most {', '.join(map(str, cnn_epochs)) or '-'} epochs, early stopping "
+             "(patience 6) and reduce-LR-on-plateau on the validation split", "",
              f"Simulated survey `{args.data}` (seed {args.seed}): the same validation "
              f"({args.n_val}) and test ({args.n_test}) galaxies for every model; a training set "
              "of N galaxies is the first N of the largest. RMSE and R² on the test split "
@@ -300,9 +346,11 @@ def write_markdown(rows, figs, args, command, seconds, out: Path) -> Path:
                      f"{r['rmse']:.3f} [{r['rmse_ci'][0]:.3f}, {r['rmse_ci'][1]:.3f}] | "
                      f"{r['r2']:.3f} [{r['r2_ci'][0]:.3f}, {r['r2_ci'][1]:.3f}] | "
                      f"{r['seconds']:.0f} |")
-    lines += ["", "`oracle` is LightGBM on the simulation's latent parameters (no colours, "
-              "M/L or mass): roughly the floor any image-based model can reach; the rest of "
-              "its error is the hidden colour scatter and the SED-fit scatter.", ""]
+    lines += ["", "`oracle` is LightGBM on the simulation's latent parameters an image can show "
+              "(`featuremass.io.simulate.ORACLE_COLUMNS`; no colours, dust optical depth, M/L "
+              "or mass; plus distance and L_g for the D & L_g rows): roughly the floor any "
+              "image-based model can reach; the rest of its error is the hidden colour scatter "
+              "and the SED-fit scatter.", ""]
     for f in figs:
         lines.append(f"![{f.stem}](figures/{f.name})")
     lines += ["", "Full grid (GPU recommended):", "", "```",
@@ -314,6 +362,8 @@ def write_markdown(rows, figs, args, command, seconds, out: Path) -> Path:
 
 
 def main(argv=None) -> int:
+    from featuremass.report.provenance import provenance
+
     args = parse_args(argv)
     command = "python benchmarks/bench_accuracy.py " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
@@ -324,8 +374,8 @@ def main(argv=None) -> int:
     figs = figures(rows, panels, args.out / "figures")
     seconds = time.perf_counter() - t0
     (args.out / "benchmark.json").write_text(json.dumps(
-        {"rows": rows, "command": command.strip(), "machine": machine(),
-         "date": dt.date.today().isoformat(), "seconds": seconds}, indent=2))
+        {"rows": rows, "provenance": provenance(), "gpus": gpus(), "seconds": seconds},
+        indent=2))
     print(write_markdown(rows, figs, args, command.strip(), seconds, args.out))
     return 0
 

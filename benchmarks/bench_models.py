@@ -18,11 +18,7 @@ of quick CPU predictions (raw images → features → M/L). Writes
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
-import os
-import platform
-import shlex
 import shutil
 import sys
 import time
@@ -176,24 +172,14 @@ def _cell(entry, digits=3):
     return f"{entry['value']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import lightgbm
-
-    from featuremass import __version__
     from featuremass.inspect import plots
     from featuremass.inspect.importance import importance_study
     from featuremass.models.inputs import NOISE_COLUMN, load_metadata
+    from featuremass.report.provenance import provenance_markdown
+
+    provenance_md = provenance_markdown()  # load average before the run starts
 
     t_start = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -257,16 +243,11 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t_start
 
     # ----------------------------------------------------------------- markdown
-    cmd = shlex.join(["python", *sys.argv])
     L = [
         "# M/L regression on the simulated survey",
         "",
-        f"- command: `{cmd}`",
-        f"- date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- machine: {platform.platform()}; {_cpu_name()}; {os.cpu_count()} CPUs visible; "
-        f"{args.jobs} processes / LightGBM threads",
-        f"- featuremass {__version__}, LightGBM {lightgbm.__version__}, "
-        f"Python {platform.python_version()}",
+        provenance_md,
+        f"- processes / LightGBM threads: {args.jobs}",
         f"- survey: `{root}`, {n_split['train']} train / {n_split['val']} val / "
         f"{n_split['test']} test galaxies at {args.npix} px, seed {args.seed}",
         f"- total wall time of this script: {wall / 60:.1f} min",

@@ -372,8 +372,12 @@ def _measure(img, user_mask, config, out) -> int:
         elong_a, theta_a, ellip_a = 1.0, 0.0, 0.0
 
     # Radii.
-    rp = radii.petrosian_radius(data, center, mask=total_mask, eta=config.eta)
-    rpe = radii.petrosian_radius(data, center, mask=total_mask, eta=config.eta, elongation=elong_a, theta=theta_a)
+    # The radius about the centroid tells how large a box the search needs.
+    rp = radii.petrosian_radius(data, center, mask=total_mask, eta=config.eta, r_start=rp_centroid)
+    rpe = radii.petrosian_radius(
+        data, center, mask=total_mask, eta=config.eta, elongation=elong_a, theta=theta_a,
+        r_start=rp_centroid * math.sqrt(elong_a),
+    )
     out["rpetro_circ"], out["rpetro_ellip"] = rp, rpe
     if not (np.isfinite(rp) and np.isfinite(rpe)):
         flag |= MorphFlag.PETROSIAN_FAILED

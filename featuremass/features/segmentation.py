@@ -54,19 +54,21 @@ def ascent_labels(image: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np
         brighter = val > best_val
         np.copyto(best_val, val, where=brighter)
         np.copyto(step, dy * nx + dx, where=brighter)
-    flat = np.arange(ny * nx)
-    target = flat + step.ravel()
-    outside = ~region.ravel()
-    target[outside] = flat[outside]
+    # Pointer doubling on the region's pixels only (compact indices, which
+    # keep the order of the flat indices).
+    inside = np.flatnonzero(region)
+    compact = np.full(ny * nx, -1, dtype=np.intp)
+    compact[inside] = np.arange(inside.size)
+    target = compact[inside + step.ravel()[inside]]
     for _ in range(64):
         nxt = target[target]
         if np.array_equal(nxt, target):
             break
         target = nxt
-    inside = ~outside
-    peaks = np.unique(target[inside])
+    roots = np.unique(target)
+    peaks = inside[roots]
     labels = np.zeros(ny * nx, dtype=np.int64)
-    labels[inside] = np.searchsorted(peaks, target[inside]) + 1
+    labels[inside] = np.searchsorted(roots, target) + 1
     return labels.reshape(ny, nx), peaks
 
 

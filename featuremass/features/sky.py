@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from featuremass.io.stretch import _median_mad_sorted
+
 #: Fewest sky pixels needed for a sky estimate.
 MIN_SKY_PIXELS = 50
 
@@ -80,8 +82,8 @@ def estimate_sky(
     if values.size < min_pixels:
         return SkyEstimate(nan, nan, nan, int(values.size))
     lo, hi = 0, values.size
-    med = _sorted_median(values, lo, hi)
-    sigma = 1.4826 * float(np.median(np.abs(values - med)))
+    # The MAD of a sorted run by binary search, equal to np.median(|v - med|).
+    med, sigma = _median_mad_sorted(values, lo, hi)
     if not sigma > 0:
         sigma = float(np.std(values))
     if not sigma > 0:
