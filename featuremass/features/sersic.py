@@ -35,13 +35,34 @@ What this costs: ``sersic_xc``, ``sersic_yc``, ``sersic_ellip`` and
 ``sersic_theta`` are the geometry passed in, not fitted values, and
 ``sersic_chi2_dof`` is measured per pixel against the fitted 2-D model built
 from that geometry (comparable with statmorph's). For strongly twisted or
-lopsided galaxies a full 2-D fit would differ. Annulus errors are the larger
-of the noise and the scatter within the annulus (arms, clumps count as
-noise of the 1-D profile), plus a 1 % model-error floor.
+lopsided galaxies a full 2-D fit would differ.
+
+Weights. The single Sérsic fit weights each annulus mean by its pixel noise
+alone (``sigma / sqrt(N)``), so its chi^2 is the per-pixel chi^2 of the 2-D
+model, as in statmorph and GALFIT: on 40 simulated galaxies per size this
+puts ``sersic_n`` within 10 % of statmorph's (given the same segmap) for
+89 % (69 px) and 97 % (128 px), against ~33 % with the profile weights
+below. Those weights (the larger of the noise and the scatter within the
+annulus, so that arms and clumps count as noise of the 1-D profile, plus a
+1 % model-error floor) track the bulge's true index better and are kept for
+the bulge + disk fit, where they track the true B/T better.
+
+Sky pedestal. Both fits can also fit a constant pedestal (``fit_sky=True``).
+It is off by default: on the simulated survey the fitted pedestal did not
+follow the true residual sky, it absorbed light a single Sérsic misses
+(a bulge's wings) and lowered the agreement with statmorph; in the bulge +
+disk fit it opened a new degeneracy (a huge bulge minus a negative
+pedestal, which is a cusp).
+
+Runaway bulges. A de Vaucouleurs bulge with ``r_e`` far beyond the fitted
+region is a near-constant plus a cusp; when the free fit sends the bulge
+radius to its upper bound it is refitted with the bulge no larger than the
+disk (``r_b <= r_d``) instead of failing.
 
 The bulge + disk fit starts from a grid over the two radii with the two
 amplitudes solved exactly (non-negative linear least squares), so it does not
-depend on a starting guess of B/T. :func:`fit_sersic_and_bulge_disk` shares
+depend on a starting guess of B/T (with ``fit_sky`` the pedestal is projected
+out of the grid's least squares). :func:`fit_sersic_and_bulge_disk` shares
 one reduction between both fits. Cost (one core, 69 px stamp, no PSF): about
 1.5 ms for the Sérsic fit and 3 ms for both; with a PSF the 2-D blur of the
 annulus images adds 3-15 ms (it grows with the fitted area).
@@ -91,6 +112,9 @@ BULGE_DISK_COLUMNS = (
 
 #: Allowed range of the Sérsic index; a fit that ends on it is flagged SERSIC_AT_BOUND.
 N_BOUNDS = (0.2, 8.0)
+
+#: Width of the prior on the sky pedestal, in units of the per-pixel sky noise.
+_SKY_PRIOR_SIGMAS = 0.5
 
 #: Relative model error added in quadrature to each annulus mean's error.
 _MODEL_ERROR_FLOOR = 0.01
@@ -220,8 +244,8 @@ def _log_grid(grid: np.ndarray) -> np.ndarray:
 class _Annuli:
     """The image reduced to mean surface brightness in elliptical annuli (private)."""
 
-    __slots__ = ("mean", "sigma", "matrix", "psf", "grid", "npix", "pix_val",
-                 "pix_var", "pix_matrix")
+    __slots__ = ("mean", "sigma", "sigma_noise", "pixel_sigma", "matrix", "psf", "grid", "npix",
+                 "pix_val", "pix_var", "pix_matrix")
 
 
 def _elliptical_radius(x, y, center, ellip, theta):
@@ -371,6 +395,8 @@ def _reduce(image, mask, center, ellip, theta, r_max, psf_fwhm_px, weights, sky_
 
     out = _Annuli()
     out.mean, out.sigma, out.grid = mean, np.sqrt(var_mean), grid
+    out.sigma_noise = np.sqrt(noise2 / counts)
+    out.pixel_sigma = float(np.sqrt(np.median(pix_var)))
     out.npix, out.pix_val, out.pix_var = yy.size, vals, pix_var
     if sigma_psf is None:
         p_idx, j_idx, w_all = _pixel_matrix(xx, yy, r_pix, center, ellip, theta, grid)
@@ -532,7 +558,7 @@ def _validate(image, mask, center, ellip, theta, rhalf_guess):
     return image, mask
 
 
-def _chi2_dof_pixels(red: _Annuli, profile_grid: np.ndarray, n_params: int) -> float:
+def _chi2_dof_pixels(red: _Annuli, profile_grid: np.ndarray, n_params: int, sky: float = 0.0) -> float:
     """Per-pixel reduced chi^2 of the 2-D model built from the fitted profile.
 
     ``profile_grid`` is the unconvolved profile on the grid; the PSF, when
@@ -545,7 +571,7 @@ def _chi2_dof_pixels(red: _Annuli, profile_grid: np.ndarray, n_params: int) -> f
         pmat, where, shape, sigma_psf = red.pix_matrix
         img = (pmat @ profile_grid).reshape(shape)
         model = ndimage.gaussian_filter(img, sigma_psf, mode="constant", truncate=4.0).ravel()[where]
-    resid = red.pix_val - model
+    resid = red.pix_val - model - sky
     dof = max(red.npix - n_params, 1)
     return float(np.sum(resid**2 / red.pix_var) / dof)
 
@@ -563,6 +589,7 @@ def fit_sersic(
     n_guess=None,
     sky_sigma=None,
     r_max=None,
+    fit_sky=False,
 ) -> dict:
     """Fit a single Sérsic profile to a galaxy image (geometry fixed).
 
@@ -600,6 +627,13 @@ def fit_sersic(
     r_max : float, optional
         Largest elliptical radius used; default ``min(6 rhalf_guess, stamp)``
         (at least 8 px).
+    fit_sky : bool
+        Also fit a constant sky pedestal (flux per pixel), with a Gaussian
+        prior of width half the per-pixel noise around 0; it is returned as
+        ``sersic_sky``. Off by default: on the simulated survey the pedestal
+        absorbs light beyond a single Sérsic (the bulge's wings) rather than
+        residual sky, and lowers the agreement with statmorph (which fits
+        no pedestal either).
 
     Returns
     -------
@@ -619,9 +653,10 @@ def fit_sersic(
     prepared = _prepare(image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px, weights,
                         sky_sigma, r_max, 5)
     if prepared is None:
-        return _nan_result(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED)
-    return _run_guarded(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED, _sersic_from_reduced,
-                        *prepared, center, ellip, theta, rhalf_guess, n_guess)
+        return _nan_result(SERSIC_COLUMNS + (("sersic_sky",) if fit_sky else ()), MorphFlag.SERSIC_FAILED)
+    cols = SERSIC_COLUMNS + (("sersic_sky",) if fit_sky else ())
+    return _public(_run_guarded(cols, MorphFlag.SERSIC_FAILED, _sersic_from_reduced,
+                                *prepared, center, ellip, theta, rhalf_guess, n_guess, fit_sky), fit_sky, "sersic_sky")
 
 
 def fit_bulge_disk(
@@ -637,6 +672,7 @@ def fit_bulge_disk(
     n_guess=None,
     sky_sigma=None,
     r_max=None,
+    fit_sky=False,
 ) -> dict:
     """Fit a de Vaucouleurs bulge (n = 4) plus an exponential disk (n = 1).
 
@@ -655,7 +691,7 @@ def fit_bulge_disk(
 
     Parameters
     ----------
-    image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px, weights, sky_sigma, r_max
+    image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px, weights, sky_sigma, r_max, fit_sky
         As for :func:`fit_sersic`.
     n_guess : float, optional
         Ignored (the indices are fixed); accepted so that both fits take the
@@ -664,15 +700,16 @@ def fit_bulge_disk(
     Returns
     -------
     dict
-        :data:`BULGE_DISK_COLUMNS` and ``flag``. Radii are semi-major, in
+        :data:`BULGE_DISK_COLUMNS`, ``flag`` and, with ``fit_sky``, ``bd_sky``. Radii are semi-major, in
         pixels. NaN and ``BULGE_DISK_FAILED`` when the fit cannot be made.
     """
     prepared = _prepare(image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px, weights,
                         sky_sigma, r_max, 6)
     if prepared is None:
-        return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED)
-    return _run_guarded(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED, _bulge_disk_from_reduced,
-                        *prepared, rhalf_guess)
+        return _nan_result(BULGE_DISK_COLUMNS + (("bd_sky",) if fit_sky else ()), MorphFlag.BULGE_DISK_FAILED)
+    cols = BULGE_DISK_COLUMNS + (("bd_sky",) if fit_sky else ())
+    return _public(_run_guarded(cols, MorphFlag.BULGE_DISK_FAILED, _bulge_disk_from_reduced,
+                                *prepared, rhalf_guess, fit_sky), fit_sky, "bd_sky")
 
 
 def fit_sersic_and_bulge_disk(
@@ -688,6 +725,7 @@ def fit_sersic_and_bulge_disk(
     n_guess=None,
     sky_sigma=None,
     r_max=None,
+    fit_sky=False,
 ) -> dict:
     """:func:`fit_sersic` and :func:`fit_bulge_disk` sharing one reduction (faster).
 
@@ -701,13 +739,15 @@ def fit_sersic_and_bulge_disk(
         out = _nan_result(SERSIC_COLUMNS + BULGE_DISK_COLUMNS, 0)
         out["flag"] = int(MorphFlag.SERSIC_FAILED | MorphFlag.BULGE_DISK_FAILED)
         return out
-    single = _run_guarded(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED, _sersic_from_reduced,
-                          *prepared, center, ellip, theta, rhalf_guess, n_guess)
+    sky_cols = ("sersic_sky",) if fit_sky else ()
+    single = _public(_run_guarded(SERSIC_COLUMNS + sky_cols, MorphFlag.SERSIC_FAILED, _sersic_from_reduced,
+                                  *prepared, center, ellip, theta, rhalf_guess, n_guess, fit_sky), fit_sky, "sersic_sky")
+    bd_cols = BULGE_DISK_COLUMNS + (("bd_sky",) if fit_sky else ())
     if prepared[0].mean.size >= 6:
-        double = _run_guarded(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED,
-                              _bulge_disk_from_reduced, *prepared, rhalf_guess)
+        double = _public(_run_guarded(bd_cols, MorphFlag.BULGE_DISK_FAILED,
+                                      _bulge_disk_from_reduced, *prepared, rhalf_guess, fit_sky), fit_sky, "bd_sky")
     else:
-        double = _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED)
+        double = _nan_result(bd_cols, MorphFlag.BULGE_DISK_FAILED)
     flag = single.pop("flag") | double.pop("flag")
     return {**single, **double, "flag": int(flag)}
 
@@ -738,18 +778,38 @@ def _prepare(image, mask, center, ellip, theta, rhalf_guess, psf_fwhm_px, weight
     return red, r_max
 
 
-def _sersic_from_reduced(red, r_max, center, ellip, theta, rhalf_guess, n_guess):
+def _sky_prior_width(red) -> float:
+    """Width of the Gaussian prior on the sky pedestal (flux per pixel)."""
+    return _SKY_PRIOR_SIGMAS * red.pixel_sigma
+
+
+def _sersic_from_reduced(red, r_max, center, ellip, theta, rhalf_guess, n_guess, fit_sky=False):
     log_grid = _log_grid(red.grid)
-    inv_sigma = 1.0 / red.sigma
+    # Pixel-noise weights: the annulus chi^2 equals the per-pixel chi^2 of the
+    # 2-D model up to a constant (statmorph's and GALFIT's definition of the fit).
+    inv_sigma = 1.0 / red.sigma_noise
     matrix = red.matrix * inv_sigma[:, None]  # whitened
     data = red.mean * inv_sigma
     work = np.empty((log_grid.size, 3))
+    nb = data.size
+    prior = _sky_prior_width(red)
 
     def fun(p):
         amp = math.exp(p[0])
         s = matrix @ _profile_and_derivs(log_grid, math.exp(p[1]), math.exp(p[2]), work)
         s *= amp
-        return s[:, 0] - data, s
+        if not fit_sky:
+            return s[:, 0] - data, s
+        # Sky pedestal p[3]: adds p[3] to every annulus mean; a Gaussian prior
+        # of width ``prior`` around 0 is one more residual.
+        res = np.empty(nb + 1)
+        res[:nb] = s[:, 0] + p[3] * inv_sigma - data
+        res[nb] = p[3] / prior
+        jac = np.zeros((nb + 1, 4))
+        jac[:nb, :3] = s
+        jac[:nb, 3] = inv_sigma
+        jac[nb, 3] = 1.0 / prior
+        return res, jac
 
     n0 = 2.0 if n_guess is None or not np.isfinite(n_guess) else float(np.clip(n_guess, 0.3, 6.0))
     re0 = float(np.clip(rhalf_guess, 0.3, r_max))
@@ -758,14 +818,24 @@ def _sersic_from_reduced(red, r_max, center, ellip, theta, rhalf_guess, n_guess)
     amp0 = float(f0 @ data) / max(float(f0 @ f0), 1e-300)
     if not amp0 > 0:
         return _nan_result(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED)
-    lower = np.array([-np.inf, math.log(0.05), math.log(N_BOUNDS[0])])
-    upper = np.array([np.inf, math.log(10.0 * max(r_max, 1.0)), math.log(N_BOUNDS[1])])
-    p, _, ok = _levenberg_marquardt(fun, [math.log(amp0), math.log(re0), math.log(n0)], lower, upper)
+    lower = [-np.inf, math.log(0.05), math.log(N_BOUNDS[0])]
+    upper = [np.inf, math.log(10.0 * max(r_max, 1.0)), math.log(N_BOUNDS[1])]
+    p0 = [math.log(amp0), math.log(re0), math.log(n0)]
+    if fit_sky:
+        lower.append(-np.inf)
+        upper.append(np.inf)
+        p0.append(0.0)
+    lower, upper = np.array(lower), np.array(upper)
+    p, _, ok = _levenberg_marquardt(fun, p0, lower, upper)
     if not ok or not np.all(np.isfinite(p)):
         return _nan_result(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED)
     amp, rhalf, n = math.exp(p[0]), math.exp(p[1]), math.exp(p[2])
+    sky = float(p[3]) if fit_sky else 0.0
+    if abs(p[1] - upper[1]) < 1e-6:
+        # r_e ten times the fitted region: a flat image, nothing Sérsic-like to measure.
+        return _nan_result(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED)
     flag = 0
-    if np.any(np.abs(p[1:] - lower[1:]) < 1e-6) or np.any(np.abs(p[1:] - upper[1:]) < 1e-6):
+    if np.any(np.abs(p[1:3] - lower[1:3]) < 1e-6) or np.any(np.abs(p[1:3] - upper[1:3]) < 1e-6):
         flag |= MorphFlag.SERSIC_AT_BOUND
     prof = amp * _profile_and_derivs(log_grid, rhalf, n)[:, 0]
     return {
@@ -776,7 +846,8 @@ def _sersic_from_reduced(red, r_max, center, ellip, theta, rhalf_guess, n_guess)
         "sersic_yc": float(center[1]),
         "sersic_ellip": float(ellip),
         "sersic_theta": float(theta) % math.pi,
-        "sersic_chi2_dof": _chi2_dof_pixels(red, prof, 7),
+        "sersic_sky": sky,
+        "sersic_chi2_dof": _chi2_dof_pixels(red, prof, 7 + int(fit_sky), sky),
         "flag": int(flag),
     }
 
@@ -803,59 +874,112 @@ def _nnls2(a11, a12, a22, b1, b2):
     return x1, x2, gain
 
 
-def _bulge_disk_from_reduced(red, r_max, rhalf_guess):
+def _bulge_disk_from_reduced(red, r_max, rhalf_guess, fit_sky=False):
+    """Bulge + disk fit; if the bulge runs away to a huge radius, refit with ``r_b <= r_d``.
+
+    A de Vaucouleurs bulge with ``r_e`` far beyond the fitted region is a
+    near-constant plus a cusp: it imitates a sky pedestal or light beyond the
+    disk's exponential, and its B/T is meaningless. Such a fit is redone
+    with the bulge no larger than the disk (``ln(r_b/r_d) <= 0``).
+    """
+    res, runaway = _bulge_disk_once(red, r_max, rhalf_guess, fit_sky, bulge_within_disk=False)
+    if runaway:
+        res, _ = _bulge_disk_once(red, r_max, rhalf_guess, fit_sky, bulge_within_disk=True)
+    return res
+
+
+def _bulge_disk_once(red, r_max, rhalf_guess, fit_sky, bulge_within_disk):
+    """One bulge + disk fit: (result, whether the bulge radius ran to its upper bound)."""
     log_grid = _log_grid(red.grid)
     inv_sigma = 1.0 / red.sigma
     matrix = red.matrix * inv_sigma[:, None]
     data = red.mean * inv_sigma
+    nb = data.size
+    prior = _sky_prior_width(red)
+    re_b_max = 10.0 * r_max
 
     # Start: a grid over (r_e bulge, r_e disk) with the amplitudes solved
     # exactly (non-negative, variable projection; Golub & Pereyra 1973);
-    # the best cell starts the Levenberg-Marquardt refinement.
-    re_b = rhalf_guess * np.geomspace(0.12, 1.2, 6)
+    # the best cell starts the Levenberg-Marquardt refinement. A free sky
+    # pedestal is projected out of the grid's least squares.
+    re_b = np.minimum(rhalf_guess * np.geomspace(0.12, 1.2, 6), re_b_max)
     re_d = rhalf_guess * np.geomspace(0.6, 3.0, 5)
     fb = np.stack([matrix @ _profile_and_derivs(log_grid, r, 4.0)[:, 0] for r in re_b])
     fd = np.stack([matrix @ _profile_and_derivs(log_grid, r, 1.0)[:, 0] for r in re_d])
+    dat = data
+    if fit_sky:
+        u = inv_sigma / math.sqrt(float(inv_sigma @ inv_sigma) + 1.0 / prior**2)
+        fb = fb - np.outer(fb @ u, u)
+        fd = fd - np.outer(fd @ u, u)
+        dat = data - (data @ u) * u
     a11 = np.einsum("ij,ij->i", fb, fb)[:, None]
     a22 = np.einsum("ij,ij->i", fd, fd)[None, :]
     a12 = fb @ fd.T
-    b1 = (fb @ data)[:, None]
-    b2 = (fd @ data)[None, :]
+    b1 = (fb @ dat)[:, None]
+    b2 = (fd @ dat)[None, :]
     a11, a22, b1, b2 = (np.broadcast_to(x, a12.shape) for x in (a11, a22, b1, b2))
     x1, x2, gain = _nnls2(a11, a12, a22, b1, b2)
     i, j = np.unravel_index(int(np.argmax(gain)), gain.shape)
     if not gain[i, j] > 0:
-        return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED)
+        return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED), False
 
     wb = np.empty((log_grid.size, 3))
     wd = np.empty((log_grid.size, 3))
+    npar = 5 if fit_sky else 4
 
     # Amplitudes enter linearly, bounded below by 0 (a pure bulge or pure disk
     # is a valid answer); the radii enter through their logarithms.
+    rel = bulge_within_disk  # then p[2] = ln(r_b / r_d) <= 0 instead of ln r_b
+
     def fun(p):
-        pb = _profile_and_derivs(log_grid, math.exp(p[2]), 4.0, wb)
+        ln_rb = p[2] + p[3] if rel else p[2]
+        pb = _profile_and_derivs(log_grid, math.exp(ln_rb), 4.0, wb)
         pd = _profile_and_derivs(log_grid, math.exp(p[3]), 1.0, wd)
         s = matrix @ np.column_stack([pb[:, 0], pd[:, 0], pb[:, 1], pd[:, 1]])
         s[:, 2] *= p[0]
         s[:, 3] *= p[1]
-        return p[0] * s[:, 0] + p[1] * s[:, 1] - data, s
+        if rel:
+            s[:, 3] += s[:, 2]
+        model = p[0] * s[:, 0] + p[1] * s[:, 1]
+        if not fit_sky:
+            return model - data, s
+        res = np.empty(nb + 1)
+        res[:nb] = model + p[4] * inv_sigma - data
+        res[nb] = p[4] / prior
+        jac = np.zeros((nb + 1, npar))
+        jac[:nb, :4] = s
+        jac[:nb, 4] = inv_sigma
+        jac[nb, 4] = 1.0 / prior
+        return res, jac
 
-    lower = np.array([0.0, 0.0, math.log(0.05), math.log(0.3)])
-    upper = np.array([np.inf, np.inf, math.log(10.0 * r_max), math.log(10.0 * r_max)])
+    lower = [0.0, 0.0, math.log(0.05), math.log(0.3)]
+    upper = [np.inf, np.inf, math.log(re_b_max), math.log(10.0 * r_max)]
     p0 = [float(x1[i, j]), float(x2[i, j]), math.log(re_b[i]), math.log(re_d[j])]
+    if rel:
+        lower[2], upper[2] = math.log(0.01), 0.0
+        p0[2] = min(p0[2] - p0[3], -0.01)
+    if fit_sky:
+        lower.append(-np.inf)
+        upper.append(np.inf)
+        p0.append(0.0)
+    lower, upper = np.array(lower), np.array(upper)
     p, _, ok = _levenberg_marquardt(fun, p0, lower, upper, max_iter=80)
     if not ok or not np.all(np.isfinite(p)):
-        return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED)
+        return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED), False
     ab, ad = float(p[0]), float(p[1])
-    re_bulge, re_disk = math.exp(p[2]), math.exp(p[3])
+    re_bulge, re_disk = math.exp(p[2] + p[3] if rel else p[2]), math.exp(p[3])
+    sky = float(p[4]) if fit_sky else 0.0
     lb = sersic_total_flux(amplitude=ab, rhalf=re_bulge, n=4.0) if ab > 0 else 0.0
     ld = sersic_total_flux(amplitude=ad, rhalf=re_disk, n=1.0) if ad > 0 else 0.0
     bt = lb / (lb + ld) if lb + ld > 0 else float("nan")
     # A component present in the fit with its radius on a bound is unconstrained
     # (e.g. a flat image): the decomposition failed.
-    at_bound = (np.abs(p[2:] - lower[2:]) < 1e-6) | (np.abs(p[2:] - upper[2:]) < 1e-6)
+    at_bound = (np.abs(p[2:4] - lower[2:4]) < 1e-6) | (np.abs(p[2:4] - upper[2:4]) < 1e-6)
+    runaway = not rel and ab > 0 and abs(p[2] - upper[2]) < 1e-6
+    if rel:
+        at_bound[0] = abs(p[2] - lower[2]) < 1e-6  # r_b = r_d is an answer, not a runaway
     if not np.isfinite(bt) or (ab > 0 and at_bound[0]) or (ad > 0 and at_bound[1]):
-        return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED)
+        return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED), runaway
     prof = (ab * _profile_and_derivs(log_grid, re_bulge, 4.0)[:, 0]
             + ad * _profile_and_derivs(log_grid, re_disk, 1.0)[:, 0])
     return {
@@ -863,9 +987,19 @@ def _bulge_disk_from_reduced(red, r_max, rhalf_guess):
         # The radius of a component with zero flux is undefined.
         "bd_bulge_rhalf": re_bulge if ab > 0 else float("nan"),
         "bd_disk_rhalf": re_disk if ad > 0 else float("nan"),
-        "bd_chi2_dof": _chi2_dof_pixels(red, prof, 8),
+        "bd_sky": sky,
+        "bd_chi2_dof": _chi2_dof_pixels(red, prof, 8 + int(fit_sky), sky),
         "flag": 0,
-    }
+    }, False
+
+
+def _public(result: dict, fit_sky: bool, key: str) -> dict:
+    """The pedestal column ``key`` (NaN when the fit failed) only if it was requested."""
+    if fit_sky:
+        result.setdefault(key, float("nan"))
+    else:
+        result.pop(key, None)
+    return result
 
 
 def _run_guarded(columns, bit, fn, *args):

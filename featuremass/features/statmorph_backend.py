@@ -159,6 +159,7 @@ def measure_galaxy_statmorph(
     n_sigma_outlier=-1,
     columns=None,
     segmentation="own",
+    diagnostics=False,
 ) -> dict:
     """Measure one galaxy with statmorph 0.7.2, in featuremass's schema.
 
@@ -187,6 +188,13 @@ def measure_galaxy_statmorph(
         of the native engine (:func:`featuremass.features.measure.prepare_source`,
         with ``config``), so that both backends measure the same pixels and
         any difference comes from the algorithms alone.
+    diagnostics : bool
+        Also return ``asymmetry_bkg_statmorph`` (statmorph's background
+        asymmetry per pixel, from its sky box) and ``asymmetry_white_noise_bkg``
+        (statmorph's asymmetry, same centre and aperture, with the background
+        term replaced by the white-noise expectation ``2 sigma / sqrt(pi)``
+        per pixel that the native engine uses, Conselice 2003 eq. 2). Their
+        difference from ``asymmetry`` is the background estimate alone.
 
     Returns
     -------
@@ -194,7 +202,7 @@ def measure_galaxy_statmorph(
         Every column (float, NaN where unmeasured) and ``flag`` (int, bits of
         :class:`~featuremass.features.flags.MorphFlag`).
     """
-    cols = _feature_columns(columns)
+    cols = _feature_columns(columns) + (_DIAGNOSTIC_COLUMNS if diagnostics else ())
     out = {c: float("nan") for c in cols}
     if config is not None:
         gain = gain if gain is not None else getattr(config, "gain", None)
@@ -205,7 +213,8 @@ def measure_galaxy_statmorph(
         raise FeaturemassError(f"segmentation must be 'own' or 'native', got {segmentation!r}")
     try:
         flag = _run_statmorph(
-            image, mask, gain, psf_fwhm_px, skybox_size, n_sigma_outlier, out, segmentation, config
+            image, mask, gain, psf_fwhm_px, skybox_size, n_sigma_outlier, out, segmentation, config,
+            diagnostics,
         )
     except Exception:  # noqa: BLE001 - a cross-check backend must never stop a batch
         out = {c: float("nan") for c in cols}
@@ -226,7 +235,8 @@ def _native_inputs(img, mask, config):
 
 
 def _run_statmorph(
-    image, mask, gain, psf_fwhm_px, skybox_size, n_sigma_outlier, out, segmentation="own", config=None
+    image, mask, gain, psf_fwhm_px, skybox_size, n_sigma_outlier, out, segmentation="own", config=None,
+    diagnostics=False,
 ) -> int:
     import statmorph
 
@@ -283,4 +293,33 @@ def _run_statmorph(
                     flag |= bit
                     continue
                 out[col] = value
+            if diagnostics:
+                _asymmetry_diagnostics(morph, sigma, out)
     return int(flag)
+
+
+#: Extra keys of ``measure_galaxy_statmorph(..., diagnostics=True)``.
+_DIAGNOSTIC_COLUMNS = ("asymmetry_bkg_statmorph", "asymmetry_white_noise_bkg")
+
+
+def _asymmetry_diagnostics(morph, sigma, out) -> None:
+    """statmorph's background asymmetry, and its asymmetry with the white-noise term instead."""
+    from featuremass.features.sky import sky_asymmetry_per_pixel
+
+    bkg = float(morph._sky_asymmetry)
+    if bkg == -99.0 or not np.isfinite(bkg):
+        return
+    out["asymmetry_bkg_statmorph"] = bkg
+    # A = (sum|I - I_180| - area * bkg) / sum|I| at statmorph's centre and
+    # aperture; evaluated once with bkg = 0 it gives area / sum|I|.
+    white = sky_asymmetry_per_pixel(sigma)
+    morph.__dict__["_sky_asymmetry"] = 0.0  # the cached lazy property, on this throwaway object
+    try:
+        a_raw = float(morph._asymmetry_function(morph._asymmetry_center, morph._cutout_stamp_maskzeroed, "cas"))
+    finally:
+        morph.__dict__["_sky_asymmetry"] = bkg
+    a_sm = float(morph.asymmetry)
+    if not (np.isfinite(a_raw) and np.isfinite(a_sm)) or bkg == 0:
+        return
+    area_over_flux = (a_raw - a_sm) / bkg
+    out["asymmetry_white_noise_bkg"] = float(a_raw - area_over_flux * white)

@@ -130,3 +130,14 @@ def test_segmentation_option_is_validated():
 
     with pytest.raises(FeaturemassError, match="segmentation"):
         measure_galaxy_statmorph(np.zeros((10, 10)), segmentation="mine")
+
+
+def test_asymmetry_background_diagnostics():
+    # On pure white noise statmorph's sky-box term is a sample of the white-noise
+    # expectation 2 sigma / sqrt(pi) (Conselice 2003), so swapping the one for
+    # the other leaves A nearly unchanged; the keys appear only on request.
+    img = _galaxy(npix=101, hlr=4.0, noise=1.0, seed=3)
+    res = measure_galaxy_statmorph(img, diagnostics=True, skybox_size=32)
+    assert res["asymmetry_bkg_statmorph"] == pytest.approx(2.0 / math.sqrt(math.pi), rel=0.15)
+    assert res["asymmetry_white_noise_bkg"] == pytest.approx(res["asymmetry"], abs=0.01)
+    assert "asymmetry_bkg_statmorph" not in measure_galaxy_statmorph(img)
