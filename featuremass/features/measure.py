@@ -74,6 +74,15 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     NONPARAMETRIC_COLUMNS + tuple(SERSIC_COLUMNS) + tuple(BULGE_DISK_COLUMNS) + tuple(PROFILE_COLUMNS)
 )
 
+#: Columns that describe where the galaxy sits in the stamp and how the stamp is
+#: oriented, not the galaxy: in an isotropic universe they carry no information
+#: about M/L, so models leave them out by default (a model that used them would
+#: be learning the cutout procedure). They stay in the feature table.
+POSITION_COLUMNS: tuple[str, ...] = (
+    "xc_centroid", "yc_centroid", "xc_asymmetry", "yc_asymmetry", "sersic_xc", "sersic_yc",
+    "orientation_centroid", "orientation_asymmetry", "sersic_theta",
+)
+
 
 @dataclass(frozen=True)
 class MorphologyConfig:

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from featuremass.errors import DataError, SchemaError
+from featuremass.features.measure import POSITION_COLUMNS
 from featuremass.io.layout import ID_COLUMN as META_ID_COLUMN
 from featuremass.io.layout import METADATA_COLUMNS, TARGET_COLUMN, SeedLayout, read_metadata
 
@@ -126,10 +127,12 @@ def load_metadata(data: str | os.PathLike) -> pd.DataFrame:
 def morphology_columns(table: pd.DataFrame) -> list[str]:
     """The morphology feature columns of a feature table, in table order.
 
-    Every numeric column except ``galaxy_id``, ``flag``, metadata columns and
-    the noise control.
+    Every numeric column except ``galaxy_id``, ``flag``, metadata columns, the
+    noise control, and the stamp position / position-angle columns
+    (:data:`featuremass.features.measure.POSITION_COLUMNS`), which describe the
+    cutout rather than the galaxy.
     """
-    skip = set(NON_FEATURE_COLUMNS) | set(METADATA_COLUMNS) | {NOISE_COLUMN}
+    skip = set(NON_FEATURE_COLUMNS) | set(METADATA_COLUMNS) | {NOISE_COLUMN} | set(POSITION_COLUMNS)
     return [
         c for c in table.columns
         if c not in skip and (pd.api.types.is_numeric_dtype(table[c]) or pd.api.types.is_bool_dtype(table[c]))
