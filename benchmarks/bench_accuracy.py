@@ -116,6 +116,11 @@ def features(args, npix: int, split: str, ds) -> pd.DataFrame:
 
     path = args.data / "features" / f"{npix}px_{split}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():  # measured by an earlier run on the same galaxies: reuse
+        table = pd.read_parquet(path)
+        if np.array_equal(table["galaxy_id"].to_numpy(), ds.ids):
+            print(f"reusing features {path}", flush=True)
+            return table
     table = extract_features(ds.images, ds.ids, scale="seed-log", n_jobs=args.jobs, out=path,
                              progress=True)
     return table.set_index("galaxy_id").loc[ds.ids].reset_index()
@@ -342,7 +347,8 @@ def write_markdown(rows, figs, args, command, seconds, out: Path) -> Path:
              "| ---- | ------ | ------------ | ----- | ---- | ----- | -------- |"]
     for r in rows:
         dl = {"image": "no", "image+dl": "yes"}.get(r["inputs"], "-")
-        lines.append(f"| {r['npix']} | {r['n_train']:,} | {dl} | {r['model']} | "
+        name = r["model"] + (f" (≤{r['epochs_max']} epochs)" if "epochs_max" in r else "")
+        lines.append(f"| {r['npix']} | {r['n_train']:,} | {dl} | {name} | "
                      f"{r['rmse']:.3f} [{r['rmse_ci'][0]:.3f}, {r['rmse_ci'][1]:.3f}] | "
                      f"{r['r2']:.3f} [{r['r2_ci'][0]:.3f}, {r['r2_ci'][1]:.3f}] | "
                      f"{r['seconds']:.0f} |")
