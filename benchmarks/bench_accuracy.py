@@ -88,6 +88,7 @@ def parse_args(argv=None):
             args.data = args.out / "sim-quick"
     args.jobs = args.jobs or os.cpu_count() or 1
     args.cache = args.cache or args.data / "bench-cache"
+    args.skipped = []  # grid cells left out (cnn/hybrid without a cached CNN)
     return args
 
 
@@ -188,6 +189,7 @@ def run_grid(args) -> tuple[list[dict], dict]:
                             and not (cnn_dir / "model.keras").is_file()):
                         print(f"{npix:>4} px {n:>6} {inputs:<9} {model:<10} skipped (no cached CNN)",
                               flush=True)
+                        args.skipped.append(f"{npix} px, {n:,} train, {inputs}, {model}")
                         continue
                     t0 = time.perf_counter()
                     if model == "mean":
@@ -357,6 +359,12 @@ def write_markdown(rows, figs, args, command, seconds, out: Path) -> Path:
               "or mass; plus distance and L_g for the D & L_g rows): roughly the floor any "
               "image-based model can reach; the rest of its error is the hidden colour scatter "
               "and the SED-fit scatter.", ""]
+    if args.skipped or not args.large_sizes:
+        lines += ["## Not measured in this report", ""]
+        if not args.large_sizes:
+            lines.append(f"- no {args.large_npix} px cells (`--large-sizes` was empty)")
+        lines += [f"- {cell} (no trained CNN in the cache)" for cell in args.skipped]
+        lines.append("")
     for f in figs:
         lines.append(f"![{f.stem}](figures/{f.name})")
     lines += ["", "Full grid (GPU recommended):", "", "```",
