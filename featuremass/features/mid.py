@@ -29,19 +29,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from featuremass.features.segmentation import ascent_labels
+from featuremass.features.segmentation import _bbox, ascent_labels
 
 _EIGHT = np.ones((3, 3), dtype=bool)
-
-
-def _bbox(region: np.ndarray, margin: int):
-    ys = np.nonzero(region.any(axis=1))[0]
-    xs = np.nonzero(region.any(axis=0))[0]
-    ny, nx = region.shape
-    return (
-        slice(max(ys[0] - margin, 0), min(ys[-1] + margin + 1, ny)),
-        slice(max(xs[0] - margin, 0), min(xs[-1] + margin + 1, nx)),
-    )
 
 
 def mid_segmap(image: np.ndarray, segmap: np.ndarray, *, eta: float = 0.2) -> np.ndarray | None:

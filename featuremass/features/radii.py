@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from featuremass.features.geometry import elliptical_radius
+
 #: Radial grid step (pixels) for curves of growth; must divide 0.5.
 GRID_STEP = 0.05
 #: Smallest fraction of a Petrosian annulus that must lie inside the stamp (and
@@ -168,17 +170,10 @@ def _distances(shape, center, elongation, theta, rho, sl):
     """(Elliptical) distances of the pixels in box ``sl``: a view of ``rho`` if given."""
     if rho is not None:
         return rho[sl]
-    ny, nx = shape
-    ys = np.arange(ny)[sl[0]]
-    xs = np.arange(nx)[sl[1]]
-    dx = xs.astype(np.float64) - center[0]
-    dy = ys.astype(np.float64)[:, None] - center[1]
-    if elongation == 1.0:
-        return np.sqrt(dx * dx + dy * dy)
-    c, s = np.cos(theta), np.sin(theta)
-    xp = dx * c + dy * s
-    yp = (dy * c - dx * s) * elongation
-    return np.sqrt(xp * xp + yp * yp)
+    # The box is a sub-image whose origin shifts the centre.
+    y0, x0 = sl[0].start or 0, sl[1].start or 0
+    sub_shape = (len(range(*sl[0].indices(shape[0]))), len(range(*sl[1].indices(shape[1]))))
+    return elliptical_radius(sub_shape, (center[0] - x0, center[1] - y0), elongation, theta)
 
 
 def _petrosian_in_box(img, rho, mask, eta, coarse, r_valid, elongation=1.0):
