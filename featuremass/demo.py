@@ -119,6 +119,7 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
     """
     from featuremass.compat import has_module
     from featuremass.features.batch import extract_features
+    from featuremass.features.flags import is_good
     from featuremass.inspect.importance import importance_study
     from featuremass.inspect.metrics import format_metric
     from featuremass.io.layout import load_split
@@ -179,8 +180,10 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
         table = table.set_index("galaxy_id").loc[ds.ids].reset_index()
         table.attrs["source"] = str(path)
         tables[s] = table
-        n_bad = int((table["flag"] != 0).sum()) if "flag" in table else 0
-        echo(f"      {s}: {len(table)} galaxies, {n_bad} with a flag")
+        n_good = int(is_good(table["flag"]).sum())
+        n_warn = int(((table["flag"] != 0) & is_good(table["flag"])).sum())
+        echo(f"      {s}: {len(table)} galaxies, {n_good} measured without a serious flag "
+             f"({n_warn} of them with warning bits such as EDGE_TOUCH)")
         commands.append({"step": f"{name} {s}", "command":
                          f"featuremass extract --data {root} --npix {plan.npix} --split {s} "
                          f"--out {path} -j {n_jobs}"})
