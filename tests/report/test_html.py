@@ -68,7 +68,7 @@ def test_report_is_self_contained_with_every_section(run_dir):
     # No network: no http(s) URL in any src or href, no external stylesheet or script.
     assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', page)
     assert "<script" not in page and "<link" not in page
-    for sid, title in SECTIONS:
+    for sid, _title in SECTIONS:
         assert f'id="{sid}"' in page, sid
     # Every <img> is an embedded PNG that decodes to a PNG signature.
     srcs = re.findall(r'<img src="([^"]+)"', page)
