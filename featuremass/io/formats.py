@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from featuremass.errors import DataError
+from featuremass.io.layout import atomic_output
 
 #: HDF5 dataset names used by the seed's HDF5 variant.
 HDF5_IMAGES_KEY = "data"
@@ -229,14 +230,10 @@ def write_hdf5(path: str | os.PathLike, images: np.ndarray, ids: np.ndarray) -> 
     import h5py
 
     images, ids = _check_pair(images, ids)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with h5py.File(tmp, "w") as fh:
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as fh:
         fh.create_dataset(HDF5_IMAGES_KEY, data=images.astype(np.float32), chunks=True)
         fh.create_dataset(HDF5_IDS_KEY, data=ids)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 # --------------------------------------------------------------------------- FITS
@@ -341,15 +338,12 @@ def write_fits(path: str | os.PathLike, images: np.ndarray, ids: np.ndarray) -> 
     from astropy.io import fits
 
     images, ids = _check_pair(images, ids)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     table = fits.BinTableHDU.from_columns(
         [fits.Column(name=FITS_ID_KEYWORD, format="K", array=ids)], name=FITS_ID_KEYWORD
     )
-    fits.HDUList([fits.PrimaryHDU(images.astype(np.float32)), table]).writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
-    return path
+    with atomic_output(path) as tmp:
+        fits.HDUList([fits.PrimaryHDU(images.astype(np.float32)), table]).writeto(tmp, overwrite=True)
+    return Path(path)
 
 
 def write_fits_folder(folder: str | os.PathLike, images: np.ndarray, ids: np.ndarray) -> list[Path]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -338,15 +340,30 @@ def load_split(
 # --------------------------------------------------------------------------- writing
 
 
-def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """Write ``array`` to ``path`` via a temporary file and an atomic rename."""
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; rename it into place on success.
+
+    The file appears under its final name only when the block exits cleanly;
+    on any error the temporary file is removed, so no half-written output is
+    ever left under the real name.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as fh:
-        np.save(fh, np.asarray(array), allow_pickle=False)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
-    return path
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write ``array`` to ``path`` via a temporary file and an atomic rename."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(array), allow_pickle=False)
+    return Path(path)
 
 
 class NpyStreamWriter:
@@ -406,22 +423,17 @@ def write_metadata(root: str | os.PathLike, metadata: pd.DataFrame) -> Path:
     missing = [c for c in METADATA_COLUMNS if c not in metadata.columns]
     if missing:
         raise DataError(f"metadata lacks column(s) {missing}")
-    path = layout.metadata_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     df = metadata.copy()
     df.index = df.index.astype(np.int64)
     df.index.name = ID_COLUMN
-    df.to_csv(tmp, sep="\t", float_format="%.6g")
-    os.replace(tmp, path)
-    return path
+    with atomic_output(layout.metadata_path) as tmp:
+        df.to_csv(tmp, sep="\t", float_format="%.6g")
+    return layout.metadata_path
 
 
 def write_split_labels(root: str | os.PathLike, split: str, ids: np.ndarray) -> Path:
     """Write ``split/{split}_labels.txt``: one id per line."""
     path = SeedLayout(root).split_labels_path(split)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    np.savetxt(tmp, np.asarray(ids, dtype=np.int64), fmt="%d")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        np.savetxt(tmp, np.asarray(ids, dtype=np.int64), fmt="%d")
     return path
