@@ -51,6 +51,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_ORDER = ("mean", "extra only", "ridge", "lgbm", "cnn", "hybrid", "oracle")
+FULL_SIZES = (1000, 3000, 10000, 30000)  # the issue's full grid, at both image sizes
 
 
 def parse_args(argv=None):
@@ -151,9 +152,16 @@ def run_grid(args) -> tuple[list[dict], dict]:
         models = [m for m in models if m not in ("cnn", "hybrid")]
     grid = [(args.npix, n) for n in args.sizes] + [(args.large_npix, n) for n in args.large_sizes]
     rows, panels = [], {}
+    args.extraction = {}
     for npix in sorted({g[0] for g in grid}):
         ds = {s: load_split(args.data, npix=npix, split=s) for s in ("train", "val", "test")}
         tables = LazyFeatures(args, npix, ds)
+        if {"ridge", "lgbm", "hybrid"} & set(models):
+            # Measured (or read) once per image size, outside every model's time;
+            # the cost per galaxy is timed separately on a subset in this run.
+            for s in ds:
+                tables[s]
+            args.extraction[npix] = extraction_rate(ds["test"], args)
         extra = {s: extra_inputs_from_metadata(d.metadata) for s, d in ds.items()}
         y = {s: d.target for s, d in ds.items()}
         truth_X = {s: truth.loc[d.ids, oracle_cols].astype(np.float64).reset_index(drop=True)
@@ -176,7 +184,7 @@ def run_grid(args) -> tuple[list[dict], dict]:
                         continue  # independent of the input set: one row per (npix, n)
                     label = inputs if model != "mean" else "-"
                     cell = args.cache / f"{npix}px-{n}-{label.replace('+', '_')}-{model.replace(' ', '_')}.json"
-                    cnn_dir = args.cache / f"cnn-{npix}px-{n}-{inputs.replace('+', '_')}"
+                    cnn_dir = cnn_cache_dir(args, npix, n, inputs)
                     if cell.is_file():
                         cached = json.loads(cell.read_text())
                         row, p = cached["row"], np.asarray(cached["pred"])
@@ -217,7 +225,7 @@ def run_grid(args) -> tuple[list[dict], dict]:
                     elif model == "cnn":
                         e = (lambda s, k=None, extra=extra: extra[s][:k]) if use_extra else (lambda s, k=None: None)
                         cnn = CNNRegressor(npix=npix, extra_inputs=use_extra, epochs=args.epochs,
-                                           seed=args.seed)
+                                           seed=args.seed, verbose=2)  # one log line per epoch
                         cnn.fit(ds["train"].images[:n], y["train"][:n], extra=e("train", n),
                                 val=(ds["val"].images, y["val"], e("val")))
                         p = cnn.predict(ds["test"].images, e("test"))
@@ -248,6 +256,19 @@ def run_grid(args) -> tuple[list[dict], dict]:
     return rows, panels
 
 
+def extraction_rate(ds, args, n: int = 1000) -> dict:
+    """Wall time of the native engine on the first ``n`` galaxies of ``ds``, this run."""
+    from featuremass.features.batch import extract_features
+
+    n = min(n, len(ds.ids))
+    t0 = time.perf_counter()
+    extract_features(ds.images[:n], ds.ids[:n], scale="seed-log", n_jobs=args.jobs)
+    seconds = time.perf_counter() - t0
+    print(f"feature extraction: {1e3 * seconds / n:.1f} ms per galaxy on {args.jobs} processes",
+          flush=True)
+    return {"n": n, "seconds": seconds, "jobs": args.jobs}
+
+
 class LazyFeatures:
     """Feature tables per split, measured only when a model first needs them."""
 
@@ -264,6 +285,58 @@ class LazyFeatures:
         from featuremass.models.inputs import morphology_columns
 
         return morphology_columns(self["train"])
+
+
+def cnn_cache_dir(args, npix: int, n: int, inputs: str) -> Path:
+    return args.cache / f"cnn-{npix}px-{n}-{inputs.replace('+', '_')}"
+
+
+def cnn_training_lines(rows: list[dict], args) -> list[str]:
+    """How far each CNN trained, from the history in its saved sidecar.
+
+    A CNN whose validation loss was still falling at the epoch cap is
+    under-trained, and its row is a lower bound on what the architecture can do.
+    """
+    lines = []
+    for r in rows:
+        if r["model"] != "cnn":
+            continue
+        sidecar = cnn_cache_dir(args, r["npix"], r["n_train"], r["inputs"]) / "model.json"
+        if not sidecar.is_file():
+            continue
+        meta = json.loads(sidecar.read_text())
+        val = meta.get("history", {}).get("val_loss", [])
+        if not val:
+            continue
+        ran, best = len(val), int(meta.get("best_epoch", int(np.argmin(val)) + 1))
+        capped = ran >= int(meta["params"]["epochs"]) and best == ran
+        lines.append(f"| {r['npix']} | {r['n_train']:,} | {r['inputs']} | {ran} / "
+                     f"{meta['params']['epochs']} | {best} | {val[0]:.3f} → {min(val):.3f} | "
+                     f"{meta['fit_seconds'] / ran:.0f} | "
+                     f"{'yes: under-trained' if capped else 'no'} |")
+    if not lines:
+        return []
+    return ["## How far the CNNs trained", "",
+            "From each saved CNN's training history (`model.json` in the cache). "
+            "Validation loss is the MSE on the validation split; *still improving* means the "
+            "best epoch was the last one allowed, so the CNN row is a lower bound.", "",
+            "| npix | ntrain | inputs | epochs run / cap | best epoch | val loss first → best "
+            "| s per epoch | still improving at the cap? |",
+            "| ---- | ------ | ------ | ---------------- | ---------- | -------------------- "
+            "| ----------- | --------------------------- |", *lines, ""]
+
+
+def not_measured_lines(rows: list[dict], args) -> list[str]:
+    """The cells of the full grid (both image sizes, FULL_SIZES, both input sets) not run."""
+    if args.quick:
+        return []
+    done = {(r["npix"], r["n_train"]) for r in rows}
+    missing = [f"{npix} px at {n:,} training galaxies"
+               for npix in (args.npix, args.large_npix) for n in FULL_SIZES
+               if (npix, n) not in done]
+    lines = [f"- {cell} (all models)" for cell in missing]
+    lines += [f"- {cell} (no trained CNN in the cache)" for cell in args.skipped]
+    return ["## Not measured in this report", "", *lines, ""] if lines else []
 
 
 def figures(rows: list[dict], panels: dict, out: Path) -> list[Path]:
@@ -293,6 +366,42 @@ def figures(rows: list[dict], panels: dict, out: Path) -> list[Path]:
     fig.tight_layout()
     paths.append(out / "benchmark_learning_curves.png")
     fig.savefig(paths[-1], dpi=110)
+
+    # Image size: RMSE of each model at the largest training size run at both sizes.
+    sizes = sorted(set(df.npix))
+    common = [n for n in sorted(set(df.n_train)) if df[df.n_train == n].npix.nunique() > 1]
+    if len(sizes) > 1 and common:
+        n = common[-1]
+        sub = df[df.n_train == n]
+        inputs_sets = [i for i in ("image", "image+dl") if i in set(sub.inputs)]
+        fig = Figure(figsize=(5.5 * len(inputs_sets), 3.8))
+        FigureCanvasAgg(fig)
+        axes = np.atleast_1d(fig.subplots(1, len(inputs_sets), squeeze=False)[0])
+        width = 0.8 / len(sizes)
+        for ax, inputs in zip(axes, inputs_sets, strict=True):
+            models = [m for m in MODEL_ORDER
+                      if not sub[(sub.model == m) & sub.inputs.isin([inputs, "-"])].empty]
+            for j, npix in enumerate(sizes):
+                vals, errs = [], []
+                for m in models:
+                    g = sub[(sub.model == m) & sub.inputs.isin([inputs, "-"]) & (sub.npix == npix)]
+                    if g.empty:
+                        vals.append(np.nan)
+                        errs.append((0.0, 0.0))
+                        continue
+                    lo, hi = g.rmse_ci.iloc[0]
+                    vals.append(g.rmse.iloc[0])
+                    errs.append((g.rmse.iloc[0] - lo, hi - g.rmse.iloc[0]))
+                x = np.arange(len(models)) + (j - (len(sizes) - 1) / 2) * width
+                ax.bar(x, vals, width, yerr=np.array(errs).T, capsize=2, label=f"{npix} px",
+                       color=f"C{j}")
+            ax.set_xticks(np.arange(len(models)), models, rotation=30, fontsize=8)
+            ax.set(ylabel="test RMSE (M/L)", title=f"{n:,} training galaxies, {inputs}")
+            ax.grid(alpha=0.3, axis="y")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out / "benchmark_image_size.png")
+        fig.savefig(paths[-1], dpi=110)
 
     # True vs predicted at the largest training size of the main npix.
     key = max(((k[0], k[1]) for k in panels), key=lambda t: (t[1], -t[0]))
@@ -344,7 +453,9 @@ def write_markdown(rows, figs, args, command, seconds, out: Path) -> Path:
              f"({args.n_val}) and test ({args.n_test}) galaxies for every model; a training set "
              "of N galaxies is the first N of the largest. RMSE and R² on the test split "
              f"with bootstrap 95% intervals ({args.n_boot} resamples); time is wall-clock "
-             "training plus prediction.", "",
+             "training plus prediction on the test split (the hybrid reuses the CNN of its row, "
+             "so its time is the embedding and LightGBM only; feature extraction is listed "
+             "separately below the table).", "",
              "| npix | ntrain | add $D$ & $L_g$? | model | RMSE | $R^2$ | time [s] |",
              "| ---- | ------ | ------------ | ----- | ---- | ----- | -------- |"]
     for r in rows:
@@ -359,12 +470,21 @@ def write_markdown(rows, figs, args, command, seconds, out: Path) -> Path:
               "or mass; plus distance and L_g for the D & L_g rows): roughly the floor any "
               "image-based model can reach; the rest of its error is the hidden colour scatter "
               "and the SED-fit scatter.", ""]
-    if args.skipped or not args.large_sizes:
-        lines += ["## Not measured in this report", ""]
-        if not args.large_sizes:
-            lines.append(f"- no {args.large_npix} px cells (`--large-sizes` was empty)")
-        lines += [f"- {cell} (no trained CNN in the cache)" for cell in args.skipped]
+    if args.extraction:
+        lines += ["**Feature extraction** (native engine, paid once per galaxy and shared by "
+                  "ridge, lgbm and hybrid; not included in their time column):", ""]
+        n_eval = args.n_val + args.n_test
+        for npix, e in sorted(args.extraction.items()):
+            per = e["seconds"] / e["n"]
+            n_max = max(r["n_train"] for r in rows if r["npix"] == npix)
+            procs = f"{e['jobs']} process" + ("es" if e["jobs"] > 1 else "")
+            lines.append(f"- {npix} px: {1e3 * per:.1f} ms per galaxy on {procs} "
+                         f"(timed on {e['n']:,} test galaxies in this run), i.e. about "
+                         f"{per * (n_max + n_eval) / 60:.1f} min for {n_max:,} training + "
+                         f"{n_eval:,} validation and test galaxies")
         lines.append("")
+    lines += cnn_training_lines(rows, args)
+    lines += not_measured_lines(rows, args)
     for f in figs:
         lines.append(f"![{f.stem}](figures/{f.name})")
     lines += ["", "Full grid (GPU recommended):", "", "```",
@@ -388,7 +508,9 @@ def main(argv=None) -> int:
     figs = figures(rows, panels, args.out / "figures")
     seconds = time.perf_counter() - t0
     (args.out / "benchmark.json").write_text(json.dumps(
-        {"rows": rows, "provenance": provenance(), "gpus": gpus(), "seconds": seconds},
+        {"rows": rows, "command": command.strip(), "provenance": provenance(), "gpus": gpus(),
+         "seconds": seconds,
+         "feature_extraction": {str(k): v for k, v in args.extraction.items()}},
         indent=2))
     print(write_markdown(rows, figs, args, command.strip(), seconds, args.out))
     return 0

@@ -287,12 +287,15 @@ def _add_report(sub):
     p = sub.add_parser("report", help="build a self-contained HTML report from existing artefacts")
     p.add_argument("--run", required=True, type=Path, help="folder written by demo/train/importance")
     p.add_argument("--out", type=Path, default=None, help="HTML file (default RUN/report.html)")
+    p.add_argument("--benchmark", type=Path, default=None,
+                   help="a benchmark.json from benchmarks/bench_accuracy.py (e.g. "
+                        "reports/benchmark.json) for the CNN-vs-classical section")
 
 
 def _run_report(args):
     from featuremass.report.html import build_report
 
-    print(build_report(args.run, out=args.out))
+    print(build_report(args.run, out=args.out, benchmark=args.benchmark))
 
 
 def _add_demo(sub):

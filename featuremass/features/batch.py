@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -342,6 +343,7 @@ def extract_features(
             shutil.rmtree(parts_dir)
         parts_dir.mkdir(exist_ok=True)
 
+    t_start = time.perf_counter()
     starts = list(range(0, n, int(chunk_size)))
     results: dict[int, np.ndarray] = {}
     todo = []
@@ -396,6 +398,11 @@ def extract_features(
             "n_galaxies": int(n),
             "n_flagged_serious": int(((df["flag"].to_numpy() & int(SERIOUS_FLAGS)) != 0).sum()),
             "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            # wall time of this call and how much it measured (a resumed run
+            # measures only the chunks that were missing)
+            "seconds": round(time.perf_counter() - t_start, 3),
+            "n_measured": int(sum(stop - start for _, start, stop, _ in todo)),
+            "n_jobs": int(n_jobs),
         }
         _write_parquet_atomic(df, out, meta)
         shutil.rmtree(parts_dir, ignore_errors=True)

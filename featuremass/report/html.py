@@ -318,6 +318,12 @@ def _section_importance(run: Path) -> str:
 def _learning_curve_png(rows: pd.DataFrame) -> bytes | None:
     if rows.empty or rows["n_train"].nunique() < 2:
         return None
+    if "inputs" in rows.columns:
+        # Input-independent rows (the mean, inputs "-") belong on every panel.
+        shared = rows[rows["inputs"] == "-"]
+        rows = pd.concat([rows[rows["inputs"] != "-"]]
+                         + [shared.assign(inputs=i) for i in rows["inputs"].unique() if i != "-"],
+                         ignore_index=True)
     groups = [c for c in ("npix", "inputs") if c in rows.columns]
     panels = rows.groupby(groups) if groups else [((), rows)]
     panels = list(panels)
@@ -366,7 +372,7 @@ def _rmse_bars_png(metrics: dict) -> bytes | None:
     return _fig_to_png(fig)
 
 
-def _section_cnn(run: Path, metrics: dict) -> str:
+def _section_cnn(run: Path, metrics: dict, benchmark: Path | None = None) -> str:
     parts = []
     cnn_labels = [k for k in metrics if "cnn" in k.lower() or "hybrid" in k.lower()]
     if cnn_labels:
@@ -374,7 +380,7 @@ def _section_cnn(run: Path, metrics: dict) -> str:
         if bars:
             parts.append(f"<figure>{_img_tag(bars, 'RMSE by model')}<figcaption>Test RMSE of every "
                          "model in this run (CNN-based models in red).</figcaption></figure>")
-    bench = _read_json(run / "benchmark.json")
+    bench = _read_json(benchmark if benchmark is not None else run / "benchmark.json")
     if isinstance(bench, dict) and bench.get("rows"):
         rows = pd.DataFrame(bench["rows"])
         show = [c for c in ("npix", "n_train", "inputs", "model", "rmse", "r2", "seconds") if c in rows]
@@ -557,7 +563,7 @@ def _section_provenance(commands) -> str:
 # --------------------------------------------------------------------------- page
 
 
-def build_report(run_dir, out=None) -> Path:
+def build_report(run_dir, out=None, *, benchmark=None) -> Path:
     """Write one self-contained HTML page summarising a run folder.
 
     Parameters
@@ -567,6 +573,10 @@ def build_report(run_dir, out=None) -> Path:
         is optional; a missing one makes its section say so.
     out : path, optional
         HTML file to write (default ``run_dir/report.html``).
+    benchmark : path, optional
+        A ``benchmark.json`` written elsewhere (e.g. ``reports/benchmark.json``
+        by ``benchmarks/bench_accuracy.py``) to show in the CNN-vs-classical
+        section instead of ``run_dir/benchmark.json``.
 
     Returns
     -------
@@ -576,11 +586,18 @@ def build_report(run_dir, out=None) -> Path:
     Raises
     ------
     FeaturemassError
-        When ``run_dir`` is not a folder.
+        When ``run_dir`` is not a folder, or ``benchmark`` is not a readable
+        benchmark table.
     """
     run = Path(run_dir)
     if not run.is_dir():
         raise FeaturemassError(f"run folder not found: {run}")
+    if benchmark is not None:
+        benchmark = Path(benchmark)
+        bench = _read_json(benchmark)
+        if not (isinstance(bench, dict) and isinstance(bench.get("rows"), list)):
+            raise FeaturemassError(f"{benchmark}: not a benchmark table (a JSON object with "
+                                   "'rows', as written by benchmarks/bench_accuracy.py)")
     out = Path(out) if out is not None else run / REPORT_FILE
     metrics = _normalise_metrics(_read_json(run / "metrics.json"))
     dataset = _read_json(run / "dataset.json")
@@ -597,7 +614,7 @@ def build_report(run_dir, out=None) -> Path:
         "metrics": lambda: _section_metrics(metrics),
         "predictions": lambda: _section_predictions(run, pred),
         "importance": lambda: _section_importance(run),
-        "cnn": lambda: _section_cnn(run, metrics),
+        "cnn": lambda: _section_cnn(run, metrics, benchmark),
         "gallery": lambda: _section_gallery(run, pred, metrics, dataset),
         "dataset": lambda: _section_dataset(dataset),
         "provenance": lambda: _section_provenance(commands),

@@ -86,6 +86,7 @@ def test_output_metadata_and_atomic_write(stack, tmp_path):
     assert meta["backend"] == "native" and meta["scale"] == "linear"
     assert meta["n_galaxies"] == len(stack) and meta["input"] == {"what": "test"}
     assert "eta" in meta["parameters"]["config"] and "date" in meta
+    assert meta["n_measured"] == len(stack) and meta["n_jobs"] == 1 and meta["seconds"] >= 0
     # No temporary files and no parts left behind.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["feat.parquet"]
 
@@ -121,6 +122,7 @@ def test_resume_skips_finished_chunks(stack, tmp_path, monkeypatch):
     monkeypatch.setattr(batch, "_measure_function", lambda backend: _counting_measure(calls))
     df = extract_features(stack, chunk_size=2, out=out)
     assert len(calls) == len(stack) - 4
+    assert read_feature_table(out)[1]["n_measured"] == len(stack) - 4
     assert len(df) == len(stack) and out.exists() and not parts_dir.exists()
     expected = [float(np.nansum(img)) for img in stack]
     np.testing.assert_allclose(df["gini"].to_numpy(), expected, rtol=1e-6)

@@ -93,3 +93,27 @@ def test_report_of_empty_run_says_what_is_missing(tmp_path):
 def test_report_of_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FeaturemassError, match="run folder not found"):
         build_report(tmp_path / "nope")
+
+
+def test_report_takes_a_benchmark_from_elsewhere(tmp_path):
+    bench = tmp_path / "elsewhere" / "benchmark.json"
+    bench.parent.mkdir()
+    rows = [{"npix": 69, "n_train": n, "inputs": "-", "model": "mean", "rmse": 1.2,
+             "rmse_ci": [1.1, 1.3], "r2": 0.0, "r2_ci": [0.0, 0.0], "seconds": 0.0}
+            for n in (100, 300)]
+    rows += [{"npix": 69, "n_train": n, "inputs": "image", "model": "cnn", "rmse": r,
+              "rmse_ci": [r - 0.05, r + 0.05], "r2": 0.5, "r2_ci": [0.4, 0.6], "seconds": 1.0}
+             for n, r in ((100, 0.9), (300, 0.8))]
+    bench.write_text(json.dumps({"rows": rows, "command": "python benchmarks/bench_accuracy.py X"}))
+    run = tmp_path / "run"
+    run.mkdir()
+    page = build_report(run, benchmark=bench).read_text()
+    assert "python benchmarks/bench_accuracy.py X" in page
+    assert "learning curves" in page.lower()
+    # Not a benchmark table: one clear error naming the file.
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(FeaturemassError, match="bad.json: not a benchmark table"):
+        build_report(run, benchmark=bad)
+    with pytest.raises(FeaturemassError, match="missing.json: not a benchmark table"):
+        build_report(run, benchmark=tmp_path / "missing.json")
