@@ -326,6 +326,32 @@ def cnn_training_lines(rows: list[dict], args) -> list[str]:
             "| ----------- | --------------------------- |", *lines, ""]
 
 
+def paired_lines(panels: dict, args) -> list[str]:
+    """CNN and hybrid against LightGBM on the same test galaxies (paired bootstrap)."""
+    from featuremass.inspect.metrics import paired_difference, rmse
+
+    lines = []
+    for npix, n, inputs, model in sorted(panels, key=lambda k: (k[0], k[1], k[2])):
+        if model not in ("cnn", "hybrid") or (npix, n, inputs, "lgbm") not in panels:
+            continue
+        y, p = panels[(npix, n, inputs, model)]
+        d = paired_difference(rmse, y, p, panels[(npix, n, inputs, "lgbm")][1],
+                              n_boot=args.n_boot, random_state=args.seed)
+        lo, hi = d["ci95"]
+        verdict = ("better" if hi < 0 else "worse" if lo > 0 else "no significant difference")
+        lines.append(f"| {npix} | {n:,} | {inputs} | {model} − lgbm | {d['value']:+.3f} "
+                     f"[{lo:+.3f}, {hi:+.3f}] | {d['p_a_better']:.2f} | {verdict} |")
+    if not lines:
+        return []
+    return ["## CNN and hybrid against LightGBM, paired", "",
+            "Difference in test RMSE on the same galaxies (negative: the CNN-based model is "
+            f"better), with a paired bootstrap 95% interval ({args.n_boot} resamples of the "
+            "test galaxies, both models scored on each resample); *P(better)* is the fraction "
+            "of resamples in which it beats LightGBM.", "",
+            "| npix | ntrain | inputs | comparison | ΔRMSE | P(better) | verdict |",
+            "| ---- | ------ | ------ | ---------- | ----- | --------- | ------- |", *lines, ""]
+
+
 def not_measured_lines(rows: list[dict], args) -> list[str]:
     """The cells of the full grid (both image sizes, FULL_SIZES, both input sets) not run."""
     if args.quick:
@@ -439,7 +465,7 @@ def gpus() -> str:
     return f"GPUs {found}" if found else "no GPU (CNN trained on the CPU)"
 
 
-def write_markdown(rows, figs, args, command, seconds, out: Path) -> Path:
+def write_markdown(rows, panels, figs, args, command, seconds, out: Path) -> Path:
     from featuremass.report.provenance import provenance_markdown
 
     cnn_epochs = sorted({r["epochs_max"] for r in rows if "epochs_max" in r})
@@ -483,6 +509,7 @@ def write_markdown(rows, figs, args, command, seconds, out: Path) -> Path:
                          f"{per * (n_max + n_eval) / 60:.1f} min for {n_max:,} training + "
                          f"{n_eval:,} validation and test galaxies")
         lines.append("")
+    lines += paired_lines(panels, args)
     lines += cnn_training_lines(rows, args)
     lines += not_measured_lines(rows, args)
     for f in figs:
@@ -512,7 +539,7 @@ def main(argv=None) -> int:
          "seconds": seconds,
          "feature_extraction": {str(k): v for k, v in args.extraction.items()}},
         indent=2))
-    print(write_markdown(rows, figs, args, command.strip(), seconds, args.out))
+    print(write_markdown(rows, panels, figs, args, command.strip(), seconds, args.out))
     return 0
 
 

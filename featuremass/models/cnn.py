@@ -317,7 +317,7 @@ class CNNRegressor:
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, images, y, *, extra=None, val=None) -> CNNRegressor:
+    def fit(self, images, y, *, extra=None, val=None, callbacks=None) -> CNNRegressor:
         """Train on ``images`` (n, npix, npix) and M/L ``y``.
 
         Parameters
@@ -330,9 +330,13 @@ class CNNRegressor:
         val : tuple ``(images, y)`` or ``(images, y, extra)``, optional
             The validation split for early stopping and learning-rate
             reduction. Without it the network trains for ``epochs`` epochs.
+        callbacks : list of keras callbacks, optional
+            Run after the built-in early stopping and learning-rate schedule
+            (e.g. to log or time each epoch).
         """
         tf = import_tensorflow("The CNN")
         keras = _keras()
+        extra_callbacks = list(callbacks or [])
         y = np.asarray(y, dtype=np.float64).ravel()
         x = self._check_images(images)
         if len(y) != len(x) or not np.isfinite(y).all():
@@ -381,7 +385,8 @@ class CNNRegressor:
         t0 = time.perf_counter()
         hist = model.fit(
             train_x, y.astype(np.float32), batch_size=int(self.batch_size),
-            epochs=int(self.epochs), validation_data=validation_data, callbacks=callbacks,
+            epochs=int(self.epochs), validation_data=validation_data,
+            callbacks=callbacks + list(extra_callbacks),
             shuffle=True, verbose=self.verbose,
         )
         self.fit_seconds_ = time.perf_counter() - t0

@@ -10,6 +10,7 @@ from featuremass.inspect.metrics import (
     mae,
     nmad,
     outlier_fraction,
+    paired_difference,
     r2_score,
     regression_report,
     rmse,
@@ -123,3 +124,23 @@ def test_regression_report_structure_and_spaces():
 def test_regression_report_refuses_nan():
     with pytest.raises(FeaturemassError, match="non-finite"):
         regression_report([1.0, 2.0], [1.0, np.nan], n_boot=10)
+
+
+def test_paired_difference_of_identical_models_is_exactly_zero():
+    rng = np.random.default_rng(4)
+    y = rng.uniform(1, 4, 300)
+    p = y + rng.normal(0, 0.5, 300)
+    out = paired_difference(rmse, y, p, p, n_boot=200)
+    assert out["value"] == 0.0 and out["ci95"] == [0.0, 0.0] and out["p_a_better"] == 0.0
+
+
+def test_paired_difference_detects_a_consistently_better_model():
+    # B = A's residuals scaled by 1.2 on every galaxy: B's RMSE is exactly 1.2 x A's
+    # in every resample, so the difference is -0.2 RMSE_A and A wins in all of them.
+    rng = np.random.default_rng(5)
+    y = rng.uniform(1, 4, 500)
+    r = rng.normal(0, 0.5, 500)
+    out = paired_difference(rmse, y, y + r, y + 1.2 * r, n_boot=300, random_state=1)
+    expected = -0.2 * np.sqrt(np.mean(r ** 2))
+    assert out["value"] == pytest.approx(expected, rel=1e-12)
+    assert out["ci95"][1] < 0 and out["p_a_better"] == 1.0

@@ -93,6 +93,24 @@ def test_same_seed_same_model():
 
 @pytest.mark.cnn
 @needs_tf
+def test_user_callbacks_run_alongside_early_stopping():
+    import keras
+
+    from featuremass.models.cnn import CNNRegressor
+
+    seen = []
+    log_epochs = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(
+        (epoch, sorted(logs))))
+    images, y = _tiny(n=32)
+    model = CNNRegressor(npix=16, epochs=2, seed=1)
+    model.fit(images, y, val=(images[:8], y[:8]), callbacks=[log_epochs])
+    assert [e for e, _ in seen] == [0, 1]
+    assert all("val_loss" in keys for _, keys in seen)
+    assert len(model.history_["val_loss"]) == 2
+
+
+@pytest.mark.cnn
+@needs_tf
 def test_bad_input_is_a_clear_error(tmp_path):
     from featuremass.models.cnn import CNNRegressor
 
