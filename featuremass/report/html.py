@@ -329,6 +329,8 @@ def _learning_curve_png(rows: pd.DataFrame) -> bytes | None:
     panels = list(panels)
     fig = _new_figure(4.6 * len(panels), 3.8)
     axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)[0])
+    # One colour per model on every panel, so one legend reads for all of them.
+    colours = {m: f"C{i % 10}" for i, m in enumerate(sorted(rows["model"].unique()))}
     for ax, (key, sub) in zip(axes, panels, strict=True):
         for model, g in sub.groupby("model"):
             g = g.sort_values("n_train")
@@ -336,13 +338,14 @@ def _learning_curve_png(rows: pd.DataFrame) -> bytes | None:
             if "rmse_ci" in g.columns and g["rmse_ci"].notna().all():
                 ci = np.array(g["rmse_ci"].tolist(), dtype=float)
                 yerr = np.abs(ci.T - g["rmse"].to_numpy())
-            ax.errorbar(g["n_train"], g["rmse"], yerr=yerr, marker="o", capsize=2, label=model)
+            ax.errorbar(g["n_train"], g["rmse"], yerr=yerr, marker="o", capsize=2, label=model,
+                        color=colours[model])
         ax.set_xscale("log")
         key = key if isinstance(key, tuple) else (key,)
         ax.set(xlabel="training galaxies", ylabel="test RMSE (M/L)",
                title=", ".join(f"{g}={k}" for g, k in zip(groups, key, strict=True)))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return _fig_to_png(fig)
 
@@ -389,6 +392,12 @@ def _section_cnn(run: Path, metrics: dict, benchmark: Path | None = None) -> str
             if c in rows and ci in rows:
                 table[c] = [f"{_fmt(v)} [{_fmt(i[0])}, {_fmt(i[1])}]" if isinstance(i, list) else _fmt(v)
                             for v, i in zip(rows[c], rows[ci], strict=True)]
+        if "seconds" in table:
+            table["seconds"] = [f"{v:.0f}" if np.isfinite(v) else "" for v in
+                                pd.to_numeric(table["seconds"], errors="coerce").astype(float)]
+        if "epochs_max" in rows:  # the CNN's epoch cap belongs with its name
+            table["model"] = [f"{m} (≤{int(e)} epochs)" if pd.notna(e) else m
+                              for m, e in zip(rows["model"], rows["epochs_max"], strict=True)]
         parts.append("<h3>Benchmark</h3>" + _table(table, max_rows=200))
         lc = _learning_curve_png(rows)
         if lc:
