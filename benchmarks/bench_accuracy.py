@@ -309,21 +309,28 @@ def cnn_training_lines(rows: list[dict], args) -> list[str]:
         if not val:
             continue
         ran, best = len(val), int(meta.get("best_epoch", int(np.argmin(val)) + 1))
-        capped = ran >= int(meta["params"]["epochs"]) and best == ran
+        if ran < int(meta["params"]["epochs"]):
+            ended = "early stopping"
+        elif best == ran:
+            ended = "epoch cap, still improving"
+        else:
+            ended = "epoch cap, before early stopping"
         lines.append(f"| {r['npix']} | {r['n_train']:,} | {r['inputs']} | {ran} / "
                      f"{meta['params']['epochs']} | {best} | {val[0]:.3f} → {min(val):.3f} | "
-                     f"{meta['fit_seconds'] / ran:.0f} | "
-                     f"{'yes: under-trained' if capped else 'no'} |")
+                     f"{meta['fit_seconds'] / ran:.0f} | {ended} |")
     if not lines:
         return []
     return ["## How far the CNNs trained", "",
             "From each saved CNN's training history (`model.json` in the cache). "
-            "Validation loss is the MSE on the validation split; *still improving* means the "
-            "best epoch was the last one allowed, so the CNN row is a lower bound.", "",
+            "Validation loss is the MSE on the validation split. A CNN whose training was "
+            "ended by the epoch cap rather than by early stopping (patience 6) may improve "
+            "with more epochs, so its row is a lower bound (*still improving*: the best epoch "
+            "was the last one; `reports/cnn_budget.md` trains one longer). Seconds per epoch "
+            "depend on what else ran on the machine at the time.", "",
             "| npix | ntrain | inputs | epochs run / cap | best epoch | val loss first → best "
-            "| s per epoch | still improving at the cap? |",
+            "| s per epoch | ended by |",
             "| ---- | ------ | ------ | ---------------- | ---------- | -------------------- "
-            "| ----------- | --------------------------- |", *lines, ""]
+            "| ----------- | -------- |", *lines, ""]
 
 
 def paired_lines(panels: dict, args) -> list[str]:
@@ -505,7 +512,8 @@ def write_markdown(rows, panels, figs, args, command, seconds, out: Path) -> Pat
             n_max = max(r["n_train"] for r in rows if r["npix"] == npix)
             procs = f"{e['jobs']} process" + ("es" if e["jobs"] > 1 else "")
             lines.append(f"- {npix} px: {1e3 * per:.1f} ms per galaxy on {procs} "
-                         f"(timed on {e['n']:,} test galaxies in this run), i.e. about "
+                         f"(timed on {e['n']:,} test galaxies in this run, process-pool "
+                         "start-up included), i.e. about "
                          f"{per * (n_max + n_eval) / 60:.1f} min for {n_max:,} training + "
                          f"{n_eval:,} validation and test galaxies")
         lines.append("")

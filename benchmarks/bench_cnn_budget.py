@@ -114,7 +114,7 @@ def run(args) -> dict:
         print(f"reusing the trained CNN in {cnn_dir}", flush=True)
         cnn = CNNRegressor.load(cnn_dir)
         meta = json.loads((cnn_dir / "model.json").read_text())
-        history, fit_seconds = meta["history"], meta["fit_seconds"]
+        history, fit_seconds, reused = meta["history"], meta["fit_seconds"], True
         epoch_ends = meta.get("metrics", {}).get("epoch_end_seconds", [])
     else:
         clock = epoch_clock()
@@ -123,6 +123,7 @@ def run(args) -> dict:
         cnn.fit(ds["train"].images[:n], y["train"][:n], extra=ex("train", n),
                 val=(ds["val"].images, y["val"], ex("val")), callbacks=[clock])
         history, fit_seconds, epoch_ends = cnn.history_, cnn.fit_seconds_, clock.ends
+        reused = False
         cnn.save(cnn_dir, metrics={"epoch_end_seconds": epoch_ends})
     t1 = time.perf_counter()
     pred["cnn"] = {s: cnn.predict(ds[s].images, ex(s)) for s in ("val", "test")}
@@ -130,7 +131,7 @@ def run(args) -> dict:
     seconds = fit_seconds + time.perf_counter() - t1
     result["models"]["cnn"] = {"seconds": seconds, "fit_seconds": fit_seconds,
                                "history": history, "epoch_end_seconds": epoch_ends,
-                               "epochs_cap": args.epochs, "dir": str(cnn_dir)}
+                               "epochs_cap": args.epochs, "dir": str(cnn_dir), "reused": reused}
 
     t0 = time.perf_counter()
     hyb = HybridRegressor(npix=args.npix, cnn=cnn, n_components=16, extra_inputs=use_extra,
@@ -192,7 +193,10 @@ def write_markdown(result: dict, fig: Path, args, command: str, seconds: float) 
     stopped = "stopped early" if ran < args.epochs else "reached the cap"
     per_epoch = m["cnn"]["fit_seconds"] / ran
     lines = ["# CNN training budget: is the CNN under-trained?", "", provenance_markdown(),
-             f"- this invocation took {seconds / 60:.1f} min", "",
+             f"- this invocation took {seconds / 60:.1f} min"
+             + (f"; the CNN was trained by an earlier invocation (kept in `{m['cnn']['dir']}`), "
+                "so its training time and seconds per epoch are from that run"
+                if m["cnn"].get("reused") else ""), "",
              f"Simulated survey `{args.data}`, {result['npix']} px, {result['n_train']:,} training, "
              f"{result['n_val']:,} validation and {result['n_test']:,} test galaxies (the splits "
              f"`bench_accuracy.py` uses on this survey), inputs `{result['inputs']}`. The CNN "
