@@ -162,14 +162,19 @@ def bootstrap_interval(metric, y_true, y_pred, *, n_boot: int = 1000, random_sta
     y_true, y_pred = _pair(y_true, y_pred)
     if n_boot <= 0:
         return float("nan"), float("nan")
+    values = np.concatenate([metric(y_true[idx], y_pred[idx])
+                             for idx in _resamples(y_true.shape[-1], n_boot, random_state, chunk)])
+    return _percentile_interval(values, confidence)
+
+
+def _resamples(n: int, n_boot: int, random_state, chunk: int):
+    """Index arrays (size, n) of bootstrap resamples of n galaxies, ``chunk`` at a time."""
     rng = np.random.default_rng(random_state)
-    n = y_true.shape[-1]
-    values = []
     for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(size, n))
-        values.append(metric(y_true[idx], y_pred[idx]))
-    values = np.concatenate(values)
+        yield rng.integers(0, n, size=(min(chunk, n_boot - start), n))
+
+
+def _percentile_interval(values, confidence: float) -> tuple[float, float]:
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.nanquantile(values, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
@@ -199,17 +204,11 @@ def paired_difference(metric, y_true, pred_a, pred_b, *, n_boot: int = 1000, ran
     value = float(metric(y_true, pred_a) - metric(y_true, pred_b))
     if n_boot <= 0:
         return {"value": value, "ci95": [float("nan"), float("nan")], "p_a_better": float("nan")}
-    rng = np.random.default_rng(random_state)
-    n = y_true.shape[-1]
-    diffs = []
-    for start in range(0, n_boot, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
-        diffs.append(metric(y_true[idx], pred_a[idx]) - metric(y_true[idx], pred_b[idx]))
-    diffs = np.concatenate(diffs)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.nanquantile(diffs, [alpha, 1.0 - alpha])
-    return {"value": value, "ci95": [float(lo), float(hi)],
-            "p_a_better": float(np.mean(diffs < 0))}
+    diffs = np.concatenate([
+        metric(y_true[idx], pred_a[idx]) - metric(y_true[idx], pred_b[idx])
+        for idx in _resamples(y_true.shape[-1], n_boot, random_state, chunk)])
+    lo, hi = _percentile_interval(diffs, confidence)
+    return {"value": value, "ci95": [lo, hi], "p_a_better": float(np.mean(diffs < 0))}
 
 
 def regression_report(y_true, y_pred, *, n_boot: int = 1000, random_state=0) -> dict:

@@ -386,7 +386,7 @@ class CNNRegressor:
         hist = model.fit(
             train_x, y.astype(np.float32), batch_size=int(self.batch_size),
             epochs=int(self.epochs), validation_data=validation_data,
-            callbacks=callbacks + list(extra_callbacks),
+            callbacks=callbacks + extra_callbacks,
             shuffle=True, verbose=self.verbose,
         )
         self.fit_seconds_ = time.perf_counter() - t0
