@@ -472,6 +472,17 @@ def gpus() -> str:
     return f"GPUs {found}" if found else "no GPU (CNN trained on the CPU)"
 
 
+def survey_seed(data: Path):
+    """The seed the survey was simulated with, from its truth table's metadata."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(data / "truth" / "truth.parquet").metadata or {}
+        return json.loads(meta[b"featuremass"])["config"]["seed"]
+    except (OSError, KeyError, ValueError):  # not a featuremass simulation: say so
+        return "unknown"
+
+
 def write_markdown(rows, panels, figs, args, command, seconds, out: Path) -> Path:
     from featuremass.report.provenance import provenance_markdown
 
@@ -482,7 +493,8 @@ def write_markdown(rows, panels, figs, args, command, seconds, out: Path) -> Pat
              "invocation on the same survey is reused, and its time is from that run",
              f"- CNN: at most {', '.join(map(str, cnn_epochs)) or '-'} epochs, early stopping "
              "(patience 6) and reduce-LR-on-plateau on the validation split", "",
-             f"Simulated survey `{args.data}` (seed {args.seed}): the same validation "
+             f"Simulated survey `{args.data}` (simulation seed {survey_seed(args.data)}; "
+             f"model seed {args.seed}): the same validation "
              f"({args.n_val}) and test ({args.n_test}) galaxies for every model; a training set "
              "of N galaxies is the first N of the largest. RMSE and R² on the test split "
              f"with bootstrap 95% intervals ({args.n_boot} resamples); time is wall-clock "
