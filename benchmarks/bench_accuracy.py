@@ -128,6 +128,15 @@ def features(args, npix: int, split: str, ds) -> pd.DataFrame:
     return table.set_index("galaxy_id").loc[ds.ids].reset_index()
 
 
+def design_matrix(table: pd.DataFrame, columns, extra=None, rows=None) -> pd.DataFrame:
+    """Morphology columns of ``table``, plus log distance and log L_g when ``extra`` is given
+    (the CNN's extra inputs, so every model sees the same transformed values); first ``rows``."""
+    X = table[columns].reset_index(drop=True)
+    if extra is not None:
+        X = X.assign(log_distance=extra[:, 0], log_L_g=extra[:, 1])
+    return X if rows is None else X.iloc[:rows]
+
+
 def score(y, p, args) -> dict:
     from featuremass.inspect.metrics import regression_report
 
@@ -172,10 +181,8 @@ def run_grid(args) -> tuple[list[dict], dict]:
                 use_extra = inputs == "image+dl"
 
                 def design(s, rows_=None, use_extra=use_extra, tables=tables, extra=extra):
-                    X = tables[s][tables.columns].reset_index(drop=True)
-                    if use_extra:
-                        X = X.assign(log_distance=extra[s][:, 0], log_L_g=extra[s][:, 1])
-                    return X if rows_ is None else X.iloc[:rows_]
+                    return design_matrix(tables[s], tables.columns,
+                                         extra[s] if use_extra else None, rows_)
 
                 for model in models:
                     if model == "extra only" and not use_extra:

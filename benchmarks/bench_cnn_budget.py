@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_accuracy import REPO, ensure_survey, features, score  # noqa: E402
+from bench_accuracy import REPO, design_matrix, ensure_survey, features, score  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -97,10 +97,7 @@ def run(args) -> dict:
     cols = morphology_columns(tables["train"])
 
     def design(s, k=None):
-        X = tables[s][cols].reset_index(drop=True)
-        if use_extra:
-            X = X.assign(log_distance=extra[s][:, 0], log_L_g=extra[s][:, 1])
-        return X.iloc[:k] if k is not None else X
+        return design_matrix(tables[s], cols, extra[s], k)
 
     result = {"models": {}}
     t0 = time.perf_counter()
@@ -110,27 +107,25 @@ def run(args) -> dict:
     result["models"]["lgbm"] = {"seconds": time.perf_counter() - t0}
 
     cnn_dir = args.cache / f"cnn-budget-{args.npix}px-{n}-{args.inputs.replace('+', '_')}-e{args.epochs}"
-    if (cnn_dir / "model.keras").is_file():
+    reused = (cnn_dir / "model.keras").is_file()
+    if reused:  # the sidecar restores the history, training time and epoch clock
         print(f"reusing the trained CNN in {cnn_dir}", flush=True)
         cnn = CNNRegressor.load(cnn_dir)
-        meta = json.loads((cnn_dir / "model.json").read_text())
-        history, fit_seconds, reused = meta["history"], meta["fit_seconds"], True
-        epoch_ends = meta.get("metrics", {}).get("epoch_end_seconds", [])
+        epoch_ends = cnn.metrics_.get("epoch_end_seconds", [])
     else:
         clock = epoch_clock()
         cnn = CNNRegressor(npix=args.npix, extra_inputs=use_extra, epochs=args.epochs,
                            seed=args.seed, verbose=2)
         cnn.fit(ds["train"].images[:n], y["train"][:n], extra=ex("train", n),
                 val=(ds["val"].images, y["val"], ex("val")), callbacks=[clock])
-        history, fit_seconds, epoch_ends = cnn.history_, cnn.fit_seconds_, clock.ends
-        reused = False
+        epoch_ends = clock.ends
         cnn.save(cnn_dir, metrics={"epoch_end_seconds": epoch_ends})
     t1 = time.perf_counter()
     pred["cnn"] = {s: cnn.predict(ds[s].images, ex(s)) for s in ("val", "test")}
     # training (as recorded when it was trained) plus predicting now
-    seconds = fit_seconds + time.perf_counter() - t1
-    result["models"]["cnn"] = {"seconds": seconds, "fit_seconds": fit_seconds,
-                               "history": history, "epoch_end_seconds": epoch_ends,
+    seconds = cnn.fit_seconds_ + time.perf_counter() - t1
+    result["models"]["cnn"] = {"seconds": seconds, "fit_seconds": cnn.fit_seconds_,
+                               "history": cnn.history_, "epoch_end_seconds": epoch_ends,
                                "epochs_cap": args.epochs, "dir": str(cnn_dir), "reused": reused}
 
     t0 = time.perf_counter()
@@ -219,10 +214,13 @@ def write_markdown(result: dict, fig: Path, args, command: str, seconds: float) 
     for name, d in result["paired"].items():
         lines.append(f"| {name} | {d['value']:+.3f} | [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] "
                      f"| {d['p_a_better']:.2f} |")
-    lines += ["", "Validation RMSE of the CNN after each epoch:", "",
+    lines += ["", "Validation RMSE of the CNN after each epoch, and each epoch's wall time "
+              "(it varies with what else ran on the machine):", "",
               "| epoch | " + " | ".join(str(e) for e in range(1, ran + 1)) + " |",
               "| --- " * (ran + 1) + "|",
-              "| RMSE | " + " | ".join(f"{np.sqrt(v):.3f}" for v in hist["val_loss"]) + " |", "",
+              "| RMSE | " + " | ".join(f"{np.sqrt(v):.3f}" for v in hist["val_loss"]) + " |",
+              *(["| seconds | " + " | ".join(f"{t:.0f}" for t in np.diff([0.0, *ends])) + " |"]
+                if (ends := m["cnn"].get("epoch_end_seconds")) else []), "",
               f"![cnn_budget](figures/{fig.name})", ""]
     path = args.out / "cnn_budget.md"
     path.write_text("\n".join(lines))

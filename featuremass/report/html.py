@@ -375,7 +375,7 @@ def _rmse_bars_png(metrics: dict) -> bytes | None:
     return _fig_to_png(fig)
 
 
-def _section_cnn(run: Path, metrics: dict, benchmark: Path | None = None) -> str:
+def _section_cnn(run: Path, metrics: dict, bench) -> str:
     parts = []
     cnn_labels = [k for k in metrics if "cnn" in k.lower() or "hybrid" in k.lower()]
     if cnn_labels:
@@ -383,7 +383,6 @@ def _section_cnn(run: Path, metrics: dict, benchmark: Path | None = None) -> str
         if bars:
             parts.append(f"<figure>{_img_tag(bars, 'RMSE by model')}<figcaption>Test RMSE of every "
                          "model in this run (CNN-based models in red).</figcaption></figure>")
-    bench = _read_json(benchmark if benchmark is not None else run / "benchmark.json")
     if isinstance(bench, dict) and bench.get("rows"):
         rows = pd.DataFrame(bench["rows"])
         show = [c for c in ("npix", "n_train", "inputs", "model", "rmse", "r2", "seconds") if c in rows]
@@ -601,12 +600,11 @@ def build_report(run_dir, out=None, *, benchmark=None) -> Path:
     run = Path(run_dir)
     if not run.is_dir():
         raise FeaturemassError(f"run folder not found: {run}")
-    if benchmark is not None:
-        benchmark = Path(benchmark)
-        bench = _read_json(benchmark)
-        if not (isinstance(bench, dict) and isinstance(bench.get("rows"), list)):
-            raise FeaturemassError(f"{benchmark}: not a benchmark table (a JSON object with "
-                                   "'rows', as written by benchmarks/bench_accuracy.py)")
+    bench = _read_json(Path(benchmark) if benchmark is not None else run / "benchmark.json")
+    if benchmark is not None and not (isinstance(bench, dict)
+                                      and isinstance(bench.get("rows"), list)):
+        raise FeaturemassError(f"{benchmark}: not a benchmark table (a JSON object with "
+                               "'rows', as written by benchmarks/bench_accuracy.py)")
     out = Path(out) if out is not None else run / REPORT_FILE
     metrics = _normalise_metrics(_read_json(run / "metrics.json"))
     dataset = _read_json(run / "dataset.json")
@@ -623,7 +621,7 @@ def build_report(run_dir, out=None, *, benchmark=None) -> Path:
         "metrics": lambda: _section_metrics(metrics),
         "predictions": lambda: _section_predictions(run, pred),
         "importance": lambda: _section_importance(run),
-        "cnn": lambda: _section_cnn(run, metrics, benchmark),
+        "cnn": lambda: _section_cnn(run, metrics, bench),
         "gallery": lambda: _section_gallery(run, pred, metrics, dataset),
         "dataset": lambda: _section_dataset(dataset),
         "provenance": lambda: _section_provenance(commands),
