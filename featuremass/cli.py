@@ -161,6 +161,9 @@ def _add_extract(sub):
     p.add_argument("--scale", choices=["seed-log", "linear"], default=None,
                    help="how the images are scaled (default: seed-log for --data, linear for --images)")
     p.add_argument("--backend", choices=["native", "statmorph"], default="native")
+    p.add_argument("--feature-set", choices=["full", "fast"], default="full",
+                   help="full: every morphology feature; fast: the segmentation-free tier, batched "
+                        "(featuremass.features.fast; native only)")
     p.add_argument("--out", required=True, type=Path, help="output .parquet file")
     p.add_argument("-j", "--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--chunk-size", type=int, default=1000, help="galaxies per resumable chunk")

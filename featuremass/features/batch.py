@@ -42,12 +42,14 @@ from featuremass.features.flags import SERIOUS_FLAGS, MorphFlag
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "METADATA_KEY", "SCALES", "extract_cli", "extract_features",
+__all__ = ["BACKENDS", "FEATURE_SETS", "METADATA_KEY", "SCALES", "extract_cli", "extract_features",
            "feature_columns", "read_feature_table", "summarize"]
 
 #: Parquet key-value metadata key holding the run description (JSON).
 METADATA_KEY = b"featuremass"
 BACKENDS = ("native", "statmorph")
+#: "full": every feature of the backend; "fast": :mod:`featuremass.features.fast`.
+FEATURE_SETS = ("full", "fast")
 SCALES = ("linear", "seed-log")
 ID_COLUMN = "galaxy_id"
 
@@ -55,8 +57,12 @@ ID_COLUMN = "galaxy_id"
 # --------------------------------------------------------------------------- measuring one galaxy
 
 
-def feature_columns() -> tuple[str, ...]:
+def feature_columns(feature_set: str = "full") -> tuple[str, ...]:
     """The feature columns of a table (both backends share the native schema)."""
+    if feature_set == "fast":
+        from featuremass.features.fast import FAST_COLUMNS
+
+        return tuple(FAST_COLUMNS)
     from featuremass.features.measure import FEATURE_COLUMNS
 
     return tuple(FEATURE_COLUMNS)
@@ -92,6 +98,18 @@ def _measure_chunk(images, backend, scale, config, columns) -> np.ndarray:
             out[i, :-1] = np.nan
             out[i, -1] = int(MorphFlag.BACKEND_ERROR)
     return out
+
+
+def _fast_chunk(images, scale) -> np.ndarray:
+    """The fast tier on a chunk: the per-stamp inverse of ``_measure_chunk``, then one batched call."""
+    from featuremass.features.fast import fast_features
+    from featuremass.io.stretch import inverse_seed_stretch
+
+    linear = np.asarray(images, dtype=np.float64)
+    if scale == "seed-log":
+        linear = np.stack([inverse_seed_stretch(img) for img in linear]) if len(linear) else linear
+    values, flags = fast_features(linear)
+    return np.concatenate([values, flags[:, None].astype(np.float64)], axis=1)
 
 
 def _worker_init():
@@ -230,7 +248,7 @@ def _npy_source(images) -> str | None:
     return str(images.filename)
 
 
-def _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size):
+def _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size, feature_set="full"):
     if isinstance(images, str | os.PathLike):
         from featuremass.io.layout import load_npy
 
@@ -257,6 +275,10 @@ def _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size):
         raise FeaturemassError(f"scale must be one of {SCALES}; got {scale!r}")
     if backend not in BACKENDS:
         raise FeaturemassError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if feature_set not in FEATURE_SETS:
+        raise FeaturemassError(f"feature_set must be one of {FEATURE_SETS}; got {feature_set!r}")
+    if feature_set == "fast" and backend != "native":
+        raise FeaturemassError(f"the fast feature set is native only; got backend {backend!r}")
     if int(n_jobs) < 1:
         raise FeaturemassError(f"n_jobs must be >= 1; got {n_jobs}")
     if int(chunk_size) < 1:
@@ -270,6 +292,7 @@ def extract_features(
     *,
     scale: str = "linear",
     backend: str = "native",
+    feature_set: str = "full",
     config=None,
     n_jobs: int = 1,
     chunk_size: int = 1000,
@@ -293,6 +316,9 @@ def extract_features(
     backend : {'native', 'statmorph'}
         :func:`featuremass.features.measure.measure_galaxy`, or
         :func:`featuremass.features.statmorph_backend.measure_galaxy_statmorph`.
+    feature_set : {'full', 'fast'}
+        ``'fast'``: :func:`featuremass.features.fast.fast_features` on each
+        chunk at once (native only; always in this process: it is batched).
     config : MorphologyConfig, optional
         Passed to the backend (the native default when None).
     n_jobs : int
@@ -319,16 +345,17 @@ def extract_features(
     FeaturemassError
         For a bad argument (shape, ids, scale, backend, n_jobs, chunk_size).
     """
-    images, ids = _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size)
+    images, ids = _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size, feature_set)
     if config is None and backend == "native":
         from featuremass.features.measure import MorphologyConfig
 
         config = MorphologyConfig()
-    columns = feature_columns()
+    columns = feature_columns(feature_set)
     n = len(ids)
     params = {
         "featuremass_version": __version__,
         "backend": backend,
+        "feature_set": feature_set,
         "scale": scale,
         "config": _config_dict(config),
         "image_shape": [int(s) for s in images.shape[1:]],
@@ -376,9 +403,10 @@ def extract_features(
             bar.update(stop - start)
 
     try:
-        if int(n_jobs) == 1 or len(todo) <= 1:
+        if int(n_jobs) == 1 or len(todo) <= 1 or feature_set == "fast":
             for k, start, stop, fp in todo:
-                arr = _measure_chunk(images[start:stop], backend, scale, config, columns)
+                arr = (_fast_chunk(images[start:stop], scale) if feature_set == "fast"
+                       else _measure_chunk(images[start:stop], backend, scale, config, columns))
                 finish(k, start, stop, fp, arr)
         else:
             _run_parallel(images, todo, int(n_jobs), backend, scale, config, columns, finish)
@@ -392,6 +420,7 @@ def extract_features(
         meta = {
             "featuremass_version": __version__,
             "backend": backend,
+            "feature_set": feature_set,
             "scale": scale,
             "parameters": params,
             "input": input_description,
@@ -495,7 +524,8 @@ def extract_cli(args) -> None:
     elif args.psf_fwhm is not None:
         config = _SimpleConfig(psf_fwhm_px=float(args.psf_fwhm))
     df = extract_features(
-        images, ids, scale=scale, backend=args.backend, config=config, n_jobs=args.jobs,
+        images, ids, scale=scale, backend=args.backend, feature_set=getattr(args, "feature_set", "full"),
+        config=config, n_jobs=args.jobs,
         chunk_size=args.chunk_size, out=out, resume=not args.no_resume, progress=True,
         input_description=description,
     )

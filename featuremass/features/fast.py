@@ -24,6 +24,8 @@ above the sky), ``BAD_PIXELS`` (non-finite pixels, replaced by the sky),
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from featuremass.features.flags import MorphFlag
@@ -96,8 +98,10 @@ def border_sky(stack: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
          stack[:, w:-w, :w].reshape(n, -1), stack[:, w:-w, -w:].reshape(n, -1)], axis=1)
     # np.median is one vectorised partition; nanmedian loops over rows.
     median = np.median if np.isfinite(border).all() else np.nanmedian
-    level = median(border, axis=1)
-    sigma = _MAD_TO_SIGMA * median(np.abs(border - level[:, None]), axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN border is reported as NaN
+        level = median(border, axis=1)
+        sigma = _MAD_TO_SIGMA * median(np.abs(border - level[:, None]), axis=1)
     return level, sigma
 
 
