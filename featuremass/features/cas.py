@@ -27,6 +27,7 @@ refines with a parabola through the 3 x 3 neighbourhood.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 from scipy import ndimage as ndi
 
 from featuremass.features.sky import sky_asymmetry_per_pixel, sky_smoothness_per_pixel
@@ -157,6 +158,7 @@ class _GridAsymmetry:
                 templates[py, px] = _ramp(r_aperture, np.sqrt(dx * dx + dy * dy))
         self.templates = templates
         valid = np.pad(~rot.raw_mask, rot.pad)  # in the stamp and not masked
+        self.valid = valid
         win = (size, size)
         self.view_image = np.lib.stride_tricks.sliding_window_view(rot.image, win)
         self.view_valid = np.lib.stride_tricks.sliding_window_view(valid, win)
@@ -224,6 +226,89 @@ def rotational_asymmetry(
     return float(_asymmetry_at(rot, center, rot.raw_image, (r_in, r_out, elongation, theta), bkg))
 
 
+def _descend_reference(grid_eval: _GridAsymmetry, gx: int, gy: int, nx: int, ny: int, max_steps: int):
+    """Steepest descent on the half-pixel grid: the final ``(gx, gy)`` and the 3 x 3 values about it.
+
+    Centres outside the stamp and undefined asymmetries count as ``+inf``.
+    Plain-NumPy reference of :func:`_descend`.
+    """
+    cache: dict[tuple[int, int], float] = {}
+
+    def fill(keys) -> None:
+        missing = []
+        for gx_, gy_ in keys:
+            if (gx_, gy_) in cache:
+                continue
+            if not (0 <= gx_ <= 2 * (nx - 1) and 0 <= gy_ <= 2 * (ny - 1)):
+                cache[(gx_, gy_)] = np.inf
+            else:
+                missing.append((gx_, gy_))
+        if missing:
+            for key, a in zip(missing, grid_eval(missing), strict=True):
+                cache[key] = a if np.isfinite(a) else np.inf
+
+    offsets = [(i, j) for j in (-1, 0, 1) for i in (-1, 0, 1)]
+    for _ in range(max_steps):
+        fill([(gx + i, gy + j) for i, j in offsets])
+        vals = [cache[(gx + i, gy + j)] for i, j in offsets]
+        best = int(np.argmin(vals))
+        if best == 4 or vals[best] >= vals[4]:
+            break
+        gx, gy = gx + offsets[best][0], gy + offsets[best][1]
+    fill([(gx + i, gy + j) for i, j in offsets])
+    return gx, gy, np.array([cache[(gx + i, gy + j)] for i, j in offsets]).reshape(3, 3)
+
+
+@njit(cache=True)
+def _grid_asymmetry_at(image_p, valid_p, mask_p, templates, pad, half, bkg, gx, gy):
+    """Kernel of :class:`_GridAsymmetry` for one centre ``(gx / 2, gy / 2)`` (padded arrays)."""
+    size = 2 * half + 1
+    y0, x0 = gy // 2 - half + pad, gx // 2 - half + pad
+    ny_p, nx_p = image_p.shape
+    abs_sum, diff, area = 0.0, 0.0, 0.0
+    for i in range(size):
+        yy, ry = y0 + i, gy + 2 * pad - (y0 + i)
+        for j in range(size):
+            xx, rx = x0 + j, gx + 2 * pad - (x0 + j)
+            if not (0 <= yy < ny_p and 0 <= xx < nx_p and 0 <= ry < ny_p and 0 <= rx < nx_p):
+                continue
+            if not valid_p[yy, xx] or mask_p[ry, rx]:
+                continue
+            w = templates[gy % 2, gx % 2, i, j]
+            v = image_p[yy, xx]
+            abs_sum += w * abs(v)
+            diff += w * abs(v - image_p[ry, rx])
+            area += w
+    if not abs_sum > 0:
+        return np.inf
+    a = (diff - area * bkg) / abs_sum
+    return a if np.isfinite(a) else np.inf
+
+
+@njit(cache=True)
+def _descend(image_p, valid_p, mask_p, templates, pad, half, bkg, gx, gy, nx, ny, max_steps):
+    """Kernel of :func:`_descend_reference` (same path, same values)."""
+    cache = np.full((2 * ny - 1, 2 * nx - 1), np.nan)
+    vals = np.empty(9)
+    grid = np.empty((3, 3))
+    for step in range(max_steps + 1):
+        for k in range(9):
+            x, y = gx + k % 3 - 1, gy + k // 3 - 1
+            if not (0 <= x <= 2 * (nx - 1) and 0 <= y <= 2 * (ny - 1)):
+                vals[k] = np.inf
+                continue
+            if np.isnan(cache[y, x]):
+                cache[y, x] = _grid_asymmetry_at(image_p, valid_p, mask_p, templates, pad, half, bkg, x, y)
+            vals[k] = cache[y, x]
+        best = int(np.argmin(vals))
+        if step == max_steps or best == 4 or vals[best] >= vals[4]:
+            break
+        gx, gy = gx + best % 3 - 1, gy + best // 3 - 1
+    for k in range(9):
+        grid[k // 3, k % 3] = vals[k]
+    return gx, gy, grid
+
+
 def asymmetry_center(
     image: np.ndarray,
     start: tuple[float, float],
@@ -258,35 +343,8 @@ def asymmetry_center(
     rot = _Rotator(np.where(msk, 0.0, img), msk, extent=r_aperture)
     aperture = (0.0, r_aperture, 1.0, 0.0)
     grid_eval = _GridAsymmetry(rot, r_aperture, bkg)
-    cache: dict[tuple[int, int], float] = {}
-
-    def fill(keys) -> None:
-        missing = []
-        for gx_, gy_ in keys:
-            if (gx_, gy_) in cache:
-                continue
-            if not (0 <= gx_ <= 2 * (nx - 1) and 0 <= gy_ <= 2 * (ny - 1)):
-                cache[(gx_, gy_)] = np.inf
-            else:
-                missing.append((gx_, gy_))
-        if missing:
-            for key, a in zip(missing, grid_eval(missing), strict=True):
-                cache[key] = a if np.isfinite(a) else np.inf
-
-    def value(gx: int, gy: int) -> float:
-        return cache[(gx, gy)]
-
-    gx, gy = int(round(2 * start[0])), int(round(2 * start[1]))
-    offsets = [(i, j) for j in (-1, 0, 1) for i in (-1, 0, 1)]
-    for _ in range(max_steps):
-        fill([(gx + i, gy + j) for i, j in offsets])
-        vals = [value(gx + i, gy + j) for i, j in offsets]
-        best = int(np.argmin(vals))
-        if best == 4 or vals[best] >= vals[4]:
-            break
-        gx, gy = gx + offsets[best][0], gy + offsets[best][1]
-    fill([(gx + i, gy + j) for i, j in offsets])
-    grid = np.array([value(gx + i, gy + j) for i, j in offsets]).reshape(3, 3)
+    gx, gy, grid = _descend(rot.image, grid_eval.valid, rot.mask, grid_eval.templates, rot.pad, grid_eval.half,
+                            bkg, int(round(2 * start[0])), int(round(2 * start[1])), nx, ny, max_steps)
     a_grid = grid[1, 1]
     if not np.isfinite(a_grid):
         return nan_result
