@@ -1,0 +1,268 @@
+"""How fast featuremass measures and predicts (issue 13): writes ``reports/performance.md``.
+
+Sections, each in this one run (timings on a shared machine are noisy, so
+every comparison is a ratio within the run):
+
+* ``ratio``: native engine against statmorph 0.7.2 (its defaults, Sérsic fit
+  included; ours includes bulge + disk), one process, one BLAS thread, the
+  same linear-flux arrays: simulated stamps at each ``--npix`` and the ten real
+  AEGIS HST stamps of ``/work/shared/realdata``. Median time per galaxy.
+* ``scaling``: :func:`~featuremass.features.batch.extract_features` per galaxy
+  against npix, on 1 and 2 processes (worker start-up included).
+* ``fast``: the fast tier's stamps per second on one core, on linear stamps
+  (the features alone) and through ``extract_features(scale="seed-log")``
+  (the per-stamp inverse stretch and the table included).
+* ``compile``: numba's cold compile: the first ``measure_galaxy`` call in a
+  fresh process with an empty numba cache, against the same with the cache filled.
+* ``predict``: ``featuremass predict --images`` (a full-feature LightGBM model)
+  against ``featuremass cnn predict`` on the same seed-stretched test stamps, as
+  whole commands, alternated ``--rounds`` times; wall and CPU seconds.
+
+    python benchmarks/bench_speed.py --npix 69 128 --n-ratio 40 --n-predict 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from featuremass.features.batch import extract_features
+from featuremass.features.fast import fast_features
+from featuremass.features.measure import measure_galaxy
+from featuremass.io.layout import SeedLayout, load_npy
+from featuremass.report.provenance import provenance_markdown
+
+SECTIONS = ("ratio", "scaling", "fast", "compile", "predict")
+REALDATA = Path("/work/shared/realdata")
+
+
+def _median_times(fn, images, **kw) -> np.ndarray:
+    out = []
+    for img in images:
+        img = np.asarray(img, dtype=np.float64)
+        t0 = time.perf_counter()
+        fn(img, **kw)
+        out.append(time.perf_counter() - t0)
+    return np.asarray(out)
+
+
+def _aegis_stamps() -> list[np.ndarray]:
+    from astropy.io import fits
+
+    stamps = []
+    for band in ("F606w", "F814w"):
+        cat = fits.getdata(REALDATA / f"AEGIS_{band}_catalog.fits")
+        for row in cat:
+            img = fits.getdata(REALDATA / str(row["GAL_FILENAME"]).strip(), ext=int(row["GAL_HDU"]))
+            stamps.append(np.asarray(img, dtype=np.float64))
+    return stamps
+
+
+def section_ratio(layout, args) -> list[str]:
+    from featuremass.features.statmorph_backend import measure_galaxy_statmorph
+
+    sets = [(f"simulated {npix} px", np.asarray(load_npy(layout.linear_path(npix, "test")))[: args.n_ratio])
+            for npix in args.npix]
+    if REALDATA.is_dir():
+        sets.append(("real AEGIS (10 HST stamps, 39-156 px)", _aegis_stamps()))
+    lines = ["## Native engine against statmorph (one process, same stamps)", "",
+             "| stamps | n | native median ms | statmorph median ms | ratio (medians) | ratio (means) |",
+             "|---|---|---|---|---|---|"]
+    for name, stamps in sets:
+        measure_galaxy(np.asarray(stamps[0], dtype=np.float64))  # compile / import outside the timing
+        t_nat = _median_times(measure_galaxy, stamps)
+        t_sm = _median_times(measure_galaxy_statmorph, stamps)
+        lines.append(f"| {name} | {len(stamps)} | {np.median(t_nat) * 1e3:.2f} | {np.median(t_sm) * 1e3:.1f} "
+                     f"| **{np.median(t_sm) / np.median(t_nat):.1f}×** | {np.mean(t_sm) / np.mean(t_nat):.1f}× |")
+        print(f"ratio {name}: {np.median(t_sm) / np.median(t_nat):.1f}x", flush=True)
+    return lines + [""]
+
+
+def section_scaling(layout, args) -> list[str]:
+    lines = ["## Per-galaxy time of `extract_features` against npix and processes", "",
+             f"Linear-flux simulated test stamps, {args.n_scaling} per size, chunks of "
+             f"{max(1, args.n_scaling // 8)}; wall time of the call (worker start-up included) per galaxy.", "",
+             "| npix | processes | ms per galaxy | galaxies/s |", "|---|---|---|---|"]
+    for npix in args.npix:
+        stack = np.asarray(load_npy(layout.linear_path(npix, "test")))[: args.n_scaling]
+        for jobs in (1, 2):
+            t0 = time.perf_counter()
+            extract_features(stack, n_jobs=jobs, chunk_size=max(1, len(stack) // 8))
+            dt = time.perf_counter() - t0
+            lines.append(f"| {npix} | {jobs} | {dt / len(stack) * 1e3:.2f} | {len(stack) / dt:.0f} |")
+            print(f"scaling {npix}px x{jobs}: {dt / len(stack) * 1e3:.2f} ms", flush=True)
+    return lines + [""]
+
+
+def section_fast(layout, args) -> list[str]:
+    lines = ["## Fast tier: stamps per second on one core", "",
+             "| npix | n | features alone (linear stack) | through `extract_features(scale=\"seed-log\", "
+             "feature_set=\"fast\")` |", "|---|---|---|---|"]
+    for npix in args.npix:
+        linear = np.asarray(load_npy(layout.linear_path(npix, "test")))[: args.n_fast]
+        stretched = np.asarray(load_npy(layout.image_path(npix, "test")))[: args.n_fast]
+        fast_features(linear[:10])
+        t0 = time.perf_counter()
+        fast_features(linear)
+        rate_alone = len(linear) / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        extract_features(stretched, scale="seed-log", feature_set="fast", chunk_size=len(stretched))
+        rate_extract = len(stretched) / (time.perf_counter() - t0)
+        lines.append(f"| {npix} | {len(linear)} | **{rate_alone:.0f}** | {rate_extract:.0f} |")
+        print(f"fast {npix}px: {rate_alone:.0f}/s alone, {rate_extract:.0f}/s via extract", flush=True)
+    lines += ["", "The seed-log column includes `inverse_seed_stretch`, run per stamp as `extract` does "
+              "(its dynamic-range estimate sorts every stamp)."]
+    return lines + [""]
+
+
+_COMPILE_SNIPPET = """
+import json, time, numpy as np
+t0 = time.perf_counter()
+from featuremass.features.measure import measure_galaxy
+t_import = time.perf_counter() - t0
+img = np.asarray(np.load({path!r}, mmap_mode="r")[{index}], dtype=np.float64)
+t0 = time.perf_counter(); measure_galaxy(img); first = time.perf_counter() - t0
+t0 = time.perf_counter(); measure_galaxy(img); second = time.perf_counter() - t0
+print(json.dumps({{"import": t_import, "first": first, "second": second}}))
+"""
+
+
+def section_compile(layout, args) -> list[str]:
+    path = str(layout.linear_path(args.npix[0], "test"))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="featuremass-numba-") as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for label in ("cold (empty numba cache)", "warm (cache filled)", "warm (cache filled)"):
+            out = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET.format(path=path, index=0)],
+                                 env=env, capture_output=True, text=True, check=True)
+            rows.append((label, json.loads(out.stdout.strip().splitlines()[-1])))
+    cold, warm = rows[0][1], rows[2][1]
+    lines = ["## numba: cold compile", "",
+             "A fresh process measures one galaxy twice; the numba cache (`NUMBA_CACHE_DIR`) starts empty.", "",
+             "| run | import s | first call s | second call s |", "|---|---|---|---|"]
+    lines += [f"| {label} | {r['import']:.2f} | {r['first']:.3f} | {r['second'] * 1e3:.1f} ms |" for label, r in rows]
+    lines += ["", f"Cold compile cost (first call, cold minus warm): **{cold['first'] - warm['first']:.1f} s**, "
+              "paid once per machine (the cache lives in `__pycache__` beside the modules, or "
+              "`NUMBA_CACHE_DIR`).", ""]
+    print(f"compile: cold first call {cold['first']:.1f}s, warm {warm['first']:.2f}s", flush=True)
+    return lines
+
+
+def _run(cmd: list[str], log: Path) -> tuple[float, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with log.open("a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def section_predict(layout, args, work: Path) -> list[str]:
+    exe = str(Path(sys.executable).with_name("featuremass"))
+    root = str(layout.root)
+    npix = args.npix[0]
+    log = work / "commands.log"
+    lgbm, cnn = work / "lgbm", work / "cnn"
+    setup = [
+        [exe, "extract", "--data", root, "--npix", str(npix), "--split", "train", "-j", "2",
+         "--out", str(work / "train.parquet")],
+        [exe, "train", "--train", str(work / "train.parquet"), "--data", root, "-j", "2", "--out", str(lgbm)],
+        [exe, "cnn", "train", "--data", root, "--npix", str(npix), "--epochs", str(args.cnn_epochs),
+         "--out", str(cnn)],
+    ]
+    for cmd in setup:
+        _run(cmd, log)
+    images = layout.image_path(npix, "test")
+    n = len(load_npy(images))
+    commands = {
+        "featuremass predict --images (full features, LightGBM)":
+            [exe, "predict", "--model", str(lgbm), "--images", str(images), "--scale", "seed-log", "-j", "2",
+             "--out", str(work / "pred_lgbm.csv")],
+        "featuremass cnn predict": [exe, "cnn", "predict", "--model", str(cnn), "--data", root, "--npix",
+                                    str(npix), "--split", "test", "--out", str(work / "pred_cnn.csv")],
+    }
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
+    for _ in range(args.rounds):
+        for name, cmd in commands.items():
+            times[name].append(_run(cmd, log))
+    lines = ["## `predict --images` against `cnn predict` (whole commands, same stamps)", "",
+             f"{n} seed-stretched {npix} px test stamps; {args.rounds} alternated rounds; the LightGBM model "
+             f"was trained on {layout.image_path(npix, 'train').name} full features, the CNN for "
+             f"{args.cnn_epochs} epoch(s) (prediction cost does not depend on training quality). "
+             "`predict` runs 2 extraction processes; TensorFlow uses every core.", "",
+             "| command | median wall s | median CPU s | ms per galaxy (wall) |", "|---|---|---|---|"]
+    med = {}
+    for name, tt in times.items():
+        wall = float(np.median([t[0] for t in tt]))
+        cpu = float(np.median([t[1] for t in tt]))
+        med[name] = wall
+        lines.append(f"| {name} | {wall:.1f} | {cpu:.1f} | {wall / n * 1e3:.1f} |")
+    a, b = med.values()
+    lines += ["", f"`predict --images` / `cnn predict` wall-time ratio: **{a / b:.2f}** (≤ 1 is the target).", ""]
+    print(f"predict: lgbm/cnn wall ratio {a / b:.2f}", flush=True)
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--npix", type=int, nargs="+", default=[69, 128])
+    p.add_argument("--n-ratio", type=int, default=40, help="simulated stamps per size for the statmorph ratio")
+    p.add_argument("--n-scaling", type=int, default=400)
+    p.add_argument("--n-fast", type=int, default=2000)
+    p.add_argument("--n-predict", type=int, default=1000, help="test stamps for the predict comparison")
+    p.add_argument("--n-train", type=int, default=1000)
+    p.add_argument("--cnn-epochs", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", type=Path, default=None, help="reuse (or create) a simulated survey here")
+    p.add_argument("--out", type=Path, default=Path("reports"))
+    args = p.parse_args(argv)
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)  # one BLAS thread: per-core timings; subprocesses set their own
+    provenance = provenance_markdown(None if argv is None else [f"benchmarks/{Path(__file__).name}", *argv])
+    tmp = tempfile.TemporaryDirectory(prefix="featuremass-speed-")
+    root = args.data if args.data is not None else Path(tmp.name) / "survey"
+    n_test = max(args.n_ratio, args.n_scaling, args.n_fast, args.n_predict)
+    t0 = time.perf_counter()
+    if not (root / "images").exists():
+        from featuremass.io.simulate import SurveyConfig, simulate_survey
+
+        cfg = SurveyConfig(n_train=args.n_train, n_val=max(1, args.n_train // 10), n_test=n_test,
+                           npix=tuple(args.npix), seed=args.seed)
+        simulate_survey(root, cfg, n_jobs=2, overwrite=True)
+    layout = SeedLayout(root)
+    sim_s = time.perf_counter() - t0
+    lines = ["# Performance", "", provenance,
+             f"- simulated survey: {root} ({n_test} test stamps per size; {sim_s:.0f} s to simulate or find)", ""]
+    for name in args.sections:
+        t0 = time.perf_counter()
+        if name == "predict":
+            lines += section_predict(layout, args, Path(tmp.name))
+        else:
+            lines += globals()[f"section_{name}"](layout, args)
+        lines.append(f"_(section {name}: {time.perf_counter() - t0:.0f} s)_\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "performance.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out / 'performance.md'}")
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
