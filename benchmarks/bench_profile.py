@@ -153,6 +153,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", type=Path, default=None, help="a simulated survey to reuse (test split)")
     p.add_argument("--out", type=Path, default=Path("reports"))
+    p.add_argument("--name", default="profile.md", help="report file name inside --out")
     args = p.parse_args(argv)
     with contextlib.suppress(ImportError):
         from threadpoolctl import threadpool_limits
@@ -193,8 +194,8 @@ def main(argv=None) -> int:
                   *_hot_functions(stack[:100], 25), ""]
         print(f"{npix} px: {batch_total / len(stack) * 1e3:.2f} ms per galaxy over {len(stack)}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "profile.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out / 'profile.md'}")
+    (args.out / args.name).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out / args.name}")
     if tmp is not None:
         tmp.cleanup()
     return 0

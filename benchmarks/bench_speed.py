@@ -3,6 +3,9 @@
 Sections, each in this one run (timings on a shared machine are noisy, so
 every comparison is a ratio within the run):
 
+* ``baseline``: this tree's ``measure_galaxy`` against the one at
+  ``--baseline`` (a git commit, checked out in a temporary worktree), each in
+  its own process on the same stamps, alternated ``--rounds`` times.
 * ``ratio``: native engine against statmorph 0.7.2 (its defaults, Sérsic fit
   included; ours includes bulge + disk), one process, one BLAS thread, the
   same linear-flux arrays: simulated stamps at each ``--npix`` and the ten real
@@ -42,7 +45,7 @@ from featuremass.features.measure import measure_galaxy
 from featuremass.io.layout import SeedLayout, load_npy
 from featuremass.report.provenance import provenance_markdown
 
-SECTIONS = ("ratio", "scaling", "fast", "compile", "predict")
+SECTIONS = ("baseline", "ratio", "scaling", "fast", "compile", "predict")
 REALDATA = Path("/work/shared/realdata")
 
 
@@ -158,6 +161,48 @@ def section_compile(layout, args) -> list[str]:
     return lines
 
 
+_BASELINE_SNIPPET = """
+import json, time, numpy as np
+from featuremass.features.measure import measure_galaxy
+stack = np.asarray(np.load({path!r}, mmap_mode="r")[:{n}], dtype=np.float64)
+measure_galaxy(stack[0])
+t0 = time.perf_counter()
+for img in stack:
+    measure_galaxy(img)
+print(json.dumps({{"seconds": time.perf_counter() - t0}}))
+"""
+
+
+def section_baseline(layout, args) -> list[str]:
+    repo = Path(__file__).resolve().parents[1]
+    lines = ["## This tree against the baseline commit (same stamps, separate processes, alternated)", "",
+             f"Baseline: `{args.baseline}`; linear-flux simulated test stamps, {args.n_baseline} per size, "
+             f"{args.rounds} rounds; median of the rounds.", "",
+             "| npix | baseline ms per galaxy | this tree ms per galaxy | speed-up |", "|---|---|---|---|"]
+    with tempfile.TemporaryDirectory(prefix="featuremass-base-") as tmp:
+        base = Path(tmp) / "base"
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(base), args.baseline],
+                       check=True, capture_output=True)
+        try:
+            for npix in args.npix:
+                snippet = _BASELINE_SNIPPET.format(path=str(layout.linear_path(npix, "test")), n=args.n_baseline)
+                got = {"base": [], "this": []}
+                for _ in range(args.rounds):
+                    for key, tree in (("base", base), ("this", repo)):
+                        env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1",
+                               "OPENBLAS_NUM_THREADS": "1"}
+                        out = subprocess.run([sys.executable, "-c", snippet], env=env, capture_output=True,
+                                             text=True, check=True, cwd=tmp)
+                        got[key].append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+                b, t = (float(np.median(got[k])) / args.n_baseline for k in ("base", "this"))
+                lines.append(f"| {npix} | {b * 1e3:.2f} | {t * 1e3:.2f} | **{b / t:.2f}×** |")
+                print(f"baseline {npix}px: {b / t:.2f}x", flush=True)
+        finally:
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(base)],
+                           check=False, capture_output=True)
+    return lines + [""]
+
+
 def _run(cmd: list[str], log: Path) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -226,6 +271,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-train", type=int, default=1000)
     p.add_argument("--cnn-epochs", type=int, default=1)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--baseline", default="84bb0c8", help="git commit the baseline section compares with")
+    p.add_argument("--n-baseline", type=int, default=200)
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", type=Path, default=None, help="reuse (or create) a simulated survey here")

@@ -43,6 +43,13 @@ def concentration(r20: float, r80: float) -> float:
     return float(5.0 * np.log10(r80 / r20))
 
 
+def _zero_pad(arr: np.ndarray, pad: int) -> np.ndarray:
+    """``np.pad(arr, pad)`` (zeros / False) without its per-call overhead (~3 per galaxy)."""
+    out = np.zeros((arr.shape[0] + 2 * pad, arr.shape[1] + 2 * pad), dtype=arr.dtype)
+    out[pad : pad + arr.shape[0], pad : pad + arr.shape[1]] = arr
+    return out
+
+
 class _Rotator:
     """180-degree rotations of one image (and its mask) about arbitrary centres.
 
@@ -57,8 +64,8 @@ class _Rotator:
             self.pad = int(np.ceil(extent)) + 8
         else:
             self.pad = max(self.ny, self.nx) + 2
-        self.image = np.pad(image, self.pad)
-        self.mask = np.pad(mask, self.pad)
+        self.image = _zero_pad(image, self.pad)
+        self.mask = _zero_pad(mask, self.pad)
         self.raw_image = image
         self.raw_mask = mask
 
@@ -157,16 +164,17 @@ class _GridAsymmetry:
                 dy = (offs - 0.5 * py)[:, None]
                 templates[py, px] = _ramp(r_aperture, np.sqrt(dx * dx + dy * dy))
         self.templates = templates
-        valid = np.pad(~rot.raw_mask, rot.pad)  # in the stamp and not masked
-        self.valid = valid
-        win = (size, size)
-        self.view_image = np.lib.stride_tricks.sliding_window_view(rot.image, win)
-        self.view_valid = np.lib.stride_tricks.sliding_window_view(valid, win)
-        self.view_image_rev = np.lib.stride_tricks.sliding_window_view(rot.image[::-1, ::-1], win)
-        self.view_mask_rev = np.lib.stride_tricks.sliding_window_view(rot.mask[::-1, ::-1], win)
+        self.valid = _zero_pad(~rot.raw_mask, rot.pad)  # in the stamp and not masked
         self.size = size
 
     def __call__(self, centres) -> np.ndarray:
+        """Asymmetry at each ``(gx, gy)`` (the NumPy reference of :func:`_grid_asymmetry_at`)."""
+        win = (self.size, self.size)
+        rot = self.rot
+        view_image = np.lib.stride_tricks.sliding_window_view(rot.image, win)
+        view_valid = np.lib.stride_tricks.sliding_window_view(self.valid, win)
+        view_image_rev = np.lib.stride_tricks.sliding_window_view(rot.image[::-1, ::-1], win)
+        view_mask_rev = np.lib.stride_tricks.sliding_window_view(rot.mask[::-1, ::-1], win)
         g = np.asarray(centres, dtype=np.int64).reshape(-1, 2)
         gx, gy = g[:, 0], g[:, 1]
         p, h = self.rot.pad, self.half
@@ -177,9 +185,9 @@ class _GridAsymmetry:
         ny_p, nx_p = self.rot.image.shape
         yr = ny_p - 1 - (gy + 2 * p - y0)
         xr = nx_p - 1 - (gx + 2 * p - x0)
-        img = self.view_image[y0, x0]
-        img180 = self.view_image_rev[yr, xr]
-        good = self.view_valid[y0, x0] & ~self.view_mask_rev[yr, xr]
+        img = view_image[y0, x0]
+        img180 = view_image_rev[yr, xr]
+        good = view_valid[y0, x0] & ~view_mask_rev[yr, xr]
         w = self.templates[gy % 2, gx % 2] * good
         abs_sum = np.einsum("kij,kij->k", w, np.abs(img))
         diff = np.einsum("kij,kij->k", w, np.abs(img - img180))
