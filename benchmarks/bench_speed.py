@@ -163,13 +163,16 @@ def section_compile(layout, args) -> list[str]:
 
 _BASELINE_SNIPPET = """
 import json, time, numpy as np
-from featuremass.features.measure import measure_galaxy
+from featuremass.features.measure import FEATURE_COLUMNS, measure_galaxy
 stack = np.asarray(np.load({path!r}, mmap_mode="r")[:{n}], dtype=np.float64)
 measure_galaxy(stack[0])
+rows = []
 t0 = time.perf_counter()
 for img in stack:
-    measure_galaxy(img)
-print(json.dumps({{"seconds": time.perf_counter() - t0}}))
+    rows.append(measure_galaxy(img))
+seconds = time.perf_counter() - t0
+np.save({save!r}, np.array([[r[c] for c in (*FEATURE_COLUMNS, "flag")] for r in rows], dtype=np.float64))
+print(json.dumps({{"seconds": seconds}}))
 """
 
 
@@ -178,24 +181,38 @@ def section_baseline(layout, args) -> list[str]:
     lines = ["## This tree against the baseline commit (same stamps, separate processes, alternated)", "",
              f"Baseline: `{args.baseline}`; linear-flux simulated test stamps, {args.n_baseline} per size, "
              f"{args.rounds} rounds; median of the rounds.", "",
-             "| npix | baseline ms per galaxy | this tree ms per galaxy | speed-up |", "|---|---|---|---|"]
+             "Same values: for each column, the largest absolute difference between the two trees' "
+             "features over the stamps (NaN where both are NaN counts as equal).", "",
+             "| npix | baseline ms per galaxy | this tree ms per galaxy | speed-up | flags equal "
+             "| columns differing by > 1e-9 (largest difference) |", "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="featuremass-base-") as tmp:
         base = Path(tmp) / "base"
         subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(base), args.baseline],
                        check=True, capture_output=True)
         try:
             for npix in args.npix:
-                snippet = _BASELINE_SNIPPET.format(path=str(layout.linear_path(npix, "test")), n=args.n_baseline)
                 got = {"base": [], "this": []}
                 for _ in range(args.rounds):
                     for key, tree in (("base", base), ("this", repo)):
+                        snippet = _BASELINE_SNIPPET.format(path=str(layout.linear_path(npix, "test")),
+                                                           n=args.n_baseline, save=str(Path(tmp) / f"{key}.npy"))
                         env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1",
                                "OPENBLAS_NUM_THREADS": "1"}
                         out = subprocess.run([sys.executable, "-c", snippet], env=env, capture_output=True,
                                              text=True, check=True, cwd=tmp)
                         got[key].append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
                 b, t = (float(np.median(got[k])) / args.n_baseline for k in ("base", "this"))
-                lines.append(f"| {npix} | {b * 1e3:.2f} | {t * 1e3:.2f} | **{b / t:.2f}×** |")
+                vb, vt = np.load(Path(tmp) / "base.npy"), np.load(Path(tmp) / "this.npy")
+                flags_equal = bool(np.array_equal(vb[:, -1], vt[:, -1]))
+                with np.errstate(invalid="ignore"):
+                    diff = np.where(np.isnan(vb) & np.isnan(vt), 0.0, np.abs(vb - vt))[:, :-1]
+                diff = np.where(np.isnan(diff), np.inf, diff)  # NaN on one side only
+                from featuremass.features.measure import FEATURE_COLUMNS
+
+                worst = diff.max(axis=0)
+                moved = [f"{c} ({w:.2g})" for c, w in zip(FEATURE_COLUMNS, worst, strict=True) if w > 1e-9]
+                lines.append(f"| {npix} | {b * 1e3:.2f} | {t * 1e3:.2f} | **{b / t:.2f}×** | {flags_equal} "
+                             f"| {', '.join(moved) if moved else 'none'} |")
                 print(f"baseline {npix}px: {b / t:.2f}x", flush=True)
         finally:
             subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(base)],
