@@ -500,6 +500,41 @@ def _pixel_matrix(xx, yy, r_pix, center, ellip, theta, grid):
 # --------------------------------------------------------------------------- the optimiser
 
 
+@njit(cache=True)
+def _solve_small(a, b):
+    """``(x, True)`` with ``a x = b`` by Gaussian elimination with partial pivoting, or ``(nan, False)``.
+
+    The few-parameter normal equations of the fits (3 to 5 unknowns), where
+    ``np.linalg.solve``'s call overhead is most of its cost; same algorithm
+    as LAPACK's ``gesv`` (LU with partial pivoting).
+    """
+    n = b.size
+    m = a.copy()
+    x = b.copy()
+    for k in range(n):
+        piv = k
+        for i in range(k + 1, n):
+            if abs(m[i, k]) > abs(m[piv, k]):
+                piv = i
+        if m[piv, k] == 0.0 or not np.isfinite(m[piv, k]):
+            return np.full(n, np.nan), False
+        if piv != k:
+            for j in range(n):
+                m[k, j], m[piv, j] = m[piv, j], m[k, j]
+            x[k], x[piv] = x[piv], x[k]
+        for i in range(k + 1, n):
+            f = m[i, k] / m[k, k]
+            for j in range(k, n):
+                m[i, j] -= f * m[k, j]
+            x[i] -= f * x[k]
+    for k in range(n - 1, -1, -1):
+        acc = x[k]
+        for j in range(k + 1, n):
+            acc -= m[k, j] * x[j]
+        x[k] = acc / m[k, k]
+    return x, True
+
+
 def _levenberg_marquardt(fun, p0, lower, upper, *, max_iter=50, xtol=1e-4, ftol=1e-6):
     """Small bounded Levenberg-Marquardt (Marquardt 1963; Moré 1978 scaling).
 
@@ -531,11 +566,11 @@ def _levenberg_marquardt(fun, p0, lower, upper, *, max_iter=50, xtol=1e-4, ftol=
             a = jtj.copy() if all_free else jtj[np.ix_(free, free)]
             a.flat[:: a.shape[0] + 1] += lam * (dscale if all_free else dscale[free])
             step = np.zeros_like(p)
-            try:
-                step[free] = np.linalg.solve(a, -(g if all_free else g[free]))
-            except np.linalg.LinAlgError:
+            sub_step, ok = _solve_small(a, -(g if all_free else g[free]))
+            if not ok:  # singular, as np.linalg.solve's LinAlgError
                 lam *= 10.0
                 continue
+            step[free] = sub_step
             p_new = np.minimum(np.maximum(p + step, lower), upper)
             res_new, jac_new = fun(p_new)
             cost_new = float(res_new @ res_new)

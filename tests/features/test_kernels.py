@@ -65,3 +65,15 @@ def test_bilinear_asymmetry_kernel_matches_the_numpy_rotation(seed, sersic):
                   sky_sigma=float(rng.choice([0.0, 0.05])))
         assert cas.rotational_asymmetry(img, center, **kw) == pytest.approx(
             cas._rotational_asymmetry_reference(img, center, **kw), rel=1e-10, abs=1e-12)
+
+
+def test_small_solver_matches_lapack():
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 4, 5):
+        a = rng.normal(size=(n, n))
+        a = a @ a.T + 1e-3 * np.eye(n)  # normal equations are symmetric positive definite
+        b = rng.normal(size=n)
+        x, ok = sersic._solve_small(a, b)
+        assert ok
+        np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-9)
+    assert not sersic._solve_small(np.zeros((3, 3)), np.ones(3))[1]
