@@ -82,3 +82,17 @@ def test_extract_and_transformer_take_the_fast_set(sersic):
     X = MorphologyFeatures(scale="linear", feature_set="fast").fit_transform(stack)
     assert X.shape == (4, len(FAST_COLUMNS) + 1)
     np.testing.assert_allclose(X[:, :-1], df[list(FAST_COLUMNS)].to_numpy(), equal_nan=True)
+
+
+def test_cli_extract_fast_feature_set(sersic, tmp_path):
+    from featuremass.cli import main
+    from featuremass.features.batch import read_feature_table
+
+    imgs = tmp_path / "imgs.npy"
+    np.save(imgs, np.stack([sersic(1.0, 4.0, noise=0.05, seed=s) for s in range(2)]))
+    out = tmp_path / "f.parquet"
+    assert main(["extract", "--images", str(imgs), "--feature-set", "fast", "--out", str(out)]) == 0
+    df, meta = read_feature_table(out)
+    assert list(df.columns) == ["galaxy_id", *FAST_COLUMNS, "flag"] and meta["feature_set"] == "fast"
+    assert main(["extract", "--images", str(imgs), "--feature-set", "fast", "--backend", "statmorph",
+                 "--out", str(tmp_path / "g.parquet")]) == 2
