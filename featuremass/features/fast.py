@@ -51,8 +51,9 @@ PROFILE_HALF_WIDTH = 1.25
 GROWTH_STEP = 0.5
 #: Detection threshold (border-noise sigmas) for the centroid and second moments.
 DETECT_NSIGMA = 2.0
-#: Stamps measured together (bounds the temporaries to ~100 MB at 128 px).
-SUB_BATCH = 256
+#: Pixels measured together: ~2**18 keeps the temporaries in cache (at 128 px,
+#: 16 stamps at a time ran ~1.8x faster than 256 on the 2-core benchmark machine).
+SUB_BATCH_PIXELS = 2**18
 
 #: Output columns of :func:`fast_features`, in order.
 FAST_COLUMNS: tuple[str, ...] = (
@@ -289,8 +290,9 @@ def fast_features(stack, *, border_width: int | None = None) -> tuple[np.ndarray
     n = len(arr)
     values = np.full((n, len(FAST_COLUMNS)), np.nan)
     flags = np.zeros(n, dtype=np.int64)
-    for start in range(0, n, SUB_BATCH):
-        stop = min(start + SUB_BATCH, n)
+    step = max(1, SUB_BATCH_PIXELS // max(arr.shape[1] * arr.shape[2], 1))
+    for start in range(0, n, step):
+        stop = min(start + step, n)
         sub = np.asarray(arr[start:stop], dtype=np.float64)
         values[start:stop], flags[start:stop] = _fast_block(sub, border_width)
     return values, flags

@@ -132,27 +132,30 @@ def _find(parent, p):
     return p
 
 
-@njit(cache=True)
-def _top_two_areas(sub, thresholds):
+def _top_two_areas(sub: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Kernel of :func:`_top_two_areas_reference` by union-find over the pixels, brightest first.
 
     Lowering the threshold only adds pixels, so one pass in decreasing flux
     order, merging 8-connected neighbours, sees every threshold's clumps in
     turn; a histogram of clump sizes gives the two largest at each threshold.
+    The sorts run in NumPy (compiling numba's sort costs seconds).
     """
-    ny, nx = sub.shape
-    n_pix = ny * nx
-    flat = np.empty(n_pix)
-    for y in range(ny):
-        for x in range(nx):
-            flat[y * nx + x] = sub[y, x]
-    order = np.argsort(-flat, kind="mergesort")
+    flat = np.ascontiguousarray(sub, dtype=np.float64).ravel()
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    return _top_two_areas_kernel(flat, sub.shape[1], np.argsort(-flat, kind="stable"), thresholds,
+                                 np.argsort(-thresholds, kind="stable"))
+
+
+@njit(cache=True)
+def _top_two_areas_kernel(flat, nx, order, thresholds, threshold_order):
+    n_pix = flat.size
+    ny = n_pix // nx
     parent = np.full(n_pix, -1, dtype=np.int64)
     size = np.zeros(n_pix, dtype=np.int64)
     hist = np.zeros(n_pix + 1, dtype=np.int64)
     out = np.zeros((thresholds.size, 2))
     a_max, added = 0, 0
-    for k in np.argsort(-thresholds, kind="mergesort"):
+    for k in threshold_order:
         t = thresholds[k]
         while added < n_pix and flat[order[added]] >= t:
             p = order[added]
