@@ -52,14 +52,16 @@ SECTIONS = ("baseline", "ratio", "scaling", "fast", "accuracy", "compile", "pred
 REALDATA = Path("/work/shared/realdata")
 
 
-def _median_times(fn, images, **kw) -> np.ndarray:
-    out = []
+def _times(fn, images, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """Wall and CPU seconds of each call (CPU time is what one core spends, whatever the load)."""
+    wall, cpu = [], []
     for img in images:
         img = np.asarray(img, dtype=np.float64)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn(img, **kw)
-        out.append(time.perf_counter() - t0)
-    return np.asarray(out)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return np.asarray(wall), np.asarray(cpu)
 
 
 def _aegis_stamps() -> list[np.ndarray]:
@@ -82,15 +84,23 @@ def section_ratio(layout, args) -> list[str]:
     if REALDATA.is_dir():
         sets.append(("real AEGIS (10 HST stamps, 39-156 px)", _aegis_stamps()))
     lines = ["## Native engine against statmorph (one process, same stamps)", "",
-             "| stamps | n | native median ms | statmorph median ms | ratio (medians) | ratio (means) |",
-             "|---|---|---|---|---|---|"]
+             "Per galaxy, native then statmorph on each stamp in turn; CPU time (`time.process_time`, "
+             "one BLAS thread) is what one core spends and moves less with the machine's load than wall time.",
+             "", "| stamps | n | native median CPU ms | statmorph median CPU ms | ratio (CPU medians) "
+             "| ratio (CPU means) | ratio (wall medians) |", "|---|---|---|---|---|---|---|"]
     for name, stamps in sets:
         measure_galaxy(np.asarray(stamps[0], dtype=np.float64))  # compile / import outside the timing
-        t_nat = _median_times(measure_galaxy, stamps)
-        t_sm = _median_times(measure_galaxy_statmorph, stamps)
-        lines.append(f"| {name} | {len(stamps)} | {np.median(t_nat) * 1e3:.2f} | {np.median(t_sm) * 1e3:.1f} "
-                     f"| **{np.median(t_sm) / np.median(t_nat):.1f}×** | {np.mean(t_sm) / np.mean(t_nat):.1f}× |")
-        print(f"ratio {name}: {np.median(t_sm) / np.median(t_nat):.1f}x", flush=True)
+        w_nat, c_nat, w_sm, c_sm = [], [], [], []
+        for img in stamps:  # interleaved, so that load changes hit both alike
+            w, c = _times(measure_galaxy, [img])
+            w_nat.append(w[0]), c_nat.append(c[0])
+            w, c = _times(measure_galaxy_statmorph, [img])
+            w_sm.append(w[0]), c_sm.append(c[0])
+        ratio = np.median(c_sm) / np.median(c_nat)
+        lines.append(f"| {name} | {len(stamps)} | {np.median(c_nat) * 1e3:.2f} | {np.median(c_sm) * 1e3:.1f} "
+                     f"| **{ratio:.1f}×** | {np.mean(c_sm) / np.mean(c_nat):.1f}× "
+                     f"| {np.median(w_sm) / np.median(w_nat):.1f}× |")
+        print(f"ratio {name}: {ratio:.1f}x (CPU)", flush=True)
     return lines + [""]
 
 
@@ -112,20 +122,21 @@ def section_scaling(layout, args) -> list[str]:
 
 def section_fast(layout, args) -> list[str]:
     lines = ["## Fast tier: stamps per second on one core", "",
+             "Stamps per CPU second (`time.process_time`, one BLAS thread), and per wall second in brackets.", "",
              "| npix | n | features alone (linear stack) | through `extract_features(scale=\"seed-log\", "
              "feature_set=\"fast\")` |", "|---|---|---|---|"]
     for npix in args.npix:
         linear = np.asarray(load_npy(layout.linear_path(npix, "test")))[: args.n_fast]
         stretched = np.asarray(load_npy(layout.image_path(npix, "test")))[: args.n_fast]
         fast_features(linear[:10])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fast_features(linear)
-        rate_alone = len(linear) / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        wall_alone, cpu_alone = len(linear) / (time.perf_counter() - t0), len(linear) / (time.process_time() - c0)
+        t0, c0 = time.perf_counter(), time.process_time()
         extract_features(stretched, scale="seed-log", feature_set="fast", chunk_size=len(stretched))
-        rate_extract = len(stretched) / (time.perf_counter() - t0)
-        lines.append(f"| {npix} | {len(linear)} | **{rate_alone:.0f}** | {rate_extract:.0f} |")
-        print(f"fast {npix}px: {rate_alone:.0f}/s alone, {rate_extract:.0f}/s via extract", flush=True)
+        wall_ex, cpu_ex = len(linear) / (time.perf_counter() - t0), len(linear) / (time.process_time() - c0)
+        lines.append(f"| {npix} | {len(linear)} | **{cpu_alone:.0f}** ({wall_alone:.0f}) | {cpu_ex:.0f} ({wall_ex:.0f}) |")
+        print(f"fast {npix}px: {cpu_alone:.0f}/CPU s alone, {cpu_ex:.0f}/CPU s via extract", flush=True)
     lines += ["", "The seed-log column includes `inverse_seed_stretch`, run per stamp as `extract` does "
               "(its dynamic-range estimate sorts every stamp)."]
     return lines + [""]
@@ -200,12 +211,12 @@ from featuremass.features.measure import FEATURE_COLUMNS, measure_galaxy
 stack = np.asarray(np.load({path!r}, mmap_mode="r")[:{n}], dtype=np.float64)
 measure_galaxy(stack[0])
 rows = []
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 for img in stack:
     rows.append(measure_galaxy(img))
-seconds = time.perf_counter() - t0
+seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
 np.save({save!r}, np.array([[r[c] for c in (*FEATURE_COLUMNS, "flag")] for r in rows], dtype=np.float64))
-print(json.dumps({{"seconds": seconds}}))
+print(json.dumps({{"seconds": seconds, "cpu": cpu}}))
 """
 
 
@@ -216,8 +227,9 @@ def section_baseline(layout, args) -> list[str]:
              f"{args.rounds} rounds; median of the rounds.", "",
              "Same values: for each column, the largest absolute difference between the two trees' "
              "features over the stamps (NaN where both are NaN counts as equal).", "",
-             "| npix | baseline ms per galaxy | this tree ms per galaxy | speed-up | flags equal "
-             "| columns differing by > 1e-9 (largest difference) |", "|---|---|---|---|---|---|"]
+             "| npix | baseline CPU ms per galaxy | this tree CPU ms per galaxy | speed-up (CPU) "
+             "| speed-up (wall) | flags equal | columns differing by > 1e-9 (largest difference) |",
+             "|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="featuremass-base-") as tmp:
         base = Path(tmp) / "base"
         subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(base), args.baseline],
@@ -225,6 +237,7 @@ def section_baseline(layout, args) -> list[str]:
         try:
             for npix in args.npix:
                 got = {"base": [], "this": []}
+                cpu = {"base": [], "this": []}
                 for _ in range(args.rounds):
                     for key, tree in (("base", base), ("this", repo)):
                         snippet = _BASELINE_SNIPPET.format(path=str(layout.linear_path(npix, "test")),
@@ -233,8 +246,11 @@ def section_baseline(layout, args) -> list[str]:
                                "OPENBLAS_NUM_THREADS": "1"}
                         out = subprocess.run([sys.executable, "-c", snippet], env=env, capture_output=True,
                                              text=True, check=True, cwd=tmp)
-                        got[key].append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+                        res = json.loads(out.stdout.strip().splitlines()[-1])
+                        got[key].append(res["seconds"])
+                        cpu[key].append(res["cpu"])
                 b, t = (float(np.median(got[k])) / args.n_baseline for k in ("base", "this"))
+                bc, tc = (float(np.median(cpu[k])) / args.n_baseline for k in ("base", "this"))
                 vb, vt = np.load(Path(tmp) / "base.npy"), np.load(Path(tmp) / "this.npy")
                 flags_equal = bool(np.array_equal(vb[:, -1], vt[:, -1]))
                 with np.errstate(invalid="ignore"):
@@ -244,9 +260,10 @@ def section_baseline(layout, args) -> list[str]:
 
                 worst = diff.max(axis=0)
                 moved = [f"{c} ({w:.2g})" for c, w in zip(FEATURE_COLUMNS, worst, strict=True) if w > 1e-9]
-                lines.append(f"| {npix} | {b * 1e3:.2f} | {t * 1e3:.2f} | **{b / t:.2f}×** | {flags_equal} "
+                lines.append(f"| {npix} | {bc * 1e3:.2f} | {tc * 1e3:.2f} | **{bc / tc:.2f}×** | {b / t:.2f}× "
+                             f"| {flags_equal} "
                              f"| {', '.join(moved) if moved else 'none'} |")
-                print(f"baseline {npix}px: {b / t:.2f}x", flush=True)
+                print(f"baseline {npix}px: {bc / tc:.2f}x (CPU)", flush=True)
         finally:
             subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(base)],
                            check=False, capture_output=True)
