@@ -200,7 +200,7 @@ def main(argv=None) -> int:
                                                cv=args.cv)
         main_models[input_set] = model
         model.info["test_metrics"] = row["metrics"]
-        from featuremass.models.persistence import save_model
+        from featuremass.models.store import save_model
 
         save_model(args.work / "models" / f"lgbm_{tag}", model)
         rows.append(row)

@@ -126,7 +126,7 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
     from featuremass.io.simulate import SurveyConfig
     from featuremass.models.commands import evaluate_model, fit_model, predict_table
     from featuremass.models.inputs import build_design, load_metadata
-    from featuremass.models.persistence import save_model
+    from featuremass.models.store import save_model
     from featuremass.report.html import build_report
 
     if echo is None:

@@ -106,5 +106,7 @@ def cnn_cli(args) -> None:
 
 def summarise(model_dir) -> str:
     """One-line JSON summary of a saved CNN (for logs)."""
-    side = json.loads((Path(model_dir) / "model.json").read_text())
+    from featuremass.models.store import read_sidecar
+
+    side = read_sidecar(model_dir, kinds=("cnn",))
     return json.dumps({k: side.get(k) for k in ("params", "best_epoch", "n_params")})

@@ -77,7 +77,7 @@ def fit_model(X, y, ids, *, kind: str = "lgbm", input_set: str = "image", X_val=
     from featuremass.inspect.metrics import regression_report
     from featuremass.models.conformal import ConformalIntervals
     from featuremass.models.gbm import cross_validate, holdout_split
-    from featuremass.models.persistence import TrainedModel, data_fingerprint
+    from featuremass.models.store import TrainedModel, data_fingerprint
 
     y = np.asarray(y, dtype=np.float64)
     fingerprint = data_fingerprint(ids, X)
@@ -136,7 +136,7 @@ def fit_model(X, y, ids, *, kind: str = "lgbm", input_set: str = "image", X_val=
 
 def train_cli(args) -> None:
     """``featuremass train``: fit a model on feature tables and save a model directory."""
-    from featuremass.models.persistence import save_model
+    from featuremass.models.store import save_model
 
     meta = _metadata(args, required=True, what="training")
     noise = not getattr(args, "no_noise_control", False)
@@ -206,7 +206,7 @@ def evaluate_model(model, table: pd.DataFrame, metadata: pd.DataFrame, *, n_boot
 def evaluate_cli(args) -> None:
     """``featuremass evaluate``: metrics of a model on a feature table."""
     from featuremass.inspect.metrics import format_metric
-    from featuremass.models.persistence import load_model
+    from featuremass.models.store import load_model
 
     model = load_model(args.model)
     meta = _metadata(args, required=True, what="evaluation")
@@ -285,7 +285,7 @@ def predict_table(model, table: pd.DataFrame, metadata: pd.DataFrame | None = No
 
 def predict_cli(args) -> None:
     """``featuremass predict``: M/L and intervals from a feature table or raw images."""
-    from featuremass.models.persistence import load_model
+    from featuremass.models.store import load_model
 
     if (args.features is None) == (args.images is None):
         raise FeaturemassError("give exactly one of --features (a table) or --images (a .npy stack)")
@@ -309,7 +309,7 @@ def importance_cli(args) -> None:
     """``featuremass importance``: importance tables and plots of a LightGBM model."""
     from featuremass.inspect import plots
     from featuremass.inspect.importance import importance_study
-    from featuremass.models.persistence import load_model
+    from featuremass.models.store import load_model
 
     model = load_model(args.model)
     if model.kind != "lgbm":
