@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from featuremass._version import __version__
+from featuremass._version import FEATURE_ENGINE_VERSION, __version__
 from featuremass.errors import DataError, FeaturemassError
 from featuremass.features.flags import SERIOUS_FLAGS, MorphFlag
 
@@ -328,6 +328,7 @@ def extract_features(
     n = len(ids)
     params = {
         "featuremass_version": __version__,
+        "feature_engine_version": FEATURE_ENGINE_VERSION,
         "backend": backend,
         "scale": scale,
         "config": _config_dict(config),
@@ -391,6 +392,7 @@ def extract_features(
     if out is not None:
         meta = {
             "featuremass_version": __version__,
+            "feature_engine_version": FEATURE_ENGINE_VERSION,
             "backend": backend,
             "scale": scale,
             "parameters": params,
@@ -440,7 +442,19 @@ def _to_frame(ids, arr, columns) -> pd.DataFrame:
 
 
 def extract_cli(args) -> None:
-    """``featuremass extract``: validate the arguments, extract, print a summary."""
+    """``featuremass extract``: validate the arguments, extract, print a summary.
+
+    The output is refused when it is an input or exists without ``--overwrite``,
+    and is locked while being written, so a second extract to it is refused.
+    """
+    from featuremass.io.layout import guarded_output
+
+    inputs = [getattr(args, a, None) for a in ("images", "names")]
+    with guarded_output(args.out, inputs=inputs, overwrite=getattr(args, "overwrite", False)):
+        _extract_cli(args)
+
+
+def _extract_cli(args) -> None:
     data_mode = any(getattr(args, a, None) is not None for a in ("data", "npix", "split", "train_size"))
     images_mode = any(getattr(args, a, None) is not None for a in ("images", "names"))
     if data_mode == images_mode:
@@ -460,7 +474,7 @@ def extract_cli(args) -> None:
         from featuremass.io.layout import load_split
 
         ds = load_split(args.data, npix=args.npix, split=args.split, train_size=args.train_size,
-                        mmap=True)
+                        mmap=True, drop_invalid=getattr(args, "drop_invalid", False))
         images, ids = ds.images, ds.ids
         scale = args.scale or "seed-log"
         description = {"mode": "dataset", "data": str(args.data), "npix": int(args.npix),
@@ -475,16 +489,16 @@ def extract_cli(args) -> None:
             raise DataError(f"{args.images} has shape {images.shape}; expected (n, ny, nx)")
         ids = None
         if args.names is not None:
-            ids = np.asarray(load_npy(args.names, mmap=False))
-            if ids.ndim != 1 or len(ids) != len(images) or not np.issubdtype(ids.dtype, np.integer):
-                raise DataError(
-                    f"{args.names} must hold {len(images)} integer ids (one per image in "
-                    f"{args.images}); got dtype {ids.dtype}, shape {ids.shape}"
-                )
+            from featuremass.io.layout import as_int64_ids
+
+            ids = as_int64_ids(load_npy(args.names, mmap=False), args.names, n=len(images))
         scale = args.scale or "linear"
         description = {"mode": "images", "images": str(args.images),
                        "names": None if args.names is None else str(args.names)}
 
+    from featuremass.io.layout import check_image_stack
+
+    check_image_stack(images, args.images or description.get("file"), scale)
     config = None
     if args.backend == "native":
         from featuremass.features.measure import MorphologyConfig
