@@ -435,6 +435,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}; nothing was written") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

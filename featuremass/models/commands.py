@@ -110,9 +110,10 @@ def check_compatible(model, record: dict, source) -> None:
     t_scale = record.get("scale")
     fix = _remeasure_command(record, scale or t_scale, source)
     if engine is not None and t_engine != engine:
-        t_name = "an unversioned engine (before 2)" if t_engine is None else f"engine {t_engine}"
+        t_name = ("an unversioned feature engine (before 2)" if t_engine is None
+                  else f"feature engine {t_engine}")
         raise SchemaError(
-            f"{source} was measured by feature {t_name}, but the model expects feature engine "
+            f"{source} was measured by {t_name}, but the model expects feature engine "
             f"{engine}; its features are not comparable. Measure the galaxies again: {fix}"
         )
     if scale is not None and t_scale is not None and t_scale != scale:

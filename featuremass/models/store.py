@@ -313,10 +313,15 @@ class StoredModel:
         import lightgbm as lgb
 
         text = self.read_text(name)
-        # LightGBM aborts the process on some truncated model strings; a complete
-        # one always has this marker, so refuse before the native parser runs.
-        if "end of trees" not in text:
-            raise ModelStoreError(f"{self.path / name} is truncated (no 'end of trees')")
+        # LightGBM aborts (SIGABRT) or crashes (SIGSEGV) on truncated model
+        # strings, wherever the cut falls. A complete one has both section ends
+        # and a last pandas_categorical line, so refuse before the native parser runs.
+        last = text.rstrip("\n").rsplit("\n", 1)[-1]
+        for marker in ("end of trees", "end of parameters"):
+            if f"\n{marker}\n" not in text:
+                raise ModelStoreError(f"{self.path / name} is truncated (no '{marker}' line)")
+        if not last.startswith("pandas_categorical:"):
+            raise ModelStoreError(f"{self.path / name} is truncated (no final pandas_categorical line)")
         try:
             return lgb.Booster(model_str=text)
         except Exception as exc:  # noqa: BLE001 - LightGBMError and friends
