@@ -642,6 +642,13 @@ def _(c):
             "--n-boot", "0"]
 
 
+@case("n-boot-zero-json-is-valid", rc=0, match=r'"ci95": \[\s*null,\s*null\s*\]')
+def _(c):
+    c.check = lambda: None
+    return ["evaluate", "--model", c.w.model, "--features", c.w.test, "--data", c.w.data,
+            "--n-boot", "0", "--json"]
+
+
 @case("jobs-zero", match=r"-j/--jobs: must be an integer >= 1, got 0")
 def _(c):
     return ["extract", "--images", c.tmp / "s.npy", "-j", "0", "--out", c.tmp / "f.parquet"]

@@ -386,6 +386,16 @@ def evaluate_model(model, table: pd.DataFrame, metadata: pd.DataFrame, *, n_boot
     return out
 
 
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def _format_metric(entry: dict) -> str:
     from featuremass.inspect.metrics import format_metric
 
@@ -411,7 +421,8 @@ def evaluate_cli(args) -> None:
     result["model"] = str(args.model)
     result["features"] = str(args.features)
     if args.json:
-        print(json.dumps(result, indent=2))
+        # NaN (no bootstrap interval with --n-boot 0) is not JSON; null is
+        print(json.dumps(_json_safe(result), indent=2))
         return
     m = result["metrics"]
     print(f"{args.model} on {args.features} ({result['n']} galaxies; 95% bootstrap intervals)")
