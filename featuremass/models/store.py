@@ -360,7 +360,7 @@ def open_model(path: str | os.PathLike, *, kinds=KINDS, verify: bool = True) -> 
     version = sidecar.get("schema_version")
     if version != SCHEMA_VERSION:
         hint = ("; it was saved by an older featuremass without checksums: train it again"
-                if version == 1 else "")
+                if version in (None, 1) else "")
         raise ModelStoreError(f"{where}: unsupported schema_version {version!r}{hint}")
     check_fields(sidecar, COMMON_FIELDS, where)
     if sidecar["kind"] not in kinds:
