@@ -79,6 +79,14 @@ def test_trains_one_epoch_and_round_trips(tmp_path):
     np.testing.assert_array_equal(loaded.predict(images, extra), pred)
     np.testing.assert_array_equal(loaded.embed(images, extra), emb)
 
+    # A truncated .keras file is refused by its checksum before Keras opens it.
+    from featuremass.models.store import ModelStoreError
+
+    keras_file = tmp_path / "cnn" / "model.keras"
+    keras_file.write_bytes(keras_file.read_bytes()[:1000])
+    with pytest.raises(ModelStoreError, match=r"model\.keras does not match its checksum"):
+        CNNRegressor.load(tmp_path / "cnn")
+
 
 @pytest.mark.cnn
 @needs_tf
