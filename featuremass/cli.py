@@ -54,6 +54,14 @@ def _positive_float(text: str) -> float:
 
 
 _positive_float.__name__ = "number > 0"
+
+
+def _cv_folds(text: str) -> int:
+    """An argparse type: 0 (no cross-validation) or at least 2 folds."""
+    value = _int_at_least(0)(text)
+    if value == 1:
+        raise argparse.ArgumentTypeError("1 fold is no cross-validation; give 0 (off) or >= 2")
+    return value
 _JOBS = _int_at_least(1)
 
 
@@ -225,7 +233,7 @@ def _add_train(sub):
     p.add_argument("--model", default="lgbm", choices=["lgbm", "ridge", "mean"])
     p.add_argument("--loss", default="l2", choices=["l2", "l1"])
     p.add_argument("--target", default="linear", choices=["linear", "log"])
-    p.add_argument("--cv", type=_int_at_least(0), default=0,
+    p.add_argument("--cv", type=_cv_folds, default=0,
                    help="K-fold cross-validation folds (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-estimators", type=_int_at_least(1), default=2000,

@@ -620,6 +620,11 @@ def _(c):
     return c.train(c.w.train, "--n-estimators", "ten")
 
 
+@case("cv-one-fold", match=r"--cv: 1 fold is no cross-validation")
+def _(c):
+    return c.train(c.w.train, "--cv", "1")
+
+
 @case("learning-rate-negative", match=r"--learning-rate: must be a finite number > 0, got -0.1")
 def _(c):
     return c.train(c.w.train, "--learning-rate=-0.1")
