@@ -896,3 +896,34 @@ def test_measure_galaxy_never_raises(image):
     assert not np.isinf(values).any()
     if not np.isfinite(image).any() or np.nanmax(image) == np.nanmin(image):
         assert row["flag"] != 0  # nothing to measure is always flagged
+
+
+def test_no_sidecar_field_of_the_wrong_type_gives_a_traceback(world, tmp_path):
+    """Each field (two levels deep) replaced by a value of another type: a clear error or a model
+    that still predicts, never another exception."""
+    from featuremass.errors import FeaturemassError
+    from featuremass.models.store import load_model
+
+    base = json.loads((world.model / "model.json").read_text())
+    m = tmp_path / "model"
+    shutil.copytree(world.model, m)
+    X = load_model(m).design(pd.read_parquet(world.test)).X
+    informational = {"metrics", "training_data", "libraries", "created_utc", "featuremass_version",
+                     "lightgbm_version", "files"}
+    paths = [(k,) for k in base if k not in informational]
+    paths += [(k, j) for k in base if k not in informational and isinstance(base[k], dict)
+              for j in base[k]]
+    refused = 0
+    for path in paths:
+        side = json.loads(json.dumps(base))
+        parent = side if len(path) == 1 else side[path[0]]
+        parent[path[-1]] = "x" if isinstance(parent[path[-1]], list) else [1]
+        (m / "model.json").write_text(json.dumps(side))
+        try:
+            model = load_model(m)
+        except FeaturemassError as exc:
+            assert "model.json" in str(exc)
+            refused += 1
+            continue
+        assert np.isfinite(model.predict_frame(X)["ml_pred"]).all()
+    assert refused >= len(paths) // 2

@@ -142,6 +142,8 @@ COMMON_FIELDS = {
 
 def check_fields(sidecar: dict, spec: dict, where: str) -> None:
     """Refuse a sidecar whose ``spec`` fields are missing or of the wrong type."""
+    if not isinstance(sidecar, dict):
+        raise ModelStoreError(f"{where}: must be an object, not {sidecar!r:.40}")
     for key, types in spec.items():
         if key not in sidecar:
             raise ModelStoreError(f"{where}: field {key!r} is missing")
@@ -363,6 +365,9 @@ def open_model(path: str | os.PathLike, *, kinds=KINDS, verify: bool = True) -> 
                 if version in (None, 1) else "")
         raise ModelStoreError(f"{where}: unsupported schema_version {version!r}{hint}")
     check_fields(sidecar, COMMON_FIELDS, where)
+    columns = sidecar["feature_columns"]
+    if columns is not None and not all(isinstance(c, str) for c in columns):
+        raise ModelStoreError(f"{where}: field 'feature_columns' must be a list of strings")
     if sidecar["kind"] not in kinds:
         raise ModelStoreError(f"{where}: model kind {sidecar['kind']!r} is not one of {', '.join(kinds)}")
     for name, digest in sidecar["files"].items():
@@ -499,6 +504,59 @@ _TABULAR_KNOWN = {*COMMON_FIELDS, *TABULAR_FIELDS, "lightgbm_version", "booster_
                   "best_iteration", "coefficients"}
 
 
+_NUMBER = (int, float)
+
+
+def _one_of(value, allowed, where: str, key: str) -> None:
+    if value not in allowed:
+        raise ModelStoreError(f"{where}: field {key!r} must be one of {', '.join(map(str, allowed))}, "
+                              f"not {value!r}")
+
+
+def check_tabular_sidecar(sidecar: dict, where: str) -> None:
+    """Type-check the fields of a LightGBM/ridge/mean sidecar that change its predictions."""
+    from featuremass.models.conformal import METHODS
+    from featuremass.models.gbm import TARGETS
+    from featuremass.models.inputs import NOISE_COLUMN
+
+    check_fields(sidecar, TABULAR_FIELDS, where)
+    _one_of(sidecar["target"], TARGETS, where, "target")
+    if "target" in sidecar["params"]:
+        _one_of(sidecar["params"]["target"], (sidecar["target"],), where, "params.target")
+    if not all(isinstance(n, str) for n in sidecar["feature_names"]):
+        raise ModelStoreError(f"{where}: field 'feature_names' must be a list of strings")
+    if sidecar["n_features"] != len(sidecar["feature_names"]):
+        raise ModelStoreError(f"{where}: field 'n_features' ({sidecar['n_features']}) differs from "
+                              f"the {len(sidecar['feature_names'])} feature_names")
+    noise = sidecar["noise_control"]
+    if (noise is None) == (NOISE_COLUMN in sidecar["feature_names"]):
+        raise ModelStoreError(f"{where}: field 'noise_control' must be set exactly when "
+                              f"feature_names hold {NOISE_COLUMN!r}")
+    if noise is not None:
+        check_fields(noise, {"column": str, "seed": int}, f"{where} noise_control")
+        _one_of(noise["column"], (NOISE_COLUMN,), where, "noise_control.column")
+    conf = sidecar["conformal"]
+    if conf is not None:
+        w = f"{where} conformal"
+        check_fields(conf, {"method": str, "levels": list, "target": str, "corrections": dict,
+                            "quantile_models": dict}, w)
+        _one_of(conf["method"], METHODS, w, "method")
+        _one_of(conf["target"], (sidecar["target"],), w, "target")
+        for i, level in enumerate(conf["levels"]):
+            _check_type(level, float, w, f"levels[{i}]")
+        for tag, value in conf["corrections"].items():
+            _check_type(value, float, w, f"corrections[{tag!r}]")
+        for key, info in conf["quantile_models"].items():
+            wq = f"{w} quantile_models[{key!r}]"
+            check_fields(info, {"file": str, "alpha": float, "best_iteration": int}, wq)
+            if not 0 < info["alpha"] < 1 or info["best_iteration"] < 0:
+                raise ModelStoreError(f"{wq}: alpha must lie in (0, 1) and best_iteration be >= 0")
+    if sidecar.get("best_iteration") is not None:
+        _check_type(sidecar["best_iteration"], int, where, "best_iteration")
+        if sidecar["best_iteration"] < 0:
+            raise ModelStoreError(f"{where}: field 'best_iteration' must be >= 0")
+
+
 def save_model(path: str | os.PathLike, model: TrainedModel, *, overwrite: bool = True) -> Path:
     """Save a LightGBM, ridge or mean :class:`TrainedModel` (with its conformal intervals).
 
@@ -558,10 +616,8 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
 
     stored = open_model(path, kinds=TABULAR_KINDS)
     sidecar, where, path = stored.sidecar, str(stored.sidecar_path), stored.path
-    check_fields(sidecar, TABULAR_FIELDS, where)
+    check_tabular_sidecar(sidecar, where)
     names = sidecar["feature_names"]
-    if not all(isinstance(n, str) for n in names):
-        raise ModelStoreError(f"{where}: field 'feature_names' must be a list of strings")
     kind = sidecar["kind"]
     if kind == "lgbm":
         check_fields(sidecar, {"booster_file": str, "best_iteration": int}, where)
