@@ -265,7 +265,7 @@ def _(c):
     return c.predict(m)
 
 
-@case("sidecar-conformal-malformed", match="malformed conformal section")
+@case("sidecar-conformal-malformed", match=r"model\.json conformal: field .corrections. is missing")
 def _(c):
     m = c.model()
     c.edit_sidecar(m, lambda s: s["conformal"].pop("corrections"))
