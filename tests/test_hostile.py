@@ -867,7 +867,9 @@ def test_disk_full_while_replacing_a_model_keeps_the_old_one(world, tmp_path, mo
     assert rc == 2 and "No space left on device" in err and str(m) in err
     assert snapshot(m) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left
-    load_model(m)
+    from featuremass.models.store import load
+
+    assert load(m).kind == load_model(m).kind == "lgbm"
 
 
 def test_auto_tables_are_compatible_with_auto_models():
