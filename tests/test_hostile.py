@@ -587,7 +587,7 @@ def _(c):
     return ["extract", "--images", imgs, "--names", names, "--out", c.tmp / "f.parquet"]
 
 
-@case("ids-wrong-count", match="has 3 ids but there are 2 images")
+@case("ids-wrong-count", match="must hold 2 integer ids")
 def _(c):
     imgs = c.stack("s.npy", np.zeros((2, 8, 8), np.float32))
     names = c.stack("n.npy", np.arange(3))

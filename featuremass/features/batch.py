@@ -447,10 +447,16 @@ def extract_cli(args) -> None:
     The output is refused when it is an input or exists without ``--overwrite``,
     and is locked while being written, so a second extract to it is refused.
     """
-    from featuremass.io.layout import guarded_output
+    from featuremass.io.layout import as_int64_ids, check_image_stack, guarded_output, load_npy
 
-    inputs = [getattr(args, a, None) for a in ("images", "names")]
-    with guarded_output(args.out, inputs=inputs, overwrite=getattr(args, "overwrite", False)):
+    images, names = getattr(args, "images", None), getattr(args, "names", None)
+    if images is not None:  # refuse complex/text stacks, non-seed-log "seed-log", uint64 ids
+        check_image_stack(load_npy(images, mmap=True), images, getattr(args, "scale", None))
+    if names is not None:
+        as_int64_ids(load_npy(names, mmap=False), names)
+    folder = getattr(args, "scheduler", None) is not None  # a Dask run writes a folder of parts
+    with guarded_output(args.out, inputs=[images, names], folder=folder,
+                        overwrite=getattr(args, "overwrite", False)):
         _extract_cli(args)
 
 
@@ -489,16 +495,16 @@ def _extract_cli(args) -> None:
             raise DataError(f"{args.images} has shape {images.shape}; expected (n, ny, nx)")
         ids = None
         if args.names is not None:
-            from featuremass.io.layout import as_int64_ids
-
-            ids = as_int64_ids(load_npy(args.names, mmap=False), args.names, n=len(images))
+            ids = np.asarray(load_npy(args.names, mmap=False))
+            if ids.ndim != 1 or len(ids) != len(images) or not np.issubdtype(ids.dtype, np.integer):
+                raise DataError(
+                    f"{args.names} must hold {len(images)} integer ids (one per image in "
+                    f"{args.images}); got dtype {ids.dtype}, shape {ids.shape}"
+                )
         scale = args.scale or "linear"
         description = {"mode": "images", "images": str(args.images),
                        "names": None if args.names is None else str(args.names)}
 
-    from featuremass.io.layout import check_image_stack
-
-    check_image_stack(images, args.images or description.get("file"), scale)
     config = None
     if args.backend == "native":
         from featuremass.features.measure import MorphologyConfig

@@ -512,7 +512,9 @@ def predict_cli(args) -> None:
     if args.names is not None and args.images is None:
         raise FeaturemassError("--names goes with --images")
     inputs = [args.features, args.images, args.names, args.data]
-    with guarded_output(args.out, inputs=inputs, overwrite=getattr(args, "overwrite", False)):
+    folder = getattr(args, "scheduler", None) is not None  # a Dask run writes a folder of parts
+    with guarded_output(args.out, inputs=inputs, folder=folder,
+                        overwrite=getattr(args, "overwrite", False)):
         model = load_model(args.model)
         meta = _metadata(args, required=False, what="prediction")
         if args.features is not None:
