@@ -173,6 +173,91 @@ def seed_stretch(
     return out
 
 
+#: The stretches featuremass can apply and invert (see :func:`apply_stretch`).
+STRETCHES = ("shifted-log", "clipped-log", "asinh", "linear")
+
+
+def apply_stretch(
+    linear_image: np.ndarray,
+    kind: str,
+    *,
+    softening: float = 1.0,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Stretch linear flux with one of :data:`STRETCHES` and normalise to [-1, 1].
+
+    With ``sky`` and ``sigma`` the sigma-clipped median and MAD standard
+    deviation of the image (:func:`robust_sky`), ``x = I - sky`` and the
+    softening ``a = softening * sigma``:
+
+    ===============  =====================================================
+    ``shifted-log``  ``z = log10(x - min x + a)`` (:func:`seed_stretch`)
+    ``clipped-log``  ``z = log10(1 + max(x, 0) / a)``: the negative half
+                     of the sky noise piles up at the floor (-1)
+    ``asinh``        ``z = asinh(x / a)`` (Lupton et al. 1999, AJ 118, 1406)
+    ``linear``       ``z = I``
+    ===============  =====================================================
+
+    then ``y = 2 (z - min z) / (max z - min z) - 1`` per image. Non-finite
+    pixels become -1; an image with fewer than 10 finite pixels, or a
+    constant one, maps to all -1 (there is nothing to scale).
+
+    Parameters
+    ----------
+    linear_image : ndarray, shape (ny, nx) or (n, ny, nx)
+        Linear flux; a stack is stretched image by image.
+    kind : str
+        One of :data:`STRETCHES`.
+    softening : float
+        ``a`` in units of the robust sky sigma (where the log / asinh turns
+        over from linear); ignored by ``linear``.
+    rng : numpy.random.Generator, optional
+        Accepted so that simulators can pass their generator to every
+        preparation step; the four maps are deterministic and do not draw.
+
+    Returns
+    -------
+    ndarray of float32, same shape, values in [-1, 1].
+    """
+    if kind not in STRETCHES:
+        raise FeaturemassError(f"unknown stretch {kind!r}; expected one of {', '.join(STRETCHES)}")
+    if not (np.isfinite(softening) and softening > 0):
+        raise FeaturemassError(f"softening must be positive, got {softening}")
+    arr = np.asarray(linear_image, dtype=np.float64)
+    if arr.ndim == 3:
+        return np.stack([apply_stretch(a, kind, softening=softening, rng=rng) for a in arr]) if len(arr) \
+            else np.zeros(arr.shape, dtype=np.float32)
+    if arr.ndim != 2:
+        raise FeaturemassError(f"apply_stretch expects a 2-D image or a 3-D stack, got shape {arr.shape}")
+    if kind == "shifted-log":
+        return seed_stretch(arr, scale_factor=softening)
+    finite = np.isfinite(arr)
+    out = np.full(arr.shape, -1.0, dtype=np.float32)
+    if finite.sum() < 10:
+        return out
+    if kind == "linear":
+        z = arr
+    else:
+        sky, sigma = robust_sky(arr)
+        x = np.where(finite, arr - sky, 0.0)
+        if not np.isfinite(sigma) or sigma <= 0:
+            sigma = float(np.ptp(x[finite])) * 1e-3
+            if sigma <= 0:
+                return out
+        a = softening * sigma
+        z = np.log10(1.0 + np.maximum(x, 0.0) / a) if kind == "clipped-log" else np.arcsinh(x / a)
+    out[finite] = _normalise(z[finite])
+    return out
+
+
+def _normalise(z: np.ndarray) -> np.ndarray:
+    """Affine map of ``z`` onto [-1, 1] (all -1 when ``z`` is constant)."""
+    zmin, zmax = z.min(), z.max()
+    if not zmax > zmin:
+        return np.full(z.shape, -1.0)
+    return np.clip(2.0 * (z - zmin) / (zmax - zmin) - 1.0, -1.0, 1.0)
+
+
 def _sky_pixels(u: np.ndarray) -> np.ndarray:
     """Pixels of the stretched image that are sky: below a clipped threshold."""
     values = u[np.isfinite(u)].ravel()

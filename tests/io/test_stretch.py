@@ -8,7 +8,13 @@ import pytest
 
 from featuremass.errors import FeaturemassError
 from featuremass.io.formats import from_uint8, to_uint8
-from featuremass.io.stretch import inverse_seed_stretch, robust_sky, seed_stretch
+from featuremass.io.stretch import (
+    STRETCHES,
+    apply_stretch,
+    inverse_seed_stretch,
+    robust_sky,
+    seed_stretch,
+)
 
 NPIX = 64
 SKY = 100.0
@@ -82,6 +88,68 @@ def test_robust_sky_on_gaussian_noise():
     assert sky == pytest.approx(7.0, abs=0.05)
     assert sigma == pytest.approx(2.0, rel=0.03)
     assert np.isnan(robust_sky(np.ones(5))[0])
+
+
+# --------------------------------------------------------------------------- stretch family
+
+
+@pytest.mark.parametrize("kind", STRETCHES)
+def test_every_stretch_is_monotonic_onto_minus_one_one(kind):
+    obs = _observe(_render(1.5, 2e4), seed=21)
+    y = apply_stretch(obs, kind)
+    assert y.dtype == np.float32 and y.shape == obs.shape
+    assert y.min() == -1.0 and y.max() == 1.0
+    order = np.argsort(obs.ravel())
+    assert np.all(np.diff(y.ravel()[order].astype(np.float64)) >= -1e-6)
+    stack = np.stack([obs, obs[::-1]])
+    np.testing.assert_array_equal(apply_stretch(stack, kind)[1], apply_stretch(obs[::-1], kind))
+    assert np.all(apply_stretch(np.full((8, 8), 3.0), kind) == -1.0)
+
+
+def test_shifted_log_is_the_seed_stretch():
+    obs = _observe(_render(1.0, 2e4), seed=22)
+    np.testing.assert_array_equal(apply_stretch(obs, "shifted-log", softening=2.0),
+                                  seed_stretch(obs, scale_factor=2.0))
+
+
+def test_linear_is_the_affine_map():
+    obs = _observe(_render(1.0, 2e4), seed=23)
+    want = 2.0 * (obs - obs.min()) / (obs.max() - obs.min()) - 1.0
+    np.testing.assert_allclose(apply_stretch(obs, "linear"), want, atol=1e-6)
+
+
+def test_clipped_log_piles_the_negative_sky_at_the_floor():
+    obs = _observe(_render(1.0, 2e4), seed=24)
+    y = apply_stretch(obs, "clipped-log", softening=0.5).astype(np.float64)
+    sky, sigma = robust_sky(obs)
+    below = obs <= sky
+    assert np.all(y[below] == -1.0) and np.all(y[~below] > -1.0)
+    # Sky is half of every pixel below the median: ~ half the stamp sits at the floor.
+    assert 0.35 < below.mean() < 0.5
+    # Analytic form: (y + 1) / 2 * log10(1 + max x / a) = log10(1 + x / a).
+    a = 0.5 * sigma
+    x = obs - sky
+    R = np.log10(1.0 + x.max() / a)
+    np.testing.assert_allclose(np.expm1((y[~below] + 1) / 2 * R * np.log(10)) * a, x[~below],
+                               rtol=1e-4, atol=1e-4 * sigma)
+
+
+def test_asinh_is_lupton_asinh():
+    obs = _observe(_render(2.0, 3e4), seed=25)
+    y = apply_stretch(obs, "asinh", softening=3.0).astype(np.float64)
+    sky, sigma = robust_sky(obs)
+    z = np.arcsinh((obs - sky) / (3.0 * sigma))
+    want = 2 * (z - z.min()) / (z.max() - z.min()) - 1
+    np.testing.assert_allclose(y, want, atol=1e-6)
+
+
+def test_apply_stretch_rejects_bad_arguments():
+    with pytest.raises(FeaturemassError, match="unknown stretch"):
+        apply_stretch(np.zeros((8, 8)), "log")
+    with pytest.raises(FeaturemassError, match="softening must be positive"):
+        apply_stretch(np.zeros((8, 8)), "asinh", softening=0)
+    with pytest.raises(FeaturemassError, match="2-D image or a 3-D stack"):
+        apply_stretch(np.zeros(8), "linear")
 
 
 # --------------------------------------------------------------------------- inverse
