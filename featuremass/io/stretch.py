@@ -30,6 +30,8 @@ of ``s``; :func:`inverse_seed_stretch` solves for the ``R`` that makes this so
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from scipy import optimize
 
@@ -408,3 +410,385 @@ def _dynamic_range_sorted(u: np.ndarray, scale_factor: float) -> float:
     if f_hi <= 0:
         return hi
     return float(optimize.brentq(excess, lo, hi, xtol=2e-4))
+
+
+# =========================================================================== inverses and detection
+#
+# Every stretch of the family is ``y = affine(f(x))`` with ``f`` increasing, so
+# after the per-image normalisation ``u = (y - min y) / (max y - min y)`` each
+# inverse is ``x = affine(g_theta(u))`` with one unknown shape parameter:
+#
+# ===============  ====================================  =======================
+# stretch          g_theta(u)                            theta
+# ===============  ====================================  =======================
+# shifted-log      10**(u R) - 1                         R = max z - min z (dex)
+# clipped-log      10**(u R) - 1   (u = 0 is censored)   R (dex)
+# asinh            sinh(D (u - u_sky))                   D = max z - min z
+# linear           u                                     (none)
+# ===============  ====================================  =======================
+#
+# ``theta`` is pinned by the sky noise, which is additive and homoscedastic in
+# linear flux: the local pixel noise of ``g_theta(u)`` must not depend on the
+# intensity level. In the stretched image the local noise at level ``u`` is
+# ``sigma / g'(u)``, so ``log|r| + log g'_theta(u)`` must be flat in ``u``,
+# where ``r`` is a high-pass residual. For the logs ``log g' = u R ln 10 +
+# const``: R is minus the slope of ``log|r|`` against ``u`` over ln 10, one
+# weighted least-squares fit. The residual is the 3 x 3 kernel
+# ``d2/dx2 d2/dy2``, which annihilates every quadratic, so smooth galaxy light
+# barely leaks into it; binning by the 3 x 3 mean level (not the pixel's own
+# value) keeps a pixel's noise from choosing its bin.
+
+#: Table columns that describe the preparation of each stamp (metadata, not model inputs).
+STRETCH_COLUMNS = ("stretch_code", "stretch_param", "censored_fraction")
+#: ``stretch_code`` of each stretch (its index in :data:`STRETCHES`).
+STRETCH_CODES = {kind: float(i) for i, kind in enumerate(STRETCHES)}
+#: Scale modes accepted wherever images enter: ``auto`` (detect and invert),
+#: ``seed-log`` (the seed convention, an alias of the shifted-log inverse with
+#: the sky-noise candle ``k = 1``), ``linear`` (pixels are linear flux already)
+#: and the inverse of each stretch named in :data:`STRETCHES`.
+SCALE_MODES = ("auto", "seed-log", *STRETCHES)
+
+_HIGH_PASS = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+#: Fraction of pixels at exactly the minimum above which the sky counts as clipped.
+CLIPPED_FLOOR_FRACTION = 0.03
+_N_LEVEL_BINS = 16
+_MIN_BIN_PIXELS = 15
+
+
+@dataclasses.dataclass(frozen=True)
+class Inversion:
+    """Result of :func:`invert_stretch`.
+
+    Attributes
+    ----------
+    image : ndarray of float64
+        Linear flux up to an affine map, in units of the recovered sky noise
+        (so the sky sigma is about 1); NaN where the input was not finite.
+    kind : str
+        The stretch that was inverted (detected for ``auto``).
+    param : float
+        Its shape parameter: ``R`` (dex) for the logs, ``D`` for asinh, NaN
+        for linear.
+    censored_fraction : float
+        Fraction of pixels at the clipped floor, imputed (0 unless clipped-log).
+    uncertain : bool
+        The detection or the parameter is poorly determined.
+    """
+
+    image: np.ndarray
+    kind: str
+    param: float
+    censored_fraction: float
+    uncertain: bool
+
+    def metadata(self) -> dict:
+        """The :data:`STRETCH_COLUMNS` values of this stamp."""
+        return {
+            "stretch_code": STRETCH_CODES[self.kind],
+            "stretch_param": float(self.param),
+            "censored_fraction": float(self.censored_fraction),
+        }
+
+
+def _unit_range(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``u = (y - min y) / ptp y`` and the finite mask; None for a blank image."""
+    finite = np.isfinite(arr)
+    if finite.sum() < 10:
+        return None
+    lo, hi = arr[finite].min(), arr[finite].max()
+    if not hi > lo:
+        return None
+    return np.where(finite, (arr - lo) / (hi - lo), 0.0), finite
+
+
+def _level_bins(u: np.ndarray, valid: np.ndarray):
+    """Binned ``(level, median log|r|, weight)`` of the high-pass residual.
+
+    ``valid`` marks pixels whose whole 3 x 3 neighbourhood may be used.
+    Returns three arrays over the bins holding at least ``_MIN_BIN_PIXELS``.
+    """
+    from scipy import ndimage
+
+    resid = ndimage.correlate(u, _HIGH_PASS, mode="nearest")
+    level = ndimage.uniform_filter(u, 3, mode="nearest")
+    ok = ndimage.binary_erosion(valid, structure=np.ones((3, 3), bool), border_value=0) & (resid != 0)
+    if ok.sum() < 3 * _MIN_BIN_PIXELS:
+        return np.empty(0), np.empty(0), np.empty(0)
+    s = np.log(np.abs(resid[ok]))
+    lev = level[ok]
+    order = np.argsort(lev)
+    s, lev = s[order], lev[order]
+    lo = lev[int(0.01 * (lev.size - 1))]
+    hi = lev[-1]
+    if not hi > lo:
+        return np.empty(0), np.empty(0), np.empty(0)
+    edges = np.searchsorted(lev, np.linspace(lo, hi, _N_LEVEL_BINS + 1)[1:-1])
+    bounds = np.concatenate(([0], edges, [lev.size]))
+    levels, meds, weights = [], [], []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        if b - a >= _MIN_BIN_PIXELS:
+            levels.append(lev[(a + b) // 2])
+            meds.append(np.median(s[a:b]))
+            weights.append(b - a)
+    return np.asarray(levels), np.asarray(meds), np.asarray(weights, dtype=np.float64)
+
+
+def _log_slope(levels, meds, weights) -> tuple[float, float]:
+    """``R`` (dex) that flattens ``meds + R ln10 levels``, and its standard error."""
+    if levels.size < 3 or np.ptp(levels) <= 0:
+        return float("nan"), float("nan")
+    w = weights / weights.sum()
+    lm = np.sum(w * levels)
+    mm = np.sum(w * meds)
+    sxx = np.sum(w * (levels - lm) ** 2)
+    slope = np.sum(w * (levels - lm) * (meds - mm)) / sxx
+    resid = meds - mm - slope * (levels - lm)
+    # scatter of the bin medians about the line, for the slope's error
+    dof = max(levels.size - 2, 1)
+    var = np.sum(weights * resid**2) / dof / np.sum(weights * (levels - lm) ** 2)
+    ln10 = np.log(10.0)
+    return float(-slope / ln10), float(np.sqrt(var) / ln10)
+
+
+def _asinh_scale(levels, meds, weights, u_sky: float) -> float:
+    """``D`` that flattens ``meds + log cosh(D (level - u_sky))`` (weighted variance)."""
+    if levels.size < 3:
+        return float("nan")
+    w = weights / weights.sum()
+
+    def spread(log_d):
+        t = meds + _log_cosh(np.exp(log_d) * (levels - u_sky))
+        return float(np.sum(w * (t - np.sum(w * t)) ** 2))
+
+    res = optimize.minimize_scalar(spread, bounds=(np.log(0.05), np.log(60.0)), method="bounded",
+                                   options={"xatol": 1e-3})
+    return float(np.exp(res.x))
+
+
+def _log_cosh(x):
+    ax = np.abs(x)
+    return ax + np.log1p(np.exp(-2.0 * ax)) - np.log(2.0)
+
+
+def _lower_tail_excess(values: np.ndarray) -> float:
+    """How far the lower half of the sky is from Gaussian: ``|log(ratio / 2)|``.
+
+    ``ratio = (m - Q(0.0455)) / (m - Q(0.3173))`` over the pixels below the
+    sky median ``m``: 2 for a Gaussian, whatever its sigma and however much
+    galaxy light sits above the median (the lower half is sky only).
+    """
+    med, sigma = robust_sky(values)
+    if not (np.isfinite(sigma) and sigma > 0):
+        return float("inf")
+    low = np.sort(values[values < med])
+    if low.size < 40:
+        return float("inf")
+    q2 = low[int(0.0455 * (low.size - 1))]
+    q1 = low[int(0.3173 * (low.size - 1))]
+    if not med - q1 > 0:
+        return float("inf")
+    return float(abs(np.log((med - q2) / (med - q1) / 2.0)))
+
+
+def _to_sky_units(x: np.ndarray, finite: np.ndarray, *, subtract: bool = True) -> np.ndarray:
+    """``x`` minus its robust sky level, over the robust sky sigma (NaN off ``finite``)."""
+    sky, sigma = robust_sky(x[finite])
+    if not (np.isfinite(sigma) and sigma > 0):
+        sigma = float(np.std(x[finite])) or 1.0
+    out = (x - (sky if subtract and np.isfinite(sky) else 0.0)) / sigma
+    out[~finite] = np.nan
+    return out
+
+
+def _log_inverse(u, R):
+    return np.expm1(u * R * np.log(10.0))
+
+
+def invert_stretch(stretched: np.ndarray, kind: str = "auto") -> Inversion:
+    """Recover linear flux (up to an affine map) from one stretched stamp.
+
+    Parameters
+    ----------
+    stretched : ndarray, shape (ny, nx)
+        A stamp made by one of :data:`STRETCHES` (any range: it is
+        re-normalised to [0, 1] first, which is how every stretch ended).
+    kind : str
+        One of :data:`SCALE_MODES`. ``auto`` detects the stretch:
+
+        1. a pile-up of more than :data:`CLIPPED_FLOOR_FRACTION` of the
+           pixels at exactly the minimum means a clipped sky (clipped-log);
+        2. otherwise the log parameter ``R`` is fitted by homoscedasticity
+           (module notes); an ``R`` within two standard errors of 0 means the
+           stamp is linear;
+        3. else shifted-log and asinh are both inverted and the one whose
+           recovered sky has the more Gaussian lower half wins
+           (:func:`_lower_tail_excess`); asinh keeps the sky symmetric, the
+           shifted log stretches its lower tail.
+
+        ``uncertain`` is set when the fitted parameter has a standard error
+        above 20% of its value or the censored-sky fit fails.
+
+    Returns
+    -------
+    Inversion
+        The image is in units of the sky noise with the sky near 0. For a
+        clipped sky the floor pixels are imputed with draws from the
+        censored-Gaussian fit (:func:`censored_sky`), from a generator seeded
+        by the stamp's bytes, so the result is deterministic.
+
+    Notes
+    -----
+    What cannot be recovered: the flux scale and zero point (the
+    normalisation removed them; features must be ratios), the values of
+    clipped pixels (imputed as noise), and ``R`` to better than a few per
+    cent on faint galaxies, where few pixels rise above the noise.
+    """
+    if kind not in SCALE_MODES:
+        raise FeaturemassError(f"scale must be one of {', '.join(SCALE_MODES)}; got {kind!r}")
+    arr = np.asarray(stretched, dtype=np.float64)
+    if arr.ndim != 2:
+        raise FeaturemassError(f"invert_stretch expects a 2-D image, got shape {arr.shape}")
+    if kind == "seed-log":
+        rec = inverse_seed_stretch(arr)
+        finite = np.isfinite(rec)
+        R = estimate_dynamic_range(arr) if finite.sum() >= 10 else float("nan")
+        return Inversion(rec, "shifted-log", R, 0.0, False)
+    prepared = _unit_range(arr)
+    if prepared is None:
+        out = np.where(np.isfinite(arr), 0.0, np.nan)
+        return Inversion(out, "linear" if kind == "auto" else kind, float("nan"), 0.0, kind == "auto")
+    u, finite = prepared
+    if kind == "linear":
+        return Inversion(_to_sky_units(u, finite), "linear", float("nan"), 0.0, False)
+    floor = finite & (u == 0.0)
+    floor_fraction = float(floor.sum() / finite.sum())
+    if kind == "clipped-log" or (kind == "auto" and floor_fraction > CLIPPED_FLOOR_FRACTION):
+        return _invert_clipped(u, finite, floor, floor_fraction, detected=kind == "auto")
+    levels, meds, weights = _level_bins(u, finite)
+    if kind == "asinh":
+        return _invert_asinh(u, finite, levels, meds, weights, uncertain=False)
+    R, R_err = _log_slope(levels, meds, weights)
+    if kind == "shifted-log":
+        return _invert_shifted(u, finite, R, R_err)
+    # auto, no pile-up at the floor
+    if not np.isfinite(R) or R <= 2.0 * R_err or R <= 0.05:
+        return Inversion(_to_sky_units(u, finite), "linear", float("nan"), 0.0, not np.isfinite(R))
+    shifted = _invert_shifted(u, finite, R, R_err)
+    asinh = _invert_asinh(u, finite, levels, meds, weights, uncertain=shifted.uncertain)
+    score_shifted = _lower_tail_excess(shifted.image[finite])
+    score_asinh = _lower_tail_excess(asinh.image[finite])
+    # Near-ties happen when the softening is several sky sigmas: then the two
+    # families differ only below the sky noise and their inverses agree.
+    return shifted if score_shifted <= score_asinh else asinh
+
+
+def _invert_shifted(u, finite, R, R_err) -> Inversion:
+    if not np.isfinite(R) or R <= 0:
+        return Inversion(_to_sky_units(u, finite), "shifted-log", float("nan"), 0.0, True)
+    # The seed convention (softening k = 1) pins R exactly through the sky
+    # noise (:func:`estimate_dynamic_range`); take it when the homoscedastic
+    # fit agrees with it, so featuremass's own stamps invert as before.
+    R_seed = _dynamic_range_sorted(np.sort(u[finite]), DEFAULT_SCALE_FACTOR)
+    if np.isfinite(R_err) and abs(R_seed - R) <= 2.0 * R_err:
+        R = R_seed
+    R = float(np.clip(R, 0.05, 12.0))
+    uncertain = not (np.isfinite(R_err) and R_err <= 0.2 * R)
+    return Inversion(_to_sky_units(_log_inverse(u, R), finite), "shifted-log", R, 0.0, uncertain)
+
+
+def _invert_asinh(u, finite, levels, meds, weights, *, uncertain) -> Inversion:
+    u_sky, _ = robust_sky(u[finite])
+    D = _asinh_scale(levels, meds, weights, u_sky)
+    if not np.isfinite(D):
+        return Inversion(_to_sky_units(u, finite), "asinh", float("nan"), 0.0, True)
+    return Inversion(_to_sky_units(np.sinh(D * (u - u_sky)), finite), "asinh", D, 0.0, uncertain)
+
+
+def _invert_clipped(u, finite, floor, floor_fraction, *, detected) -> Inversion:
+    # The floor and its neighbours carry no residual: fit R on the rest.
+    levels, meds, weights = _level_bins(u, finite & ~floor)
+    R, R_err = _log_slope(levels, meds, weights)
+    uncertain = not (np.isfinite(R) and R > 0 and np.isfinite(R_err) and R_err <= 0.2 * R)
+    R = float(np.clip(R, 0.05, 12.0)) if np.isfinite(R) and R > 0 else float("nan")
+    x = _log_inverse(u, R) if np.isfinite(R) else u.copy()
+    mu, sigma = censored_sky(x[finite & _sky_region(floor, finite)], 0.0)
+    if not (np.isfinite(sigma) and sigma > 0):
+        out = _to_sky_units(x, finite)
+        return Inversion(out, "clipped-log", R, floor_fraction, True)
+    rng = np.random.default_rng(_content_seed(u))
+    x[floor] = truncated_normal_below(rng, mu, sigma, 0.0, int(floor.sum()))
+    out = (x - mu) / sigma
+    out[~finite] = np.nan
+    return Inversion(out, "clipped-log", R, floor_fraction, uncertain)
+
+
+def _sky_region(floor: np.ndarray, finite: np.ndarray, size: int = 7) -> np.ndarray:
+    """Pixels in sky-dominated areas: where many neighbours sit at the clipped floor.
+
+    A sky at the floor level puts about half of its pixels there, while the
+    galaxy's faint outskirts push most of theirs above it; keeping the areas
+    whose local floor fraction reaches half of the stamp's typical sky value
+    leaves the censored fit mostly galaxy-free. The selection rests on the
+    ``size x size`` average (49 pixels), so it barely depends on any one
+    pixel's noise.
+    """
+    from scipy import ndimage
+
+    local = ndimage.uniform_filter(floor.astype(np.float64), size, mode="nearest")
+    top = np.percentile(local[finite], 95)
+    region = local >= 0.5 * top
+    return region if region.sum() >= 100 else np.ones_like(floor)
+
+
+def _content_seed(u: np.ndarray) -> int:
+    """A seed derived from the stamp's pixels: the same stamp always draws the same."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(np.ascontiguousarray(u).tobytes(), digest_size=8).digest(), "little")
+
+
+def truncated_normal_below(rng: np.random.Generator, mu: float, sigma: float, floor: float, n: int) -> np.ndarray:
+    """``n`` draws of ``N(mu, sigma)`` conditioned on being below ``floor`` (inverse CDF)."""
+    from scipy import special
+
+    p_floor = special.ndtr((floor - mu) / sigma)
+    p = rng.uniform(0.0, 1.0, n) * p_floor
+    draws = mu + sigma * special.ndtri(np.clip(p, 1e-300, None))
+    return np.minimum(draws, floor)
+
+
+def censored_sky(values: np.ndarray, floor: float, *, upper: float = 0.35) -> tuple[float, float]:
+    """Mean and sigma of a Gaussian sky whose values below ``floor`` were clipped to it.
+
+    Pixels at (or below) ``floor`` are left-censored: only their number is
+    known. Regression on order statistics (ROS; Helsel 2005, *Nondetects and
+    Data Analysis*, ch. 6): the sorted surviving values ``v_(i)`` of a
+    Gaussian lie on the line ``v = mu + sigma * Phi^-1(p_i)`` against their
+    plotting positions ``p_i = (i + 0.5) / n``, which count the censored
+    pixels below them. Only ranks from the floor up to ``upper`` above it
+    (in cumulative fraction, and never past 0.85) enter the fit, where the
+    sky dominates: the galaxy adds light at the top of the distribution.
+    One sort and one least-squares line: it cannot fail to converge, and it
+    works whatever fraction of the sky sits at the floor.
+
+    Returns
+    -------
+    (mu, sigma) : tuple of float
+        NaN, NaN when fewer than 20 uncensored values fall in the fitted range.
+    """
+    from scipy import special
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = np.sort(v[np.isfinite(v)])
+    n = v.size
+    n_cens = int(np.searchsorted(v, floor, side="right"))
+    nan = float("nan")
+    if n_cens == 0:
+        return robust_sky(v) if n >= 10 else (nan, nan)
+    stop = min(int((n_cens / n + upper) * n), int(0.85 * n), n)
+    if stop - n_cens < 20:
+        return nan, nan
+    ranks = np.arange(n_cens, stop)
+    z = special.ndtri((ranks + 0.5) / n)
+    slope, intercept = np.polyfit(z, v[n_cens:stop], 1)
+    return (float(intercept), float(slope)) if slope > 0 else (nan, nan)
