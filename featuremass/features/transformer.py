@@ -32,8 +32,11 @@ class MorphologyFeatures(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    scale : {'seed-log', 'linear'}
-        How the images are scaled; ``'seed-log'`` undoes the seed's log stretch.
+    scale : str
+        How the images are scaled, one of
+        :data:`featuremass.features.batch.SCALES`; ``'auto'`` (default)
+        detects and inverts each stamp's stretch, ``'seed-log'`` undoes the
+        seed's log stretch, ``'linear'`` takes the pixels as linear flux.
     backend : {'native', 'statmorph'}
         Measurement backend.
     n_jobs : int
@@ -55,7 +58,7 @@ class MorphologyFeatures(TransformerMixin, BaseEstimator):
         Output column names.
     """
 
-    def __init__(self, *, scale="seed-log", backend="native", n_jobs=1, config=None,
+    def __init__(self, *, scale="auto", backend="native", n_jobs=1, config=None,
                  keep_flag=True, image_shape=None):
         self.scale = scale
         self.backend = backend
