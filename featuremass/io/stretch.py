@@ -711,7 +711,7 @@ def _invert_clipped(u, finite, floor, floor_fraction, *, detected) -> Inversion:
     uncertain = not (np.isfinite(R) and R > 0 and np.isfinite(R_err) and R_err <= 0.2 * R)
     R = float(np.clip(R, 0.05, 12.0)) if np.isfinite(R) and R > 0 else float("nan")
     x = _log_inverse(u, R) if np.isfinite(R) else u.copy()
-    mu, sigma = censored_sky(x[finite & _sky_region(floor, finite)], 0.0)
+    mu, sigma = censored_sky(x[finite], 0.0)
     if not (np.isfinite(sigma) and sigma > 0):
         out = _to_sky_units(x, finite)
         return Inversion(out, "clipped-log", R, floor_fraction, True)
@@ -722,22 +722,22 @@ def _invert_clipped(u, finite, floor, floor_fraction, *, detected) -> Inversion:
     return Inversion(out, "clipped-log", R, floor_fraction, uncertain)
 
 
-def _sky_region(floor: np.ndarray, finite: np.ndarray, size: int = 7) -> np.ndarray:
-    """Pixels in sky-dominated areas: where many neighbours sit at the clipped floor.
+def _ros_start(v: np.ndarray, n_cens: int) -> tuple[float, float]:
+    """Start for :func:`censored_sky`: regression on order statistics of the lowest ranks.
 
-    A sky at the floor level puts about half of its pixels there, while the
-    galaxy's faint outskirts push most of theirs above it; keeping the areas
-    whose local floor fraction reaches half of the stamp's typical sky value
-    leaves the censored fit mostly galaxy-free. The selection rests on the
-    ``size x size`` average (49 pixels), so it barely depends on any one
-    pixel's noise.
+    The sorted uncensored values just above the floor lie on
+    ``v = mu + sigma Phi^-1((i + 0.5) / n)`` (Helsel 2005, ch. 6) while the sky
+    dominates them; the next ~25% of the ranks are fitted with a line.
     """
-    from scipy import ndimage
+    from scipy import special
 
-    local = ndimage.uniform_filter(floor.astype(np.float64), size, mode="nearest")
-    top = np.percentile(local[finite], 95)
-    region = local >= 0.5 * top
-    return region if region.sum() >= 100 else np.ones_like(floor)
+    n = v.size
+    stop = min(n_cens + max(int(0.25 * n), 20), n)
+    if stop - n_cens < 10:
+        return float("nan"), float("nan")
+    ranks = np.arange(n_cens, stop)
+    slope, intercept = np.polyfit(special.ndtri((ranks + 0.5) / n), v[n_cens:stop], 1)
+    return float(intercept), float(slope)
 
 
 def _content_seed(u: np.ndarray) -> int:
@@ -757,38 +757,62 @@ def truncated_normal_below(rng: np.random.Generator, mu: float, sigma: float, fl
     return np.minimum(draws, floor)
 
 
-def censored_sky(values: np.ndarray, floor: float, *, upper: float = 0.35) -> tuple[float, float]:
+def censored_sky(values: np.ndarray, floor: float, *, n_iter: int = 3) -> tuple[float, float]:
     """Mean and sigma of a Gaussian sky whose values below ``floor`` were clipped to it.
 
     Pixels at (or below) ``floor`` are left-censored: only their number is
-    known. Regression on order statistics (ROS; Helsel 2005, *Nondetects and
-    Data Analysis*, ch. 6): the sorted surviving values ``v_(i)`` of a
-    Gaussian lie on the line ``v = mu + sigma * Phi^-1(p_i)`` against their
-    plotting positions ``p_i = (i + 0.5) / n``, which count the censored
-    pixels below them. Only ranks from the floor up to ``upper`` above it
-    (in cumulative fraction, and never past 0.85) enter the fit, where the
-    sky dominates: the galaxy adds light at the top of the distribution.
-    One sort and one least-squares line: it cannot fail to converge, and it
-    works whatever fraction of the sky sits at the floor.
+    known. The galaxy adds light above the sky and takes an unknown share of
+    the stamp, so the fit keeps only the values below ``T = mu + sigma``
+    (sky-dominated) and maximises the likelihood of a Gaussian *truncated*
+    at ``T`` and censored at ``floor`` (Cohen 1959, Technometrics 1, 217;
+    Helsel 2005, *Nondetects and Data Analysis*, ch. 5): the censored count
+    has probability ``Phi(a) / Phi(b)`` and the surviving values, binned, a
+    Gaussian density over ``Phi(b)``, with ``a = (floor - mu) / sigma`` and
+    ``b = (T - mu) / sigma``. Conditioning on ``< T`` removes the unknown
+    number of sky pixels from the likelihood. ``T`` follows the fit for
+    ``n_iter`` rounds.
+
+    It works whatever fraction of the sky sits at the floor: with no value
+    censored it is the sigma-clipped :func:`robust_sky`.
 
     Returns
     -------
     (mu, sigma) : tuple of float
-        NaN, NaN when fewer than 20 uncensored values fall in the fitted range.
+        NaN, NaN when fewer than 20 uncensored values lie near the floor.
     """
     from scipy import special
 
     v = np.asarray(values, dtype=np.float64).ravel()
     v = np.sort(v[np.isfinite(v)])
-    n = v.size
     n_cens = int(np.searchsorted(v, floor, side="right"))
+    above = v[n_cens:]
     nan = float("nan")
     if n_cens == 0:
-        return robust_sky(v) if n >= 10 else (nan, nan)
-    stop = min(int((n_cens / n + upper) * n), int(0.85 * n), n)
-    if stop - n_cens < 20:
+        return robust_sky(v) if v.size >= 10 else (nan, nan)
+    if above.size < 20:
         return nan, nan
-    ranks = np.arange(n_cens, stop)
-    z = special.ndtri((ranks + 0.5) / n)
-    slope, intercept = np.polyfit(z, v[n_cens:stop], 1)
-    return (float(intercept), float(slope)) if slope > 0 else (nan, nan)
+    mu, sigma = _ros_start(v, n_cens)
+    if not (np.isfinite(mu) and sigma > 0):
+        return nan, nan
+    for _ in range(n_iter):
+        top = max(mu + sigma, floor + sigma)
+        n_top = int(np.searchsorted(above, top, side="right"))
+        if n_top < 20:
+            return nan, nan
+        edges = np.linspace(floor, top, 17)
+        counts = np.histogram(above[:n_top], bins=edges)[0].astype(np.float64)
+
+        def nll(p, edges=edges, counts=counts):
+            cdf = special.ndtr((edges - p[0]) / np.exp(p[1]))
+            total = cdf[-1]
+            if not total > 0:
+                return 1e300
+            p_bins = np.clip(np.diff(cdf), 1e-300, None) / total
+            return -(n_cens * np.log(max(cdf[0] / total, 1e-300)) + np.sum(counts * np.log(p_bins)))
+
+        res = optimize.minimize(nll, [mu, np.log(sigma)], method="Nelder-Mead",
+                                options={"xatol": 1e-3, "fatol": 1e-3, "maxiter": 200})
+        mu, sigma = float(res.x[0]), float(np.exp(res.x[1]))
+        if not (np.isfinite(mu) and sigma > 0):
+            return nan, nan
+    return mu, sigma
