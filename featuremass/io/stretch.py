@@ -449,6 +449,8 @@ STRETCH_CODES = {kind: float(i) for i, kind in enumerate(STRETCHES)}
 SCALE_MODES = ("auto", "seed-log", *STRETCHES)
 
 _HIGH_PASS = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+#: How far outside [-1, 1] a stamp may reach and still count as stretched (rounding).
+_RANGE_SLACK = 1e-3
 #: Fraction of pixels at exactly the minimum above which the sky counts as clipped.
 CLIPPED_FLOOR_FRACTION = 0.03
 _N_LEVEL_BINS = 16
@@ -620,8 +622,8 @@ def invert_stretch(stretched: np.ndarray, kind: str = "auto") -> Inversion:
         1. a pile-up of more than :data:`CLIPPED_FLOOR_FRACTION` of the
            pixels at exactly the minimum means a clipped sky (clipped-log);
         2. otherwise the log parameter ``R`` is fitted by homoscedasticity
-           (module notes); an ``R`` within two standard errors of 0 means the
-           stamp is linear;
+           (module notes); an ``R`` within three standard errors of 0 means
+           the stamp is linear;
         3. else shifted-log and asinh are both inverted and the one whose
            recovered sky has the more Gaussian lower half wins
            (:func:`_lower_tail_excess`); asinh keeps the sky symmetric, the
@@ -662,6 +664,11 @@ def invert_stretch(stretched: np.ndarray, kind: str = "auto") -> Inversion:
     u, finite = prepared
     if kind == "linear":
         return Inversion(_to_sky_units(u, finite), "linear", float("nan"), 0.0, False)
+    if kind == "auto":
+        values = arr[np.isfinite(arr)]
+        if values.min() < -1.0 - _RANGE_SLACK or values.max() > 1.0 + _RANGE_SLACK:
+            # Every stretch ends normalised to [-1, 1]: anything else is linear flux.
+            return Inversion(_to_sky_units(u, finite), "linear", float("nan"), 0.0, False)
     floor = finite & (u == 0.0)
     floor_fraction = float(floor.sum() / finite.sum())
     if kind == "clipped-log" or (kind == "auto" and floor_fraction > CLIPPED_FLOOR_FRACTION):
@@ -673,7 +680,7 @@ def invert_stretch(stretched: np.ndarray, kind: str = "auto") -> Inversion:
     if kind == "shifted-log":
         return _invert_shifted(u, finite, R, R_err)
     # auto, no pile-up at the floor
-    if not np.isfinite(R) or R <= 2.0 * R_err or R <= 0.05:
+    if not np.isfinite(R) or R <= 3.0 * R_err or R <= 0.05:
         return Inversion(_to_sky_units(u, finite), "linear", float("nan"), 0.0, not np.isfinite(R))
     shifted = _invert_shifted(u, finite, R, R_err)
     asinh = _invert_asinh(u, finite, levels, meds, weights, uncertain=False)
