@@ -574,17 +574,19 @@ def _log_cosh(x):
     return ax + np.log1p(np.exp(-2.0 * ax)) - np.log(2.0)
 
 
-def _lower_tail_excess(values: np.ndarray) -> float:
+def _lower_tail_excess(values_sorted: np.ndarray) -> float:
     """How far the lower half of the sky is from Gaussian: ``|log(ratio / 2)|``.
 
     ``ratio = (m - Q(0.0455)) / (m - Q(0.3173))`` over the pixels below the
     sky median ``m``: 2 for a Gaussian, whatever its sigma and however much
     galaxy light sits above the median (the lower half is sky only).
+    ``values_sorted`` must be sorted (every inverse is monotone, so the
+    recovered values of the sorted stamp are).
     """
-    med, sigma = robust_sky(values)
+    med, sigma = _robust_sky_sorted(values_sorted)
     if not (np.isfinite(sigma) and sigma > 0):
         return float("inf")
-    low = np.sort(values[values < med])
+    low = values_sorted[: int(np.searchsorted(values_sorted, med, side="left"))]
     if low.size < 40:
         return float("inf")
     q2 = low[int(0.0455 * (low.size - 1))]
@@ -683,15 +685,24 @@ def invert_stretch(stretched: np.ndarray, kind: str = "auto") -> Inversion:
     if not np.isfinite(R) or R <= 3.0 * R_err or R <= 0.05:
         return Inversion(_to_sky_units(u, finite), "linear", float("nan"), 0.0, not np.isfinite(R))
     shifted = _invert_shifted(u, finite, R, R_err)
-    asinh = _invert_asinh(u, finite, levels, meds, weights, uncertain=False)
+    # The asinh candle is the costly step: score asinh with its homoscedastic
+    # D and invert it fully only if it wins.
+    u_sorted = np.sort(u[finite])
+    u_sky0, _ = _robust_sky_sorted(u_sorted)
+    D = _asinh_scale(levels, meds, weights, u_sky0)
+    if not np.isfinite(D):
+        return shifted
+    u_sky = _asinh_sky(_near_sky(u_sorted), D, u_sky0, rounds=3)
     # The recovered sky must look Gaussian. Near-ties happen when the
     # softening is several sky sigmas: then the two families differ only below
     # the sky noise and their inverses agree. (Stretching an inverse again
     # cannot decide: each family's seed-convention inverse reproduces any
     # stamp by construction.)
-    score_shifted = _lower_tail_excess(shifted.image[finite])
-    score_asinh = _lower_tail_excess(asinh.image[finite])
-    return shifted if score_shifted <= score_asinh else asinh
+    score_shifted = _lower_tail_excess(_log_inverse(u_sorted, shifted.param))
+    score_asinh = _lower_tail_excess(np.sinh(D * (u_sorted - u_sky)))
+    if score_shifted <= score_asinh:
+        return shifted
+    return _invert_asinh(u, finite, levels, meds, weights, uncertain=False)
 
 
 #: The homoscedastic fit runs low where the noise is not additive or the galaxy has
@@ -722,15 +733,25 @@ def _invert_shifted(u, finite, R, R_err) -> Inversion:
     return Inversion(_to_sky_units(_log_inverse(u, R), finite), "shifted-log", R, 0.0, uncertain)
 
 
-def _asinh_sky(u_sorted: np.ndarray, D: float, u_sky: float) -> float:
+def _near_sky(u_sorted: np.ndarray) -> np.ndarray:
+    """The sorted values below the sky level plus 8 clipped sigmas (the sky and its surroundings)."""
+    med, sig = _robust_sky_sorted(u_sorted)
+    if np.isfinite(sig) and sig > 0:
+        near = u_sorted[: int(np.searchsorted(u_sorted, med + 8.0 * sig, side="left"))]
+        if near.size >= 10:
+            return near
+    return u_sorted
+
+
+def _asinh_sky(u_sorted: np.ndarray, D: float, u_sky: float, *, rounds: int = 8) -> float:
     """``u_sky`` at which the recovered image's sigma-clipped sky level is 0.
 
     The sigma-clipped median is not equivariant under the stretch, so the
     level is found where it was measured, in linear flux: a fixed point of
     ``u_sky += asinh(median) / D`` (each round moves it by the median's
-    error; at most eight rounds).
+    error; at most ``rounds`` rounds).
     """
-    for _ in range(8):
+    for _ in range(rounds):
         med, _ = _robust_sky_sorted(np.sinh(D * (u_sorted - u_sky)))
         if not np.isfinite(med):
             break
@@ -743,25 +764,38 @@ def _asinh_sky(u_sorted: np.ndarray, D: float, u_sky: float) -> float:
 def _asinh_candle(u_sorted: np.ndarray, u_sky: float, D0: float) -> tuple[float, float]:
     """``(D, u_sky)`` for which the recovered sky is centred on 0 with sigma one softening.
 
-    That is the seed convention ``a = sigma`` (:data:`DEFAULT_SCALE_FACTOR`);
-    NaN when no ``D`` in range gives it.
+    That is the seed convention ``a = sigma`` (:data:`DEFAULT_SCALE_FACTOR`).
+    Alternates the sky fixed point (:func:`_asinh_sky`) with secant steps on
+    ``D`` from the homoscedastic value ``D0`` (the recovered sigma grows
+    smoothly with ``D``). NaN when it does not converge.
     """
-    def excess(log_d, u0):
-        return _robust_sky_sorted(np.sinh(np.exp(log_d) * (u_sorted - u0)))[1] - DEFAULT_SCALE_FACTOR
+    # The sky and what surrounds it decide the clipped statistics (as in
+    # :func:`_dynamic_range_sorted`); the bright core only costs time.
+    u_sorted = _near_sky(u_sorted)
 
-    lo, hi = np.log(0.05), np.log(60.0)
-    D = D0
-    for _ in range(4):
-        u_sky = _asinh_sky(u_sorted, D, u_sky)
-        f_lo, f_hi = excess(lo, u_sky), excess(hi, u_sky)
-        if not (np.isfinite(f_lo) and np.isfinite(f_hi)) or f_lo >= 0 or f_hi <= 0:
+    def excess(D, u0):
+        return _robust_sky_sorted(np.sinh(D * (u_sorted - u0)))[1] - DEFAULT_SCALE_FACTOR
+
+    D_prev = D0
+    for _ in range(3):
+        u_sky = _asinh_sky(u_sorted, D_prev, u_sky, rounds=3)
+        f_prev = excess(D_prev, u_sky)
+        D_cur = D_prev * (1.1 if f_prev < 0 else 0.9)
+        for _ in range(6):
+            f_cur = excess(D_cur, u_sky)
+            if not (np.isfinite(f_cur) and np.isfinite(f_prev)) or f_cur == f_prev:
+                return float("nan"), u_sky
+            if abs(f_cur) < 1e-4:
+                break
+            D_next = float(np.clip(D_cur - f_cur * (D_cur - D_prev) / (f_cur - f_prev), 0.05, 60.0))
+            D_prev, f_prev, D_cur = D_cur, f_cur, D_next
+        if abs(f_cur) > 1e-2:
             return float("nan"), u_sky
-        D_new = float(np.exp(optimize.brentq(excess, lo, hi, args=(u_sky,), xtol=1e-5)))
-        done = abs(D_new - D) < 1e-4 * D
-        D = D_new
-        if done:
+        moved = abs(D_cur - D_prev) / D_cur
+        D_prev = D_cur
+        if moved < 1e-4:
             break
-    return D, _asinh_sky(u_sorted, D, u_sky)
+    return D_prev, _asinh_sky(u_sorted, D_prev, u_sky)
 
 
 def _invert_asinh(u, finite, levels, meds, weights, *, uncertain) -> Inversion:
@@ -822,11 +856,15 @@ def _clipped_candle(values: np.ndarray, R0: float) -> float:
     v = np.sort(values)
     n_cens = int(np.searchsorted(v, 0.0, side="right"))
 
+    fit = [None]
+
     def excess(R):
         x = _log_inverse(v, R)
-        mu, sigma = censored_sky(x, 0.0, n_iter=2)
+        # From the previous step's fit, one round is enough (R moves little).
+        mu, sigma = censored_sky(x, 0.0, n_iter=1 if fit[0] else 2, start=fit[0], tol=1e-2)
         if not (np.isfinite(sigma) and sigma > 0):
             return float("nan")
+        fit[0] = (mu, sigma)
         p = (np.arange(n_cens) + 0.5) / n_cens * special.ndtr(-mu / sigma)
         filled = np.concatenate((np.minimum(mu + sigma * special.ndtri(p), 0.0), x[n_cens:]))
         return _robust_sky_sorted(filled)[1] - DEFAULT_SCALE_FACTOR
@@ -902,7 +940,14 @@ def truncated_normal_below(rng: np.random.Generator, mu: float, sigma: float, fl
     return np.minimum(draws, floor)
 
 
-def censored_sky(values: np.ndarray, floor: float, *, n_iter: int = 3) -> tuple[float, float]:
+def censored_sky(
+    values: np.ndarray,
+    floor: float,
+    *,
+    n_iter: int = 2,
+    start: tuple[float, float] | None = None,
+    tol: float = 1e-3,
+) -> tuple[float, float]:
     """Mean and sigma of a Gaussian sky whose values below ``floor`` were clipped to it.
 
     Pixels at (or below) ``floor`` are left-censored: only their number is
@@ -915,7 +960,9 @@ def censored_sky(values: np.ndarray, floor: float, *, n_iter: int = 3) -> tuple[
     Gaussian density over ``Phi(b)``, with ``a = (floor - mu) / sigma`` and
     ``b = (T - mu) / sigma``. Conditioning on ``< T`` removes the unknown
     number of sky pixels from the likelihood. ``T`` follows the fit for
-    ``n_iter`` rounds.
+    ``n_iter`` rounds, from ``start`` or from a regression on order
+    statistics of the lowest surviving ranks; ``tol`` is the simplex
+    tolerance (in sky sigmas and in ln sigma).
 
     It works whatever fraction of the sky sits at the floor: with no value
     censored it is the sigma-clipped :func:`robust_sky`.
@@ -936,7 +983,7 @@ def censored_sky(values: np.ndarray, floor: float, *, n_iter: int = 3) -> tuple[
         return robust_sky(v) if v.size >= 10 else (nan, nan)
     if above.size < 20:
         return nan, nan
-    mu, sigma = _ros_start(v, n_cens)
+    mu, sigma = _ros_start(v, n_cens) if start is None else start
     if not (np.isfinite(mu) and sigma > 0):
         return nan, nan
     for _ in range(n_iter):
@@ -955,8 +1002,13 @@ def censored_sky(values: np.ndarray, floor: float, *, n_iter: int = 3) -> tuple[
             p_bins = np.clip(np.diff(cdf), 1e-300, None) / total
             return -(n_cens * np.log(max(cdf[0] / total, 1e-300)) + np.sum(counts * np.log(p_bins)))
 
-        res = optimize.minimize(nll, [mu, np.log(sigma)], method="Nelder-Mead",
-                                options={"xatol": 1e-3, "fatol": 1e-3, "maxiter": 200})
+        start = np.array([mu, np.log(sigma)])
+        # A simplex on the scale of the sky noise (the default one scales with
+        # |mu|, which sits near 0 here).
+        simplex = np.array([start, start + [0.1 * sigma, 0.0], start + [0.0, 0.1]])
+        res = optimize.minimize(nll, start, method="Nelder-Mead",
+                                options={"xatol": tol, "fatol": tol, "maxiter": 200,
+                                         "initial_simplex": simplex})
         mu, sigma = float(res.x[0]), float(np.exp(res.x[1]))
         if not (np.isfinite(mu) and sigma > 0):
             return nan, nan
