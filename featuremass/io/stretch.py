@@ -482,6 +482,9 @@ class Inversion:
     param: float
     censored_fraction: float
     uncertain: bool
+    #: The parameter is the seed convention's (softening one sky sigma), which
+    #: the homoscedastic fit confirmed.
+    seed_convention: bool = False
 
     def metadata(self) -> dict:
         """The :data:`STRETCH_COLUMNS` values of this stamp."""
@@ -702,7 +705,12 @@ def invert_stretch(stretched: np.ndarray, kind: str = "auto") -> Inversion:
     score_asinh = _lower_tail_excess(np.sinh(D * (u_sorted - u_sky)))
     if score_shifted <= score_asinh:
         return shifted
-    return _invert_asinh(u, finite, levels, meds, weights, uncertain=False)
+    asinh = _invert_asinh(u, finite, levels, meds, weights, uncertain=False)
+    # A stamp that follows the seed convention under one family only is that
+    # family's, whatever the (noisier) sky-shape score says.
+    if shifted.seed_convention and not asinh.seed_convention:
+        return shifted
+    return asinh
 
 
 #: The homoscedastic fit runs low where the noise is not additive or the galaxy has
@@ -730,7 +738,7 @@ def _invert_shifted(u, finite, R, R_err) -> Inversion:
     seed_ok = _agrees(R_seed, R, R_err)
     uncertain = not seed_ok and not (np.isfinite(R_err) and R_err <= 0.2 * R)
     R = float(np.clip(R_seed if seed_ok else R, 0.05, 12.0))
-    return Inversion(_to_sky_units(_log_inverse(u, R), finite), "shifted-log", R, 0.0, uncertain)
+    return Inversion(_to_sky_units(_log_inverse(u, R), finite), "shifted-log", R, 0.0, uncertain, seed_ok)
 
 
 def _near_sky(u_sorted: np.ndarray) -> np.ndarray:
@@ -806,12 +814,13 @@ def _invert_asinh(u, finite, levels, meds, weights, *, uncertain) -> Inversion:
         return Inversion(_to_sky_units(u, finite), "asinh", float("nan"), 0.0, True)
     # asinh is log-like above the softening: its D plays the part of R ln 10.
     D_seed, u_seed = _asinh_candle(u_sorted, u_sky, D)
-    if _agrees(D_seed, D, 0.05 * D):
+    seed_ok = _agrees(D_seed, D, 0.05 * D)
+    if seed_ok:
         D, u_sky = D_seed, u_seed
     else:
         uncertain = True
         u_sky = _asinh_sky(u_sorted, D, u_sky)
-    return Inversion(_to_sky_units(np.sinh(D * (u - u_sky)), finite), "asinh", D, 0.0, uncertain)
+    return Inversion(_to_sky_units(np.sinh(D * (u - u_sky)), finite), "asinh", D, 0.0, uncertain, seed_ok)
 
 
 def _invert_clipped(u, finite, floor, floor_fraction, *, detected) -> Inversion:
