@@ -104,7 +104,8 @@ def _check_positive(path: Path, df: pd.DataFrame, name: str, values: np.ndarray)
         i = int(np.flatnonzero(bad)[0])
         col = name if name in df.columns else None
         shown = df[col].iloc[i] if col is not None else values[i]
+        shown = shown.item() if isinstance(shown, np.generic) else shown
         raise DataError(
             f"PSF table {path}: {name} must be a finite positive number; galaxy "
-            f"{df[PSF_TABLE_ID].iloc[i]!r} has {shown!r} ({int(bad.sum())} bad rows)"
+            f"{df[PSF_TABLE_ID].iloc[i]} has {shown!r} ({int(bad.sum())} bad rows)"
         )
