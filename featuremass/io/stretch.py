@@ -1,4 +1,16 @@
-"""The seed's log stretch, and an approximate inverse back to linear flux.
+"""Stretches of galaxy stamps, their inverses back to linear flux, and ``--scale auto``.
+
+Stamps arrive stretched and normalised per image to [-1, 1], and the archive
+rarely says how. This module holds the family :data:`STRETCHES` (shifted log,
+log of sky-clipped flux, asinh, linear) with its forward maps
+(:func:`apply_stretch`), the inverse of each up to an affine map
+(:func:`invert_stretch`, whose ``auto`` mode detects the stretch per stamp),
+and the censored-sky tools a clipped sky needs (:func:`censored_sky`,
+:func:`truncated_normal_below`). The section "inverses and detection" below
+explains how each inverse's one unknown parameter is pinned.
+
+The seed's own stretch, the shifted log
+---------------------------------------
 
 The workshop data (Dobbels et al. 2019 layout) stores every cutout
 log-scaled with an *automatic* scale and then normalised per image to
@@ -677,7 +689,7 @@ def invert_stretch(stretched: np.ndarray, kind: str = "auto") -> Inversion:
     floor = finite & (u == 0.0)
     floor_fraction = float(floor.sum() / finite.sum())
     if kind == "clipped-log" or (kind == "auto" and floor_fraction > CLIPPED_FLOOR_FRACTION):
-        return _invert_clipped(u, finite, floor, floor_fraction, detected=kind == "auto")
+        return _invert_clipped(u, finite, floor, floor_fraction)
     levels, meds, weights = _level_bins(u, finite)
     if kind == "asinh":
         return _invert_asinh(u, finite, levels, meds, weights, uncertain=False)
@@ -823,7 +835,7 @@ def _invert_asinh(u, finite, levels, meds, weights, *, uncertain) -> Inversion:
     return Inversion(_to_sky_units(np.sinh(D * (u - u_sky)), finite), "asinh", D, 0.0, uncertain, seed_ok)
 
 
-def _invert_clipped(u, finite, floor, floor_fraction, *, detected) -> Inversion:
+def _invert_clipped(u, finite, floor, floor_fraction) -> Inversion:
     # The floor and its neighbours carry no residual: fit R on the rest.
     levels, meds, weights = _level_bins(u, finite & ~floor)
     R, R_err = _log_slope(levels, meds, weights)
