@@ -100,7 +100,11 @@ class MorphologyFeatures(TransformerMixin, BaseEstimator):
         stack = self._as_stack(X)
         self.image_shape_ = tuple(int(s) for s in stack.shape[1:])
         self.n_features_in_ = int(stack.shape[1] * stack.shape[2])
-        names = list(feature_columns()) + (["flag"] if self.keep_flag else [])
+        from featuremass.io.stretch import STRETCH_COLUMNS
+
+        # What --scale auto detected describes the preparation, not the galaxy:
+        # it stays out of the matrix a model sees (STRETCH_UNCERTAIN is in flag).
+        names = [c for c in feature_columns() if c not in STRETCH_COLUMNS] + (["flag"] if self.keep_flag else [])
         self.feature_names_out_ = np.asarray(names, dtype=object)
         return self
 
