@@ -118,7 +118,12 @@ def rank_agreement(n: int) -> tuple[pd.DataFrame, dict]:
 
 def cost(linear: np.ndarray) -> pd.DataFrame:
     from featuremass.features.measure import measure_galaxy
-    from featuremass.io.stretch import STRETCHES, apply_stretch, inverse_seed_stretch, invert_stretch
+    from featuremass.io.stretch import (
+        STRETCHES,
+        apply_stretch,
+        inverse_seed_stretch,
+        invert_stretch,
+    )
 
     rows = []
     for kind in STRETCHES:
@@ -168,7 +173,7 @@ def markdown(df: pd.DataFrame, *, index: bool = True, digits: int = 3) -> str:
         return str(v)
 
     cols = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
-    rows = [([cell(i)] if index else []) + [cell(v) for v in row] for i, row in zip(df.index, df.to_numpy())]
+    rows = [([cell(i)] if index else []) + [cell(v) for v in row] for i, row in zip(df.index, df.to_numpy(), strict=True)]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
 

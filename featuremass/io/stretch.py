@@ -460,7 +460,6 @@ STRETCH_CODES = {kind: float(i) for i, kind in enumerate(STRETCHES)}
 #: and the inverse of each stretch named in :data:`STRETCHES`.
 SCALE_MODES = ("auto", "seed-log", *STRETCHES)
 
-_HIGH_PASS = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
 #: How far outside [-1, 1] a stamp may reach and still count as stretched (rounding).
 _RANGE_SLACK = 1e-3
 #: Fraction of pixels at exactly the minimum above which the sky counts as clipped.
@@ -527,7 +526,8 @@ def _level_bins(u: np.ndarray, valid: np.ndarray):
     empty = (np.empty(0), np.empty(0), np.empty(0))
     if min(u.shape) < 3:
         return empty
-    # d2/dx2 d2/dy2 (the _HIGH_PASS kernel) and the 3 x 3 mean, by slicing.
+    # d2/dx2 d2/dy2 (the 3 x 3 kernel [[1, -2, 1], [-2, 4, -2], [1, -2, 1]]) and
+    # the 3 x 3 mean, by slicing.
     d2y = u[:-2] - 2.0 * u[1:-1] + u[2:]
     resid = d2y[:, :-2] - 2.0 * d2y[:, 1:-1] + d2y[:, 2:]
     sy = u[:-2] + u[1:-1] + u[2:]
