@@ -874,42 +874,36 @@ def _clipped_candle(values: np.ndarray, R0: float) -> float:
 
     That is the seed convention ``a = sigma`` of :func:`apply_stretch`, whose
     sigma is :func:`robust_sky` of the *unclipped* image. The censored pixels
-    are put back at the expected order statistics of the censored-Gaussian
-    fit (Helsel 2005, ch. 6), below every surviving value, and
-    :func:`robust_sky` is taken on that. The robust sigma grows with ``R``
-    (the map ``10**(uR) - 1`` steepens); a few secant steps from the
-    homoscedastic value find the crossing.
+    are put back at the expected order statistics of a censored-Gaussian fit
+    (Helsel 2005, ch. 6), below every surviving value, and :func:`robust_sky`
+    is taken on that. The fit is made once per round at the current ``R``;
+    for nearby ``R`` the put-back values scale with the slope of the inverse
+    at the floor (``R ln 10``), which keeps the robust sigma a smooth function
+    of ``R`` whose crossing of one is found by bisection. Two rounds.
     """
     from scipy import special
 
     v = np.sort(values)
     n_cens = int(np.searchsorted(v, 0.0, side="right"))
-
-    fit = [None]
-
-    def excess(R):
-        x = _log_inverse(v, R)
-        # From the previous step's fit, one round is enough (R moves little).
-        mu, sigma = censored_sky(x, 0.0, n_iter=1 if fit[0] else 2, start=fit[0], tol=1e-2)
+    if n_cens == 0:
+        return float("nan")
+    R = R0
+    for _ in range(2):
+        mu, sigma = censored_sky(_log_inverse(v, R), 0.0)
         if not (np.isfinite(sigma) and sigma > 0):
             return float("nan")
-        fit[0] = (mu, sigma)
         p = (np.arange(n_cens) + 0.5) / n_cens * special.ndtr(-mu / sigma)
-        filled = np.concatenate((np.minimum(mu + sigma * special.ndtri(p), 0.0), x[n_cens:]))
-        return _robust_sky_sorted(filled)[1] - DEFAULT_SCALE_FACTOR
+        below = np.minimum(mu + sigma * special.ndtri(p), 0.0) / R  # per unit of R
 
-    R_prev, f_prev = R0, excess(R0)
-    R_cur = R0 * (1.25 if f_prev < 0 else 0.8)
-    f_cur = f_prev
-    for _ in range(6):
-        f_cur = excess(R_cur)
-        if not (np.isfinite(f_cur) and np.isfinite(f_prev)) or f_cur == f_prev:
+        def excess(r, below=below):
+            return _robust_sky_sorted(np.concatenate((below * r, _log_inverse(v[n_cens:], r))))[1] - DEFAULT_SCALE_FACTOR
+
+        lo, hi = 0.5 * R, 2.0 * R
+        f_lo, f_hi = excess(lo), excess(hi)
+        if not (np.isfinite(f_lo) and np.isfinite(f_hi)) or f_lo > 0 or f_hi < 0:
             return float("nan")
-        if abs(f_cur) < 1e-3:
-            break
-        R_next = float(np.clip(R_cur - f_cur * (R_cur - R_prev) / (f_cur - f_prev), 0.05, 12.0))
-        R_prev, f_prev, R_cur = R_cur, f_cur, R_next
-    return float(R_cur) if abs(f_cur) < 0.02 else float("nan")
+        R = float(optimize.brentq(excess, lo, hi, xtol=1e-3 * R))
+    return float(np.clip(R, 0.05, 12.0))
 
 
 def _ros_start(v: np.ndarray, n_cens: int) -> tuple[float, float]:
