@@ -32,8 +32,11 @@ class MorphologyFeatures(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    scale : {'seed-log', 'linear'}
-        How the images are scaled; ``'seed-log'`` undoes the seed's log stretch.
+    scale : str
+        How the images are scaled, one of
+        :data:`featuremass.features.batch.SCALES`; ``'auto'`` (default)
+        detects and inverts each stamp's stretch, ``'seed-log'`` undoes the
+        seed's log stretch, ``'linear'`` takes the pixels as linear flux.
     backend : {'native', 'statmorph'}
         Measurement backend.
     feature_set : {'full', 'fast'}
@@ -57,7 +60,7 @@ class MorphologyFeatures(TransformerMixin, BaseEstimator):
         Output column names.
     """
 
-    def __init__(self, *, scale="seed-log", backend="native", feature_set="full", n_jobs=1, config=None,
+    def __init__(self, *, scale="auto", backend="native", feature_set="full", n_jobs=1, config=None,
                  keep_flag=True, image_shape=None):
         self.scale = scale
         self.backend = backend
@@ -102,7 +105,12 @@ class MorphologyFeatures(TransformerMixin, BaseEstimator):
         stack = self._as_stack(X)
         self.image_shape_ = tuple(int(s) for s in stack.shape[1:])
         self.n_features_in_ = int(stack.shape[1] * stack.shape[2])
-        names = list(feature_columns(self.feature_set)) + (["flag"] if self.keep_flag else [])
+        from featuremass.io.stretch import STRETCH_COLUMNS
+
+        # What --scale auto detected describes the preparation, not the galaxy:
+        # it stays out of the matrix a model sees (STRETCH_UNCERTAIN is in flag).
+        names = [c for c in feature_columns(self.feature_set) if c not in STRETCH_COLUMNS]
+        names += ["flag"] if self.keep_flag else []
         self.feature_names_out_ = np.asarray(names, dtype=object)
         return self
 
