@@ -144,3 +144,49 @@ def test_missing_tensorflow_in_the_cli_is_one_line(monkeypatch, tmp_path, capsys
     err = capsys.readouterr().err
     assert rc == 2
     assert "featuremass[cnn]" in err and "Traceback" not in err
+
+
+@pytest.mark.cnn
+@needs_tf
+def test_interrupted_training_resumes_after_its_last_epoch(tmp_path):
+    import keras
+
+    from featuremass.models.cnn import CNNRegressor
+
+    class InterruptInEpoch2(keras.callbacks.Callback):
+        """Stops the run after the first batch of epoch 2: epoch 1 is the last completed."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 0:
+                raise KeyboardInterrupt
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    images, y = _tiny(n=32)
+    val = (images[:8], y[:8])
+    backup = tmp_path / "cnn.backup"
+
+    def run(callbacks, seed=2):
+        return CNNRegressor(npix=16, epochs=3, batch_size=16, seed=seed).fit(
+            images, y, val=val, callbacks=callbacks, backup_dir=backup)
+
+    with pytest.raises(KeyboardInterrupt):
+        run([InterruptInEpoch2()])
+    assert json.loads((backup / "state.json").read_text())["epoch"] == 1
+    # A backup of another run (here: another seed) is refused and left alone.
+    with pytest.raises(FeaturemassError, match="different training run"):
+        run([], seed=3)
+    began = []
+    resumed = run([keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: began.append(epoch))])
+    assert began == [1, 2]  # 0-based: epochs 2 and 3 only
+    assert not backup.exists()  # removed on success
+
+    # The same as never interrupted: op determinism makes equal inputs give equal
+    # results, and each epoch's shuffle and augmentation depend on (seed, epoch) alone.
+    whole = CNNRegressor(npix=16, epochs=3, batch_size=16, seed=2).fit(images, y, val=val)
+    assert resumed.history_ == whole.history_ and len(whole.history_["loss"]) == 3
+    for a, b in zip(resumed.model_.get_weights(), whole.model_.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.best_epoch_ == whole.best_epoch_
