@@ -24,14 +24,17 @@ so the steady-state figures are medians over epochs 2 and later; the time from
 the ``fit`` call to the first epoch (building, compiling, input checks) is
 reported apart.
 
-``--baseline-code DIR`` adds a third model: the project's CNN imported from
-another checkout (e.g. the commit before a fix), trained in the same rounds.
+``--baseline-code DIR`` adds a model: the project's CNN imported from another
+checkout (e.g. the commit before a fix), trained in the same rounds.
+``--same-padding`` adds the project's CNN of this code with ``'same'``
+convolution padding (what it had before the fix), to show what the padding
+alone costs.
 
 Writes ``OUT/cnn_overhead.md`` and ``OUT/cnn_overhead.json``.
 
     nice -n 10 python benchmarks/bench_cnn_overhead.py                 # 3,000 69 px stamps
     git clone -q . /tmp/base && git -C /tmp/base checkout -q 84bb0c8
-    nice -n 10 python benchmarks/bench_cnn_overhead.py --baseline-code /tmp/base
+    nice -n 10 python benchmarks/bench_cnn_overhead.py --baseline-code /tmp/base --same-padding
     python benchmarks/bench_cnn_overhead.py --quick --out /tmp/overhead  # smoke run
 """
 
@@ -64,6 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline-code", type=Path, default=None,
                    help="a featuremass checkout whose CNNRegressor trains as a third model")
+    p.add_argument("--same-padding", action="store_true",
+                   help="add this code's CNNRegressor with 'same' convolution padding")
     p.add_argument("--quick", action="store_true", help="smoke run: 48 px, 256 stamps, 3 epochs")
     args = p.parse_args(argv)
     if args.quick:
@@ -117,6 +122,22 @@ def plain_model(npix: int):
     return keras.Model(image, layers.Dense(1)(x))
 
 
+def conv_cost(npix: int, padding: str) -> tuple[list[int], int]:
+    """Output side of each convolution and multiply-adds per stamp of the seed's convolutions."""
+    from featuremass.models.cnn import CONV_LAYERS
+
+    size, channels, sides, macs = npix, 1, [], 0
+    for i, (filters, kernel) in enumerate(CONV_LAYERS):
+        if padding == "valid":
+            size -= kernel - 1
+        sides.append(size)
+        macs += size * size * kernel * kernel * channels * filters
+        channels = filters
+        if i < len(CONV_LAYERS) - 1:
+            size //= 2
+    return sides, macs
+
+
 def _worker(role: str, conn, args) -> None:
     """Train one model, one epoch per 'go' from the parent; send each epoch's times back."""
     try:
@@ -158,8 +179,13 @@ def _train(role: str, conn, args) -> None:
 
     code = code_version()
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    if role in ("project", "baseline"):
+    if role in ("project", "baseline", "same"):
+        from featuremass.models import cnn
         from featuremass.models.cnn import CNNRegressor
+
+        if role == "same":  # fit builds through the module's build_cnn: pin its padding
+            build = cnn.build_cnn
+            cnn.build_cnn = lambda *a, **kw: build(*a, **kw, padding="same")
 
         model = CNNRegressor(npix=args.npix, epochs=args.epochs, seed=args.seed)
         model.fit(x, y, val=(vx, vy), callbacks=[Gate()])
@@ -198,7 +224,8 @@ def code_version() -> str:
 def run(args) -> dict:
     import multiprocessing as mp
 
-    roles = ["project", "plain"] + (["baseline"] if args.baseline_code else [])
+    roles = (["project", "plain"] + (["same"] if args.same_padding else [])
+             + (["baseline"] if args.baseline_code else []))
     ctx = mp.get_context("spawn")  # a fresh interpreter each: no TensorFlow state shared
     pipes, procs = {}, {}
     for role in roles:
@@ -250,6 +277,7 @@ def run(args) -> dict:
 
 
 LABELS = {"project": "project CNN (this code)", "plain": "plain Keras",
+          "same": "project CNN, 'same' padding (this code)",
           "baseline": "project CNN (baseline code)"}
 
 
@@ -289,6 +317,22 @@ def write_report(args, res: dict, seconds: float) -> Path:
         f"The project's CNN {verdict} the issue's target (epoch time within {target}x of the "
         f"plain model's) in this run: wall-time ratio {project['ratio_wall']:.2f}, CPU-time "
         f"ratio {project['ratio_cpu']:.2f}.",
+    ]
+    if "same" in models:
+        same = models["same"]
+        (same_sides, same_macs), (valid_sides, valid_macs) = (
+            conv_cost(args.npix, padding) for padding in ("same", "valid"))
+        lines += [
+            "",
+            "What the padding costs: the same code with 'same' instead of 'valid' convolution "
+            f"padding takes {same['median_cpu_s'] / project['median_cpu_s']:.2f}x the CPU time "
+            f"and {same['median_wall_s'] / project['median_wall_s']:.2f}x the wall time per "
+            f"epoch. With 'same' padding a {args.npix} px stamp keeps "
+            f"{', '.join(map(str, same_sides))} px maps in the four convolutions instead of "
+            f"{', '.join(map(str, valid_sides))} px: {same_macs / valid_macs:.2f}x the "
+            "multiply-adds.",
+        ]
+    lines += [
         "",
         "## Every epoch", "",
         "| epoch | " + " | ".join(f"{LABELS[r]} wall s | CPU s | loss" for r in res["roles"]) + " |",

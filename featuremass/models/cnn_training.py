@@ -149,11 +149,15 @@ class TrainingBackup(keras.callbacks.Callback):
                 f"{self.directory} holds the backup of a different training run (differs in "
                 f"{diff}); remove it or train into another output folder")
         model.optimizer.build(model.trainable_variables)
-        model.load_weights(self.directory / state["weights"])
         best = None
-        if state.get("best_weights"):
-            with np.load(self.directory / state["best_weights"], allow_pickle=False) as npz:
-                best = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+        try:
+            model.load_weights(self.directory / state["weights"])
+            if state.get("best_weights"):
+                with np.load(self.directory / state["best_weights"], allow_pickle=False) as npz:
+                    best = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+        except (OSError, ValueError, KeyError) as exc:
+            raise FeaturemassError(f"cannot restore the training backup in {self.directory}: "
+                                   f"{exc}; remove the folder to start again") from None
         self.initial_epoch, self.history = int(state["epoch"]), state["history"]
         self.seconds, self.finished = float(state["seconds"]), bool(state["finished"])
         self._pending = (state["monitors"], best)

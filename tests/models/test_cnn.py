@@ -167,9 +167,9 @@ def test_interrupted_training_resumes_after_its_last_epoch(tmp_path):
     val = (images[:8], y[:8])
     backup = tmp_path / "cnn.backup"
 
-    def run(callbacks, seed=2):
+    def run(callbacks, seed=2, keep_backup=False):
         return CNNRegressor(npix=16, epochs=3, batch_size=16, seed=seed).fit(
-            images, y, val=val, callbacks=callbacks, backup_dir=backup)
+            images, y, val=val, callbacks=callbacks, backup_dir=backup, keep_backup=keep_backup)
 
     with pytest.raises(KeyboardInterrupt):
         run([InterruptInEpoch2()])
@@ -178,15 +178,24 @@ def test_interrupted_training_resumes_after_its_last_epoch(tmp_path):
     with pytest.raises(FeaturemassError, match="different training run"):
         run([], seed=3)
     began = []
-    resumed = run([keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs: began.append(epoch))])
+    count_epochs = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: began.append(epoch))
+    resumed = run([count_epochs], keep_backup=True)
     assert began == [1, 2]  # 0-based: epochs 2 and 3 only
-    assert not backup.exists()  # removed on success
+    # Kept until the caller saved the model (as `featuremass cnn train` does): a rerun
+    # then restores the finished model without training, and removing it is explicit.
+    again = run([count_epochs], keep_backup=True)
+    assert began == [1, 2] and again.history_ == resumed.history_
+    assert backup.exists()
+    again.remove_backup()
+    assert not backup.exists()
 
     # The same as never interrupted: op determinism makes equal inputs give equal
     # results, and each epoch's shuffle and augmentation depend on (seed, epoch) alone.
     whole = CNNRegressor(npix=16, epochs=3, batch_size=16, seed=2).fit(images, y, val=val)
     assert resumed.history_ == whole.history_ and len(whole.history_["loss"]) == 3
-    for a, b in zip(resumed.model_.get_weights(), whole.model_.get_weights(), strict=True):
+    for a, b, c in zip(resumed.model_.get_weights(), whole.model_.get_weights(),
+                       again.model_.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
     assert resumed.best_epoch_ == whole.best_epoch_
