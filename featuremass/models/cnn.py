@@ -23,7 +23,8 @@ padding so they still fit.
 Training is resumable: :meth:`CNNRegressor.fit` with ``backup_dir`` writes the
 whole training state after every epoch, and a later call with the same data,
 settings and folder continues from the last completed epoch, ending with the
-same weights and history as a run never interrupted (see :class:`_TrainingBackup`).
+same weights and history as a run never interrupted
+(:mod:`featuremass.models.cnn_training`).
 
 TensorFlow is imported inside the functions that need it (through
 :func:`featuremass.compat.import_tensorflow`), so ``import featuremass`` works
@@ -154,8 +155,9 @@ def build_cnn(
     padding : {'valid', 'same'}, optional
         Convolution padding. By default the seed's ``'valid'`` where
         :func:`fits_valid_padding` allows it, else ``'same'``. ``'same'`` on a
-        69 px stamp keeps 4x larger maps in the last convolutions and costs
-        about 1.4x the CPU time per epoch (``benchmarks/bench_cnn_overhead.py``).
+        69 px stamp keeps an 8x8 instead of a 4x4 map in the last convolution,
+        1.65x the multiply-adds of the convolutions (the time it costs:
+        ``reports/cnn_overhead.md``).
 
     Returns
     -------

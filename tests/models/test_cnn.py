@@ -52,6 +52,25 @@ def test_architecture_matches_the_seed():
 
 @pytest.mark.cnn
 @needs_tf
+def test_seed_padding_wherever_the_stamp_allows_it():
+    from featuremass.models.cnn import build_cnn
+
+    def last_map(npix):
+        model = build_cnn(npix)
+        paddings = {lay.get_config()["padding"] for lay in model.layers
+                    if type(lay).__name__ == "Conv2D"}
+        return paddings, tuple(model.get_layer("conv4").output.shape[1:3])
+
+    # 'valid' by hand: 69 -> conv5 65 -> pool 32 -> conv4 29 -> pool 14 -> conv3 12 -> pool 6
+    # -> conv3 4. 42 px ends at 1x1; 41 px would end at 0x0, so it gets 'same', whose maps
+    # only halve at each pooling: 41 -> 20 -> 10 -> 5.
+    assert last_map(69) == ({"valid"}, (4, 4))
+    assert last_map(42) == ({"valid"}, (1, 1))
+    assert last_map(41) == ({"same"}, (5, 5))
+
+
+@pytest.mark.cnn
+@needs_tf
 def test_trains_one_epoch_and_round_trips(tmp_path):
     from featuremass.models.cnn import CNNRegressor
 
