@@ -86,6 +86,26 @@ def _add_simulate(sub):
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("-j", "--jobs", type=_JOBS, default=None, help="worker processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+    v = p.add_argument_group(
+        "variants (defaults reproduce the standard survey; each is recorded in the truth table)")
+    from featuremass.io.stretch import STRETCHES
+
+    v.add_argument("--stretch", choices=STRETCHES, default="shifted-log",
+                   help="stretch of the stored stamps (default shifted-log, the seed stretch; "
+                        "clipped-log piles the negative sky up at -1)")
+    v.add_argument("--softening", type=float, default=1.0,
+                   help="where the log/asinh stretch turns over, in sky sigmas (default 1)")
+    v.add_argument("--crop-factor", type=float, default=2.5,
+                   help="crop side in PSF-broadened R90 radii (default 2.5: the R90 diameter "
+                        "fills 80%% of the frame; 2.2 or less: 90%% or more)")
+    v.add_argument("--noise-correlation", type=float, default=0.0, metavar="SIGMA_PX",
+                   help="correlate the noise with a Gaussian of this sigma in output pixels, "
+                        "keeping its variance (default 0: white noise)")
+    v.add_argument("--star-residual", type=float, default=0.0, metavar="REL_ERR",
+                   help="subtract removed stars with a PSF model whose flux and FWHM are off by "
+                        "this relative sigma, leaving residuals (default 0: mask and fill)")
+    v.add_argument("--star-density", type=float, default=0.8,
+                   help="foreground stars per arcmin^2 to g = 22 (default 0.8)")
 
 
 def _run_simulate(args):
@@ -94,6 +114,9 @@ def _run_simulate(args):
     cfg = SurveyConfig(
         n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
         npix=tuple(_npix_list(args.npix)), seed=args.seed,
+        stretch=args.stretch, stretch_softening=args.softening, crop_factor=args.crop_factor,
+        noise_correlation_px=args.noise_correlation, star_residual=args.star_residual,
+        star_density=args.star_density,
     )
     summary = simulate_survey(args.out, cfg, n_jobs=args.jobs, overwrite=args.overwrite, progress=True)
     print(summary)

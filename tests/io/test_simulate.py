@@ -18,9 +18,10 @@ from featuremass.io.simulate import (
     colour_to_ml,
     draw_galaxy,
     galaxy_rng,
+    simulate_galaxy,
     simulate_survey,
 )
-from featuremass.io.simulate._render import observing_conditions, render_galaxy
+from featuremass.io.simulate._render import correlate_noise, observing_conditions, render_galaxy
 
 TINY = SurveyConfig(n_train=6, n_val=3, n_test=3, npix=(32, 48), seed=7, chunk_size=4)
 
@@ -105,7 +106,9 @@ def test_refuses_overwrite_and_leaves_no_partial(tmp_path):
 @pytest.mark.parametrize(
     "kwargs",
     [{"n_train": -1}, {"npix": (4,)}, {"redshift_range": (0.1, 0.02)}, {"star_removed_fraction": 2.0},
-     {"n_train": 0, "n_val": 0, "n_test": 0}, {"seed": -3}],
+     {"n_train": 0, "n_val": 0, "n_test": 0}, {"seed": -3}, {"stretch": "sqrt"},
+     {"crop_factor": 0.0}, {"noise_correlation_px": -1.0}, {"star_residual": 1.5},
+     {"stretch_softening": float("nan")}],
 )
 def test_config_validation(kwargs):
     with pytest.raises(FeaturemassError):
@@ -165,3 +168,102 @@ def test_cli_simulate(tmp_path, capsys):
     assert main(argv) == 2  # exists: one clear error line, no traceback
     err = capsys.readouterr().err
     assert "error" in err and str(out) in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- variants (issue 10)
+
+
+def _sky_corners(img: np.ndarray, k: int = 12) -> list[np.ndarray]:
+    return [img[:k, :k], img[:k, -k:], img[-k:, :k], img[-k:, -k:]]
+
+
+def test_stretch_variants_share_the_linear_stamp():
+    """Every stretch renders the same galaxy: identical linear flux, only the stored map differs."""
+    base = SurveyConfig(npix=(48,), seed=4)
+    truth, images = simulate_galaxy(base, 0)
+    lin0, stretched0 = images[48]
+    for kind in ("clipped-log", "asinh", "linear"):
+        t, im = simulate_galaxy(SurveyConfig(npix=(48,), seed=4, stretch=kind), 0)
+        lin, stretched = im[48]
+        np.testing.assert_array_equal(lin, lin0)
+        assert t["stretch"] == kind and t["M/L"] == truth["M/L"]
+        assert stretched.min() >= -1.0 and stretched.max() <= 1.0
+        # Each stretch is monotone in the linear flux: a rank-preserving map of the same pixels.
+        order = np.argsort(lin.ravel(), kind="stable")
+        assert (np.diff(stretched.ravel()[order].astype(np.float64)) >= -1e-6).all()
+        if kind == "linear":  # an affine image of the flux (correlation 1)
+            assert np.corrcoef(lin.ravel(), stretched.ravel())[0, 1] > 0.99999
+        if kind == "clipped-log":
+            # log10(1 + max(x, 0)/a): every pixel below the sky level sits at the floor -1.
+            at_floor = stretched == -1.0
+            assert at_floor.mean() > 0.2 and (stretched[~at_floor] > -1.0).all()
+    assert truth["stretch"] == "shifted-log" and truth["noise_correlation_px"] == 0.0
+
+
+def test_crop_factor_makes_the_galaxy_fill_the_frame():
+    """Fill = R90 diameter / frame side = 2 / crop_factor (up to the integer crop side)."""
+    for crop, lo in ((2.5, 0.75), (2.0, 0.95)):
+        cfg = SurveyConfig(npix=(32,), seed=9, crop_factor=crop, star_density=0.0)
+        rng = galaxy_rng(9, 0)
+        gal = draw_galaxy(rng, cfg)
+        obs = observing_conditions(rng, gal, cfg)
+        r90 = gal["galsize_kpc"] / gal["kpc_per_arcsec"]
+        side_arcsec = obs["crop_native_px"] * cfg.pixel_scale
+        assert obs["frame_fill"] == pytest.approx(2 * math.hypot(r90, obs["psf_fwhm_arcsec"]) / side_arcsec)
+        assert obs["frame_fill"] >= lo
+        if not obs["crop_clipped"]:
+            assert obs["frame_fill"] == pytest.approx(2.0 / crop, rel=0.05)
+
+
+def test_white_noise_correlates_with_the_gaussian_autocorrelation():
+    """A Gaussian kernel of sigma s gives lag-d autocorrelation exp(-d^2 / (4 s^2))."""
+    white = np.random.default_rng(0).normal(0.0, 2.0, (256, 256))
+    for s in (1.0, 2.0):
+        c = correlate_noise(white, s)
+        assert np.std(c) == pytest.approx(np.std(white), rel=1e-6)
+        lag1 = np.corrcoef(c[:, :-1].ravel(), c[:, 1:].ravel())[0, 1]
+        assert lag1 == pytest.approx(math.exp(-1.0 / (4 * s * s)), abs=0.03)
+
+
+def test_correlated_noise_variant_changes_only_the_noise():
+    kw = {"npix": (69,), "seed": 2, "star_density": 0.0}
+    for index in range(2):
+        _, white = simulate_galaxy(SurveyConfig(**kw), index)
+        t, corr = simulate_galaxy(SurveyConfig(noise_correlation_px=1.5, **kw), index)
+        assert t["noise_correlation_px"] == 1.5
+        w, c = white[69][0].astype(np.float64), corr[69][0].astype(np.float64)
+        lag = [np.corrcoef(a[:, :-1].ravel(), a[:, 1:].ravel())[0, 1] for a in (w, c)]
+        # a sky corner: the white stamp's neighbours are nearly independent, the variant's are not
+        wc, cc = np.concatenate([x.ravel() for x in _sky_corners(w)]), np.concatenate([x.ravel() for x in _sky_corners(c)])
+        assert lag[1] > lag[0]
+        assert np.std(cc) == pytest.approx(np.std(wc), rel=0.35)
+        # the signal is untouched: the total flux moves by less than the noise allows
+        sigma_sum = np.std(wc) * 69 * 3.0
+        assert abs(c.sum() - w.sum()) < 5 * sigma_sum
+
+
+def test_residual_stars_leave_flux_that_grows_with_the_psf_error():
+    """Subtracting a star with its exact PSF leaves nothing; a wrong flux/FWHM leaves a residual."""
+    kw = {"npix": (32,), "seed": 1, "star_density": 40.0, "star_removed_fraction": 1.0}
+    found = False
+    for index in range(6):
+        exact, _ = simulate_galaxy(SurveyConfig(star_residual=1e-9, **kw), index)
+        rough, _ = simulate_galaxy(SurveyConfig(star_residual=0.2, **kw), index)
+        if exact["n_stars_removed"] == 0:
+            continue
+        found = True
+        assert exact["star_residual_abs_nmgy"] < 1e-6 * exact["star_flux_removed_nmgy"]
+        assert rough["star_residual_abs_nmgy"] > 0.02 * rough["star_flux_removed_nmgy"]
+    assert found
+
+
+def test_cli_simulate_variant_recorded(tmp_path):
+    out = tmp_path / "v"
+    assert main(["simulate", "--out", str(out), "--n-train", "2", "--n-val", "0", "--n-test", "1",
+                 "--npix", "32", "-j", "1", "--stretch", "clipped-log", "--crop-factor", "2.0",
+                 "--noise-correlation", "1.0", "--star-residual", "0.1"]) == 0
+    truth = pd.read_parquet(SeedLayout(out).truth_path)
+    assert (truth["stretch"] == "clipped-log").all() and (truth["crop_factor"] == 2.0).all()
+    assert (truth["noise_correlation_px"] == 1.0).all() and (truth["star_residual"] == 0.1).all()
+    images = load_split(out, npix=32, split="train").images
+    assert (images == -1.0).mean() > 0.1

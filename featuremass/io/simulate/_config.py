@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, fields
 
 from featuremass.errors import FeaturemassError
+from featuremass.io.stretch import STRETCHES
 
 #: First SDSS-like object id; galaxy ids are this plus unique integers.
 ID_BASE = 1237640000000000000
@@ -59,6 +60,9 @@ class SurveyConfig:
     crop_factor : float
         Side of the square crop in units of the PSF-broadened R90 (the
         D25-like size radius): ``side = crop_factor * sqrt(R90^2 + FWHM^2)``.
+        The diameter of that radius fills ``2 / crop_factor`` of the frame
+        (``frame_fill`` in the truth): 0.8 at the default 2.5, >= 0.9 at
+        ``crop_factor <= 2.22`` (a galaxy filling its stamp).
     max_native_px : int
         Largest crop side in native pixels (bigger galaxies are cropped tighter).
     ml_scatter_dex : float
@@ -66,6 +70,21 @@ class SurveyConfig:
     colour_scatter : float
         Hidden Gaussian scatter of each component's g-r colour, mag: the part
         of M/L that morphology cannot see.
+    stretch : str
+        How the stored stamps are stretched: one of
+        :data:`featuremass.io.stretch.STRETCHES` (default ``"shifted-log"``,
+        the seed stretch). The linear-flux images are written either way.
+    stretch_softening : float
+        Softening of the log / asinh stretches in units of the sky sigma.
+    noise_correlation_px : float
+        0 (default): white pixel noise. Otherwise the noise of each output
+        stamp is convolved with a Gaussian of this sigma (output pixels) and
+        rescaled to its original variance, as resampled or drizzled data have.
+    star_residual : float
+        0 (default): removed stars are masked and filled with local
+        background. Otherwise they are subtracted with a mis-estimated PSF
+        model (flux and FWHM each off by a Gaussian error of this relative
+        sigma), leaving residuals (cores, rings) in the image.
     electrons_per_nmgy : float
         Detected electrons per nanomaggy (SDSS g, 53.9 s: ~1000).
     h0 : float
@@ -90,6 +109,10 @@ class SurveyConfig:
     max_native_px: int = 360
     ml_scatter_dex: float = 0.05
     colour_scatter: float = 0.05
+    stretch: str = "shifted-log"
+    stretch_softening: float = 1.0
+    noise_correlation_px: float = 0.0
+    star_residual: float = 0.0
     electrons_per_nmgy: float = 1000.0
     h0: float = 70.0
     chunk_size: int = 16
@@ -115,15 +138,21 @@ class SurveyConfig:
         object.__setattr__(self, "redshift_range", _check_range("redshift_range", self.redshift_range, 1e-4, 1.0))
         object.__setattr__(self, "psf_fwhm_range", _check_range("psf_fwhm_range", self.psf_fwhm_range, 0.1, 10.0))
         object.__setattr__(self, "sky_mag_range", _check_range("sky_mag_range", self.sky_mag_range, 15.0, 30.0))
-        positive = ("pixel_scale", "crop_factor", "electrons_per_nmgy", "h0")
+        if self.stretch not in STRETCHES:
+            raise FeaturemassError(
+                f"SurveyConfig.stretch must be one of {', '.join(STRETCHES)}, got {self.stretch!r}"
+            )
+        positive = ("pixel_scale", "crop_factor", "stretch_softening", "electrons_per_nmgy", "h0")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
                 raise FeaturemassError(f"SurveyConfig.{name} must be a positive number, got {v!r}")
-        for name in ("star_density", "ml_scatter_dex", "colour_scatter"):
+        for name in ("star_density", "ml_scatter_dex", "colour_scatter", "noise_correlation_px"):
             v = getattr(self, name)
             if not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
                 raise FeaturemassError(f"SurveyConfig.{name} must be a non-negative number, got {v!r}")
+        if not isinstance(self.star_residual, int | float) or not 0.0 <= self.star_residual <= 1.0:
+            raise FeaturemassError(f"SurveyConfig.star_residual must be in [0, 1], got {self.star_residual!r}")
         if not 0.0 <= self.star_removed_fraction <= 1.0:
             raise FeaturemassError(
                 f"SurveyConfig.star_removed_fraction must be in [0, 1], got {self.star_removed_fraction!r}"

@@ -15,7 +15,7 @@ from scipy import ndimage, signal
 from skimage.transform import resize
 
 from featuremass.io.simulate._config import SurveyConfig
-from featuremass.io.stretch import seed_stretch
+from featuremass.io.stretch import apply_stretch
 
 #: Moffat index of the SDSS-like PSF core.
 PSF_BETA = 3.5
@@ -47,6 +47,8 @@ def observing_conditions(rng: np.random.Generator, galaxy: dict, cfg: SurveyConf
         "sky_nmgy_per_px": sky_nmgy,
         "sky_sigma_nmgy": math.sqrt(sky_nmgy * cfg.electrons_per_nmgy) / cfg.electrons_per_nmgy,
         "crop_native_px": side_px,
+        # Diameter of the PSF-broadened R90 over the frame side (> 1: the galaxy overfills it).
+        "frame_fill": 2.0 * math.hypot(r90_arcsec, fwhm) / (side_px * cfg.pixel_scale),
         "crop_clipped": bool(clipped),
         "center_dx_px": float(rng.uniform(-0.5, 0.5)),
         "center_dy_px": float(rng.uniform(-0.5, 0.5)),
@@ -97,18 +99,23 @@ def _bin(arr: np.ndarray, side: int, oversample: int) -> np.ndarray:
     return arr.reshape(side, oversample, side, oversample).mean(axis=(1, 3))
 
 
-def render_galaxy(rng: np.random.Generator, galaxy: dict, obs: dict, cfg: SurveyConfig) -> tuple[np.ndarray, np.ndarray, dict]:
+def render_galaxy(rng: np.random.Generator, galaxy: dict, obs: dict, cfg: SurveyConfig, *,
+                  return_noise: bool = False):
     """Linear-flux image (nanomaggies per native pixel) of one galaxy.
 
     Returns
     -------
     noisy : ndarray (side, side)
         Sky-subtracted, PSF-convolved image with Poisson noise, stars (kept
-        ones) and removed stars filled with local background.
+        ones) and removed stars filled with local background (or, with
+        ``cfg.star_residual > 0``, subtracted with an imperfect PSF model).
     model : ndarray (side, side)
         The noiseless galaxy alone (no stars), for tests and diagnostics.
     stars : dict
         Star counts and fluxes for the truth table.
+    noise : ndarray (side, side), only with ``return_noise``
+        The zero-mean noise part of ``noisy`` (Poisson and fill noise), so
+        that callers can correlate it without touching the signal.
     """
     scale = cfg.pixel_scale
     side = obs["crop_native_px"]
@@ -210,12 +217,19 @@ def render_galaxy(rng: np.random.Generator, galaxy: dict, obs: dict, cfg: Survey
         model = model + bulge_img
     model = np.clip(model, 0.0, None)
 
-    stars_img, removal_masks, star_info = _stars(rng, side, obs, psf, cfg)
+    stars_img, removal_masks, subtracted, star_info = _stars(rng, side, obs, psf, cfg)
     sky = obs["sky_nmgy_per_px"] * cfg.electrons_per_nmgy
     expected = (model + stars_img) * cfg.electrons_per_nmgy + sky
     noisy = (rng.poisson(expected).astype(np.float64) - sky) / cfg.electrons_per_nmgy
+    clean = model + stars_img
+    if subtracted is not None:
+        noisy = noisy - subtracted
+        clean = clean - subtracted
     for mask in removal_masks:
-        noisy = _fill_from_surroundings(rng, noisy, mask, obs["sky_sigma_nmgy"])
+        noisy, level = _fill_from_surroundings(rng, noisy, mask, obs["sky_sigma_nmgy"])
+        clean = np.where(mask, level, clean)
+    if return_noise:
+        return noisy, model, star_info, noisy - clean
     return noisy, model, star_info
 
 
@@ -256,12 +270,22 @@ def _deposit(xs, ys, weights, side: int, scale: float, offset) -> np.ndarray:
 
 
 def _stars(rng: np.random.Generator, side: int, obs: dict, psf: galsim.GSObject, cfg: SurveyConfig):
-    """Foreground stars: Poisson number, power-law magnitudes, uniform positions."""
+    """Foreground stars: Poisson number, power-law magnitudes, uniform positions.
+
+    A removed star is either masked (the returned masks, filled later) or,
+    with ``cfg.star_residual > 0``, subtracted: the returned ``subtracted``
+    image holds the PSF model that was taken off, whose flux and FWHM are
+    each wrong by a Gaussian relative error of sigma ``cfg.star_residual``
+    (the PSF-fit errors of a real star subtraction). A core/ring residual
+    is left where the model misses.
+    """
     area_arcmin2 = (side * cfg.pixel_scale / 60.0) ** 2
     n = int(rng.poisson(cfg.star_density * area_arcmin2))
     img = np.zeros((side, side), dtype=np.float64)
     full = galsim.ImageD(side, side, scale=cfg.pixel_scale)
     masks = []
+    subtracted = np.zeros((side, side), dtype=np.float64) if cfg.star_residual > 0 else None
+    residual_abs = 0.0
     kept_flux = removed_flux = 0.0
     n_removed = 0
     lo, hi = STAR_MAG_RANGE
@@ -287,7 +311,18 @@ def _stars(rng: np.random.Generator, side: int, obs: dict, psf: galsim.GSObject,
         psf.withFlux(flux).drawImage(image=stamp, center=galsim.PositionD(x + 0.5, y + 0.5))
         sl = (slice(bounds.ymin - 1, bounds.ymax), slice(bounds.xmin - 1, bounds.xmax))
         img[sl] += stamp.array
-        if remove:
+        if remove and subtracted is not None:
+            n_removed += 1
+            removed_flux += flux
+            err_flux, err_fwhm = rng.normal(0.0, cfg.star_residual, 2)
+            fit_fwhm = obs["psf_fwhm_arcsec"] * max(1.0 + err_fwhm, 0.5)
+            fit = galsim.Moffat(beta=PSF_BETA, fwhm=fit_fwhm).shear(e1=obs["psf_e1"], e2=obs["psf_e2"])
+            fit_stamp = galsim.ImageD(bounds, scale=cfg.pixel_scale)
+            fit.withFlux(flux * max(1.0 + err_flux, 0.0)).drawImage(
+                image=fit_stamp, center=galsim.PositionD(x + 0.5, y + 0.5))
+            subtracted[sl] += fit_stamp.array
+            residual_abs += float(np.abs(stamp.array - fit_stamp.array).sum())
+        elif remove:
             n_removed += 1
             removed_flux += flux
             mask = np.zeros((side, side), dtype=bool)
@@ -301,23 +336,25 @@ def _stars(rng: np.random.Generator, side: int, obs: dict, psf: galsim.GSObject,
         "n_stars_kept": n - n_removed,
         "star_flux_kept_nmgy": kept_flux,
         "star_flux_removed_nmgy": removed_flux,
+        "star_residual_abs_nmgy": residual_abs,
     }
-    return img, masks, info
+    return img, masks, subtracted, info
 
 
-def _fill_from_surroundings(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+def _fill_from_surroundings(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray,
+                            sigma: float) -> tuple[np.ndarray, float]:
     """Replace masked pixels by the median of a ring around them plus sky noise.
 
     This is the crude star removal of survey preprocessing: on the galaxy it
-    leaves a flat patch at the local level.
+    leaves a flat patch at the local level. Returns the image and that level.
     """
     if not mask.any():
-        return image
+        return image, 0.0
     ring = ndimage.binary_dilation(mask, iterations=3) & ~mask
     level = float(np.median(image[ring])) if ring.any() else 0.0
     out = image.copy()
     out[mask] = level + rng.normal(0.0, sigma, int(mask.sum()))
-    return out
+    return out, level
 
 
 def resample(linear: np.ndarray, npix: int) -> np.ndarray:
@@ -332,10 +369,32 @@ def resample(linear: np.ndarray, npix: int) -> np.ndarray:
     return out * (side / npix) ** 2
 
 
-def render_outputs(linear: np.ndarray, npix_list) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """``{npix: (linear_resized float32, stretched float32)}``."""
+def correlate_noise(noise: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Noise convolved with a Gaussian of ``sigma_px`` pixels, rescaled to its own variance.
+
+    The convolution gives the noise an autocorrelation of width ``sqrt(2)
+    sigma_px`` (what resampling or drizzling does to real survey noise), and
+    the rescaling keeps the per-pixel sigma, so only the correlation changes.
+    """
+    smooth = ndimage.gaussian_filter(noise, sigma_px, mode="reflect")
+    s_in, s_out = float(np.std(noise)), float(np.std(smooth))
+    return smooth * (s_in / s_out) if s_out > 0 else smooth
+
+
+def render_outputs(linear: np.ndarray, npix_list, cfg: SurveyConfig | None = None,
+                   noise: np.ndarray | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``{npix: (linear_resized float32, stretched float32)}``.
+
+    ``cfg`` picks the stretch and, with ``noise`` (the noise part of
+    ``linear``), the noise correlation applied at each output size.
+    """
+    cfg = cfg if cfg is not None else SurveyConfig()
     out = {}
     for npix in npix_list:
         lin = resample(linear, npix)
-        out[npix] = (lin.astype(np.float32), seed_stretch(lin))
+        if cfg.noise_correlation_px > 0 and noise is not None:
+            white = resample(noise, npix)
+            lin = lin - white + correlate_noise(white, cfg.noise_correlation_px)
+        stretched = apply_stretch(lin, cfg.stretch, softening=cfg.stretch_softening)
+        out[npix] = (lin.astype(np.float32), stretched)
     return out

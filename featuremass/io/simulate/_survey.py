@@ -58,9 +58,12 @@ def simulate_galaxy(config: SurveyConfig, index: int) -> tuple[dict, dict[int, t
     rng = galaxy_rng(config.seed, index)
     galaxy = draw_galaxy(rng, config)
     obs = observing_conditions(rng, galaxy, config)
-    linear, _, stars = render_galaxy(rng, galaxy, obs, config)
-    truth = {**galaxy, **obs, **stars}
-    return truth, render_outputs(linear, config.npix)
+    linear, _, stars, noise = render_galaxy(rng, galaxy, obs, config, return_noise=True)
+    variant = {"stretch": config.stretch, "stretch_softening": config.stretch_softening,
+               "crop_factor": config.crop_factor, "noise_correlation_px": config.noise_correlation_px,
+               "star_residual": config.star_residual}
+    truth = {**galaxy, **obs, **stars, **variant}
+    return truth, render_outputs(linear, config.npix, config, noise)
 
 
 def _simulate_chunk(config: SurveyConfig, start: int, stop: int):
