@@ -70,7 +70,7 @@ DATASETS = {
     "sim-corr": {"noise_correlation_px": 1.5},
     "sim-stars": {"star_residual": 0.15, "star_density": 4.0},
 }
-DEFAULT_SIZES = (1000, 400, 3000, 1000)  # sim train, sim test, hold-out train, hold-out test
+DEFAULT_SIZES = (800, 400, 2000, 1000)  # sim train, sim test, hold-out train, hold-out test
 TARGETS = {"holdout_usable": 0.90, "holdout_r2": 0.60, "cross_stretch_spearman": 0.95}
 
 
