@@ -403,6 +403,52 @@ def _fmt(v, nd=3):
     return str(v)
 
 
+def _get(d, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def real_targets(real: dict) -> list[tuple[str, object, object, str, bool | None]]:
+    """Issue 10's real-stamp "done when" rows: (target, before, after, goal, met); empty when not run."""
+    if real.get("status") != "run":
+        return []
+    rows = []
+    b, a = real.get("before", {}), real.get("after", {})
+
+    def worst_within(res):
+        vals = [c.get("within_10pct") for s in (_get(res, "shared_segmap_agreement") or {}).values()
+                if isinstance(s, dict) for c in (s.get("columns") or {}).values()]
+        vals = [v for v in vals if v is not None]
+        return min(vals) if vals else None
+
+    wb, wa = worst_within(b), worst_within(a)
+    rows.append(("same segmap: worst fraction of galaxies within 10 % of statmorph (C, Gini, M20, radii)",
+                 wb, wa, "≥ 0.95", None if wa is None else wa >= 0.95))
+    for col in ("concentration", "gini", "m20", "asymmetry"):
+        nb, na = _get(b, "hdf_rank_agreement", col, "native_vs_statmorph"), _get(a, "hdf_rank_agreement", col,
+                                                                                  "native_vs_statmorph")
+        floor = _get(a, "hdf_rank_agreement", col, "statmorph_vs_itself")
+        rows.append((f"HDF own preparation: Spearman with statmorph, {col}", nb, na,
+                     f"≥ {floor - 0.05:.3f} (statmorph's self-agreement − 0.05)" if floor is not None else "—",
+                     None if na is None or floor is None else na >= floor - 0.05))
+    sb, sa = _get(b, "sky_bias", "crop_bias_mean"), _get(a, "sky_bias", "crop_bias_mean")
+    rows.append(("sky bias on AEGIS sky crops (sigma)", sb, sa, "|bias| ≤ 0.05",
+                 None if sa is None else abs(sa) <= 0.05))
+    for kind in ("white", "correlated"):
+        rb, ra = (_get(b, "neighbour_injection", kind, "recall_either"),
+                  _get(a, "neighbour_injection", kind, "recall_either"))
+        rows.append((f"neighbour recall (CONTAMINATED or MULTIPLE_SOURCES), {kind} noise", rb, ra, "≥ 0.95",
+                     None if ra is None else ra >= 0.95))
+        fb, fa = (_get(b, "neighbour_injection", kind, "false_positive_either"),
+                  _get(a, "neighbour_injection", kind, "false_positive_either"))
+        rows.append((f"false positives on neighbour-free stamps, {kind} noise", fb, fa, "≤ 0.05",
+                     None if fa is None else fa <= 0.05))
+    return rows
+
+
 def real_markdown(real: dict) -> list[str]:
     lines = ["## Real stamps (from `benchmarks/robustness_real.py`)", ""]
     if real.get("status") != "run":
@@ -554,6 +600,14 @@ def write_report(result: dict, args, provenance_md: str, seconds: float) -> Path
         f"| cross-stretch Spearman, worst pair and column | "
         f"{min(p['min'] for p in result['cross_stretch']['before / sim']['pairs'].values()):.3f} | {cs_min:.3f} "
         f"| ≥ {TARGETS['cross_stretch_spearman']:.2f} | {_pass(cs_min >= TARGETS['cross_stretch_spearman'])} |",
+    ]
+    for target, before_v, after_v, goal, met in real_targets(result["real"]):
+        lines.append(f"| {target} | {_fmt(before_v)} | {_fmt(after_v)} | {goal} | "
+                     f"{'—' if met is None else _pass(met)} |")
+    if not real_targets(result["real"]):
+        lines.append(f"| real-stamp targets (statmorph agreement, sky bias, neighbour recall) | — | — | — | "
+                     f"{result['real'].get('status', 'not run')} |")
+    lines += [
         "",
         "## Usable fraction per variant",
         "",
