@@ -298,18 +298,36 @@ def pixel_statistics(images: np.ndarray) -> np.ndarray:
     return np.concatenate(feats, axis=1)
 
 
-def gbm_r2(X: pd.DataFrame, y: np.ndarray, is_test: np.ndarray, seed: int = 0) -> dict:
-    """LightGBM (featuremass's GBMRegressor, early-stopped on 15 % of train) test R² and RMSE."""
+def gbm_r2(X: pd.DataFrame, y: np.ndarray, is_test: np.ndarray, seed: int = 0, cache: Path | None = None) -> dict:
+    """LightGBM (featuremass's GBMRegressor, early-stopped on 15 % of train) test R² and RMSE.
+
+    With ``cache``, the result is stored under a hash of the inputs, target, split and
+    seed, so a rerun on unchanged feature tables does not refit.
+    """
     from sklearn.metrics import mean_squared_error, r2_score
 
     from featuremass.models.gbm import GBMRegressor
 
+    path = None
+    if cache is not None:
+        h = hashlib.sha1()
+        for part in (json.dumps(list(map(str, X.columns))).encode(), np.ascontiguousarray(X.to_numpy(float)).tobytes(),
+                     np.asarray(y, float).tobytes(), np.asarray(is_test).tobytes(), str(seed).encode()):
+            h.update(part)
+        path = cache / f"{h.hexdigest()[:20]}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+
     model = GBMRegressor(random_state=seed, n_jobs=2)
     model.fit(X[~is_test].reset_index(drop=True), y[~is_test])
     pred = model.predict(X[is_test].reset_index(drop=True))
-    return {"r2": float(r2_score(y[is_test], pred)),
-            "rmse": float(np.sqrt(mean_squared_error(y[is_test], pred))),
-            "n_train": int((~is_test).sum()), "n_test": int(is_test.sum()), "n_inputs": int(X.shape[1])}
+    out = {"r2": float(r2_score(y[is_test], pred)),
+           "rmse": float(np.sqrt(mean_squared_error(y[is_test], pred))),
+           "n_train": int((~is_test).sum()), "n_test": int(is_test.sum()), "n_inputs": int(X.shape[1])}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out))
+    return out
 
 
 def spearman_columns(a: pd.DataFrame, b: pd.DataFrame, columns) -> dict:
@@ -519,15 +537,15 @@ def run(args) -> dict:
                 "usable": float(ok.mean()),
                 "usable_test": float(ok[st["is_test"]].mean()),
                 "flags": flag_rates(table),
-                "lgbm": gbm_r2(table[cols].astype(float), y, st["is_test"], args.seed),
+                "lgbm": gbm_r2(table[cols].astype(float), y, st["is_test"], args.seed, args.work / "gbm"),
                 "n_inputs": len(cols),
             }
             entry["engines"][label]["columns"] = cols
         pix = pd.DataFrame(pixel_statistics(np.asarray(images)), columns=[f"pix{i}" for i in range(20)])
-        entry["pixel_baseline"] = gbm_r2(pix, y, st["is_test"], args.seed)
+        entry["pixel_baseline"] = gbm_r2(pix, y, st["is_test"], args.seed, args.work / "gbm")
         oracle_cols = _oracle_columns(dataset)
         entry["oracle"] = gbm_r2(truth[list(oracle_cols)].astype(float).reset_index(drop=True), y,
-                                 st["is_test"], args.seed)
+                                 st["is_test"], args.seed, args.work / "gbm")
         result["variants"][name] = entry
         e = entry["engines"]
         log(f"  usable {e['before']['usable']:.3f} -> {e['after']['usable']:.3f}; R² "
