@@ -477,6 +477,7 @@ def real_markdown(real: dict) -> list[str]:
         "sky_bias": "Sky bias (sky sigmas) on AEGIS sky crops, whole stamps and synthetic noise",
         "flag_rates": "Flag rates on the real stamps",
         "neighbour_injection": "Neighbour injection: recall and false positives of CONTAMINATED / MULTIPLE_SOURCES",
+        "filled_stamps": "Galaxies filling the stamp: usable fraction and Petrosian radius error",
         "timing": "Time per galaxy (s)",
     }
     before, after = real.get("before", {}), real.get("after", {})
