@@ -115,20 +115,22 @@ def ensure_before(path: Path) -> Path:
     return path
 
 
-def engine_id(checkout: Path) -> str:
-    """Commit and git tree of a checkout's package, plus a hash of its uncommitted changes.
+def engine_id(checkout: Path) -> tuple[str, str]:
+    """(label, cache key) of a checkout's engine.
 
-    Keyed by the package's tree, so commits that touch only benchmarks or reports
-    keep the cached feature tables.
+    The label is the commit and the git tree of its package; the cache key is the
+    tree alone (plus a hash of uncommitted changes to the package), so commits that
+    touch only benchmarks or reports keep the cached feature tables.
     """
-    head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], check=True,
-                          capture_output=True, text=True).stdout.strip()
-    tree = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD:featuremass"], check=True,
-                          capture_output=True, text=True).stdout.strip()
-    head = f"{head}-tree{tree}"
+    def git(*a):
+        return subprocess.run(["git", "-C", str(checkout), *a], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    head, tree = git("rev-parse", "--short", "HEAD"), git("rev-parse", "--short", "HEAD:featuremass")
     diff = subprocess.run(["git", "-C", str(checkout), "diff", "HEAD", "--", "featuremass"],
                           capture_output=True, text=True).stdout
-    return head + (f"-dirty{hashlib.sha1(diff.encode()).hexdigest()[:8]}" if diff else "")
+    key = f"tree{tree}" + (f"-dirty{hashlib.sha1(diff.encode()).hexdigest()[:8]}" if diff else "")
+    return f"{head} (package tree {tree}{', uncommitted changes' if diff else ''})", key
 
 
 def _python(checkout: Path, code: str, *args: str) -> str:
@@ -500,8 +502,10 @@ def real_markdown(real: dict) -> list[str]:
 
 def run(args) -> dict:
     before = ensure_before(args.before)
-    engines = {"before": {"checkout": before, "id": engine_id(before)},
-               "after": {"checkout": REPO, "id": engine_id(REPO)}}
+    engines = {}
+    for label, checkout in (("before", before), ("after", REPO)):
+        name, key = engine_id(checkout)
+        engines[label] = {"checkout": checkout, "id": name, "key": key}
     after_scales = engine_scales(REPO)
     engines["before"]["scale"] = "seed-log"
     engines["after"]["scale"] = "auto" if "auto" in after_scales else "seed-log"
@@ -526,7 +530,7 @@ def run(args) -> dict:
         own = str(truth["stretch"].iloc[0]) if "stretch" in truth.columns else "clipped log (own)"
         entry = {"dataset": dataset, "stretch": stretch or own, "n": int(len(st["ids"])), "engines": {}}
         for label, eng in engines.items():
-            path = args.work / "tables" / eng["id"] / f"{st['slug']}.parquet"
+            path = args.work / "tables" / eng["key"] / f"{st['slug']}.parquet"
             t0 = time.perf_counter()
             table = extract(eng["checkout"], st["images"], st["names"], eng["scale"], path, args.jobs)
             timings[(label, name)] = time.perf_counter() - t0
@@ -560,7 +564,7 @@ def run(args) -> dict:
             tabs = {stretch: tables[(label, name)] for name, _, stretch in names}
             cols = result["variants"][names[0][0]]["engines"][label]["columns"]
             result["cross_stretch"][f"{label} / {group}"] = cross_stretch(tabs, cols)
-    result["real"] = real_sections(args, before, engines["after"]["id"])
+    result["real"] = real_sections(args, before, engines["after"]["key"])
     return result
 
 
