@@ -159,8 +159,16 @@ def input_columns(checkout: Path, table_path: Path) -> list[str]:
 _CLI = "import sys; from featuremass.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def extract(checkout: Path, images: Path, names: Path, scale: str, out: Path, jobs: int) -> pd.DataFrame:
-    if not out.is_file():
+def extract(checkout: Path, images: Path, names: Path, scale: str, out: Path, jobs: int,
+            stats: dict | None = None) -> pd.DataFrame:
+    """Feature table of a stamp stack by that engine's ``featuremass extract`` (cached at ``out``).
+
+    ``stats`` collects how many tables were cached and the seconds each took when extracted
+    (kept beside the table), so the report can say what a cold run costs.
+    """
+    timing = out.with_suffix(".seconds.json")
+    cached = out.is_file()
+    if not cached:
         out.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         env = dict(os.environ, PYTHONPATH=str(checkout))
@@ -169,7 +177,13 @@ def extract(checkout: Path, images: Path, names: Path, scale: str, out: Path, jo
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=checkout)
         if res.returncode != 0:
             raise SystemExit(f"extraction failed ({' '.join(cmd[3:])}):\n{res.stderr[-3000:]}")
-        log(f"  extracted {out.name} in {time.perf_counter() - t0:.0f} s")
+        seconds = time.perf_counter() - t0
+        timing.write_text(json.dumps({"seconds": seconds, "n_jobs": jobs}))
+        log(f"  extracted {out.name} in {seconds:.0f} s")
+    if stats is not None:
+        stats["cached" if cached else "extracted"] += 1
+        if timing.is_file():
+            stats["seconds"] += json.loads(timing.read_text())["seconds"]
     return pd.read_parquet(out)
 
 
@@ -520,7 +534,7 @@ def run(args) -> dict:
               "sizes": {"sim_train": args.n_train, "sim_test": args.n_test,
                         "holdout_train": args.holdout_train, "holdout_test": args.holdout_test}}
     tables = {}
-    timings = {}
+    result["extraction"] = {"cached": 0, "extracted": 0, "seconds": 0.0}
     for name, dataset, stretch in VARIANTS:
         log(f"variant {name}")
         st = variant_stamps(name, dataset, stretch, roots[dataset])
@@ -531,9 +545,8 @@ def run(args) -> dict:
         entry = {"dataset": dataset, "stretch": stretch or own, "n": int(len(st["ids"])), "engines": {}}
         for label, eng in engines.items():
             path = args.work / "tables" / eng["key"] / f"{st['slug']}.parquet"
-            t0 = time.perf_counter()
-            table = extract(eng["checkout"], st["images"], st["names"], eng["scale"], path, args.jobs)
-            timings[(label, name)] = time.perf_counter() - t0
+            table = extract(eng["checkout"], st["images"], st["names"], eng["scale"], path, args.jobs,
+                            result["extraction"])
             table = table.set_index("galaxy_id").loc[st["ids"]].reset_index()
             tables[(label, name)] = table
             cols = input_columns(eng["checkout"], path)
@@ -599,7 +612,9 @@ def write_report(result: dict, args, provenance_md: str, seconds: float) -> Path
         f"Rerun (one command; cached under `bench-work/robustness`, so only a changed engine is re-measured): `{rerun}`",
         "",
         provenance_md,
-        f"- wall time: {seconds / 60:.1f} min",
+        f"- wall time: {seconds / 60:.1f} min; feature tables: {result['extraction']['extracted']} extracted now, "
+        f"{result['extraction']['cached']} from the cache; extraction time of all tables when they were made: "
+        f"{result['extraction']['seconds'] / 60:.1f} min ({args.jobs} processes, shared machine)",
         f"- before: featuremass at `{eng['before']['id']}`, `--scale {eng['before']['scale']}` "
         f"(its default for a dataset); after: this checkout `{eng['after']['id']}`, `--scale {eng['after']['scale']}`"
         + ("" if eng["after"]["scale"] == "auto" else
