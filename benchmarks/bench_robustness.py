@@ -469,7 +469,7 @@ def real_targets(real: dict) -> list[tuple[str, object, object, str, bool | None
                      f"≥ {floor - 0.05:.3f} (statmorph's self-agreement − 0.05)" if floor is not None else "—",
                      None if na is None or floor is None else na >= floor - 0.05))
     sb, sa = _get(b, "sky_bias", "crop_bias_mean"), _get(a, "sky_bias", "crop_bias_mean")
-    rows.append(("sky bias on AEGIS sky crops (sigma)", sb, sa, "|bias| ≤ 0.05",
+    rows.append(("sky bias on AEGIS sky crops (sigma)", sb, sa, "between −0.05 and 0.05",
                  None if sa is None else abs(sa) <= 0.05))
     for kind in ("white", "correlated"):
         rb, ra = (_get(b, "neighbour_injection", kind, "recall_either"),
