@@ -23,6 +23,7 @@ from featuremass.features import cas, geometry, gini_m20, mid, radii, shape_asym
 from featuremass.features.flags import MorphFlag
 from featuremass.features.profile import PROFILE_COLUMNS
 from featuremass.features.segmentation import (
+    asymmetric_excess,
     detection_mask,
     detection_smoothing,
     segment_central_source,
@@ -233,6 +234,8 @@ class PreparedSource:
     blend_flux_ratio : float
     flag : int
         Bits set so far; a serious bit means nothing more can be measured.
+    detection_sigma : float
+        Noise of the detection image (the stamp smoothed by a 1 px Gaussian).
     """
 
     data: np.ndarray | None
@@ -247,6 +250,7 @@ class PreparedSource:
     n_blended: int
     blend_flux_ratio: float
     flag: int
+    detection_sigma: float = float("nan")
 
 
 def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) -> PreparedSource:
@@ -256,12 +260,25 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
     (:func:`~featuremass.features.statmorph_backend.measure_galaxy_statmorph`
     with ``segmentation="native"``) can measure the very same pixels.
 
-    The sky is the sigma-clipped mean (:func:`featuremass.features.sky.estimate_sky`)
-    of the pixels outside every detection, dilated. On stamps that the
-    galaxy fills (the seed's D25 crops) the pixels outside a 2-sigma detection
-    still hold the galaxy's faint outskirts and the sky comes out ~0.4 sigma
-    high, so the sky is re-measured outside a deeper (1-sigma, smoothed)
-    detection map whenever enough pixels (``sky.MIN_SKY_PIXELS``) survive it.
+    1. A first sky level and sigma from the sigma-clipped stamp
+       (:func:`featuremass.features.sky.estimate_sky`).
+    2. The detection image (the stamp smoothed by a 1 px Gaussian) is
+       thresholded at ``detect_nsigma`` times its own noise, measured on it
+       (:func:`featuremass.features.sky.detection_noise`), which holds for
+       correlated noise; detections of at least 10 px are grown down to
+       1 noise sigma (hysteresis) and dilated, and the sky is the clipped
+       mean of the pixels outside them. This is done twice, the second time
+       with the detection noise measured on the sky pixels alone.
+    3. If those sky pixels still brighten towards the galaxy (a 5-sigma
+       gradient, :func:`~featuremass.features.sky.sky_gradient`) the level is
+       the asymptote of their radial profile
+       (:func:`~featuremass.features.sky.profile_sky`) when that is lower;
+       if fewer than ``sky.MIN_SKY_PIXELS`` remain (a galaxy filling its
+       stamp) the level is the asymptote of the outer third's profile, or
+       the mode of the stamp border, and the noise comes from differences of
+       pixels two apart. Either sets ``SKY_UNCERTAIN`` (a warning: the
+       galaxy is still measured).
+
     ``FILLS_STAMP`` (segment over half the stamp) and ``EDGE_TOUCH`` are
     warnings only.
     """
@@ -285,30 +302,66 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
     sky0 = sky.estimate_sky(img, exclude=bad)
     if not np.isfinite(sky0.sigma):
         return fail(MorphFlag.SKY_FAILED)
+    ny, nx = img.shape
+    center = ((nx - 1) / 2.0, (ny - 1) / 2.0)
     # One convolution serves every detection map (the smoothing is linear).
     smooth_img, smooth_valid = detection_smoothing(img, bad)
-    # Pixels outside every detection (dilated) are the sky; the central
-    # segmentation itself is needed only once, at the final sky level.
-    shallow = detection_mask(smooth_img - sky0.median * smooth_valid, sky0.sigma, nsigma=config.detect_nsigma)
-    sky1 = sky.estimate_sky(img, exclude=bad | shallow)
-    if not np.isfinite(sky1.sigma):
-        if shallow.mean() > 0.5:
+    # Pixels near the stamp edge are smoothed with zeros beyond it: quieter than the sky.
+    not_interior = bad | (smooth_valid < 0.99)
+    level, sigma = sky0.median, sky0.sigma
+    noise_s = sky.detection_noise(smooth_img - level * smooth_valid, exclude=not_interior)
+    sky_pixels = None
+    for _ in range(2):
+        detection = smooth_img - level * smooth_valid
+        sources = detection_mask(
+            detection, sigma, nsigma=config.detect_nsigma, smoothed_sigma=noise_s, grow_nsigma=1.0
+        )
+        est = sky.estimate_sky(img, exclude=bad | sources)
+        if not np.isfinite(est.sigma):
+            sky_pixels = None
+            break
+        level, sigma, sky_pixels = est.mean, est.sigma, ~(bad | sources)
+        measured = sky.detection_noise(smooth_img - level * smooth_valid, exclude=not_interior | sources)
+        if np.isfinite(measured):
+            noise_s = measured
+    uncertain = False
+    if sky_pixels is None:
+        # Too little sky left: a galaxy filling its stamp.
+        if sources.mean() > 0.5:
             flag |= MorphFlag.FILLS_STAMP
-        return fail(MorphFlag.SKY_FAILED)
-    deep = detection_mask(smooth_img - sky1.mean * smooth_valid, sky1.sigma, nsigma=1.0)
-    sky2 = sky.estimate_sky(img, exclude=bad | deep | shallow)
-    if np.isfinite(sky2.sigma):
-        sky1 = sky.SkyEstimate(sky2.mean, sky2.median, sky1.sigma, sky2.n_pixels)
-    level = sky1.mean if config.subtract_sky else 0.0
+        uncertain = True
+        level = sky.profile_sky(img, center, exclude=bad)
+        if not np.isfinite(level):
+            border = np.zeros(img.shape, dtype=bool)
+            border[:3], border[-3:], border[:, :3], border[:, -3:] = True, True, True, True
+            level = sky.mode_sky(img[border & ~bad])
+        sigma = _difference_sigma(img, bad)
+        noise_s = None
+        if not (np.isfinite(level) and np.isfinite(sigma) and sigma > 0):
+            return fail(MorphFlag.SKY_FAILED)
+    else:
+        white = sigma / (2.0 * np.sqrt(np.pi))
+        correlation = (noise_s / white) ** 2 if np.isfinite(noise_s) else 1.0
+        if sky.sky_gradient(img, center, sky_pixels, sigma, correlation=correlation) > 5.0:
+            # The "sky" still holds the galaxy's wings: extrapolate them away.
+            tail = sky.profile_sky(img, center, exclude=~sky_pixels, r_in=0.0)
+            if np.isfinite(tail) and tail < level - 0.1 * sigma:
+                level = max(tail, level - 2.0 * sigma)
+                uncertain = True
+    if uncertain:
+        flag |= MorphFlag.SKY_UNCERTAIN
+    sky_mean = level
+    level = level if config.subtract_sky else 0.0
     seg = segment_central_source(
         img - level,
-        sky1.sigma,
+        sigma,
         mask=bad,
         nsigma=config.detect_nsigma,
         smoothed=smooth_img - level * smooth_valid,
+        smoothed_sigma=noise_s,
     )
     if not seg.found:
-        return fail(MorphFlag.NO_SOURCE, sky1.mean, sky1.sigma)
+        return fail(MorphFlag.NO_SOURCE, sky_mean, sigma)
     if seg.touches_edge:
         flag |= MorphFlag.EDGE_TOUCH
     if seg.segmap.sum() > 0.5 * img.size:
@@ -318,9 +371,25 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
     total_mask = bad | seg.neighbour_mask
     data = np.where(total_mask, 0.0, img - level)
     return PreparedSource(
-        data, float(level), float(sky1.sigma), float(sky1.mean), seg.segmap, total_mask, bad,
+        data, float(level), float(sigma), float(sky_mean), seg.segmap, total_mask, bad,
         seg.neighbour_mask, seg.n_masked_neighbours, seg.n_blended, seg.blend_flux_ratio, int(flag),
+        float(noise_s) if noise_s is not None and np.isfinite(noise_s) else float(sigma / (2.0 * np.sqrt(np.pi))),
     )
+
+
+def _difference_sigma(img: np.ndarray, bad: np.ndarray) -> float:
+    """Pixel noise from differences of pixels two apart (``1.4826 MAD / sqrt 2``): blind to smooth light."""
+    diffs = []
+    for a, b, ba, bb in (
+        (img[:, 2:], img[:, :-2], bad[:, 2:], bad[:, :-2]),
+        (img[2:, :], img[:-2, :], bad[2:, :], bad[:-2, :]),
+    ):
+        ok = ~(ba | bb)
+        diffs.append((a - b)[ok])
+    d = np.concatenate(diffs)
+    if d.size < 10:
+        return float("nan")
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
 
 
 def _measure(img, user_mask, config, out) -> int:
@@ -372,6 +441,8 @@ def _measure(img, user_mask, config, out) -> int:
     center = (ax, ay)
     out["xc_asymmetry"], out["yc_asymmetry"] = ax, ay
     out["asymmetry"] = asym
+    if not flag & MorphFlag.CONTAMINATED and _blended_neighbour(prep, center, rp_centroid):
+        flag |= MorphFlag.CONTAMINATED
     if not np.isfinite(asym):
         flag |= MorphFlag.ASYMMETRY_FAILED
     cov_a = geometry.covariance(no_bg, center)
@@ -500,6 +571,17 @@ def _parametric(data, mask, center, ellip, theta, out, config, sigma) -> MorphFl
             if k != "flag" and k in out:
                 out[k] = v
     return flag
+
+
+def _blended_neighbour(prep: PreparedSource, center, rpetro: float) -> bool:
+    """Whether light within 2 Petrosian radii breaks the galaxy's point symmetry (a blended neighbour)."""
+    from scipy import ndimage as ndi
+
+    smooth = ndi.gaussian_filter(prep.data, 1.0, mode="constant")
+    ny, nx = smooth.shape
+    yy, xx = np.ogrid[:ny, :nx]
+    near = (xx - center[0]) ** 2 + (yy - center[1]) ** 2 <= (2.0 * rpetro) ** 2
+    return asymmetric_excess(smooth, center, prep.segmap & near, prep.detection_sigma, mask=prep.mask) > 0
 
 
 def _mask_near(mask: np.ndarray, center, radius: float) -> bool:
