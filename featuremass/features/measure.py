@@ -148,6 +148,11 @@ class MorphologyConfig:
 
 _NAN = float("nan")
 
+#: A detection is a source (masked from the sky, a neighbour) only if its smoothed
+#: peak exceeds this many detection-noise sigmas; fainter ones are mostly noise,
+#: and masking noise peaks biases the sky low.
+NEIGHBOUR_PEAK_NSIGMA = 4.5
+
 #: Bits of :attr:`PreparedSource.flag` after which nothing more is measured.
 SERIOUS_PREP_FLAGS = int(MorphFlag.BLANK_IMAGE | MorphFlag.SKY_FAILED | MorphFlag.NO_SOURCE)
 
@@ -265,14 +270,16 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
     2. The detection image (the stamp smoothed by a 1 px Gaussian) is
        thresholded at ``detect_nsigma`` times its own noise, measured on it
        (:func:`featuremass.features.sky.detection_noise`), which holds for
-       correlated noise; detections of at least 10 px are grown down to
+       correlated noise; detections of at least 10 px peaking above
+       :data:`NEIGHBOUR_PEAK_NSIGMA` are grown down to
        1 noise sigma (hysteresis) and dilated, and the sky is the clipped
        mean of the pixels outside them. This is done twice, the second time
        with the detection noise measured on the sky pixels alone.
     3. If those sky pixels still brighten towards the galaxy (a 5-sigma
        gradient, :func:`~featuremass.features.sky.sky_gradient`) the level is
        the asymptote of their radial profile
-       (:func:`~featuremass.features.sky.profile_sky`) when that is lower;
+       (:func:`~featuremass.features.sky.profile_sky`) when a smooth tail
+       fits them and its asymptote is lower;
        if fewer than ``sky.MIN_SKY_PIXELS`` remain (a galaxy filling its
        stamp) the level is the asymptote of the outer third's profile, or
        the mode of the stamp border, and the noise comes from differences of
@@ -314,7 +321,8 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
     for _ in range(2):
         detection = smooth_img - level * smooth_valid
         sources = detection_mask(
-            detection, sigma, nsigma=config.detect_nsigma, smoothed_sigma=noise_s, grow_nsigma=1.0
+            detection, sigma, nsigma=config.detect_nsigma, smoothed_sigma=noise_s, grow_nsigma=1.0,
+            peak_nsigma=NEIGHBOUR_PEAK_NSIGMA,
         )
         est = sky.estimate_sky(img, exclude=bad | sources)
         if not np.isfinite(est.sigma):
@@ -344,7 +352,9 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
         correlation = (noise_s / white) ** 2 if np.isfinite(noise_s) else 1.0
         if sky.sky_gradient(img, center, sky_pixels, sigma, correlation=correlation) > 5.0:
             # The "sky" still holds the galaxy's wings: extrapolate them away.
-            tail = sky.profile_sky(img, center, exclude=~sky_pixels, r_in=0.0)
+            tail = sky.profile_sky(
+                img, center, exclude=~sky_pixels, r_in=0.0, sigma=sigma, correlation=correlation
+            )
             if np.isfinite(tail) and tail < level - 0.1 * sigma:
                 level = max(tail, level - 2.0 * sigma)
                 uncertain = True
@@ -359,6 +369,7 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
         nsigma=config.detect_nsigma,
         smoothed=smooth_img - level * smooth_valid,
         smoothed_sigma=noise_s,
+        peak_nsigma=NEIGHBOUR_PEAK_NSIGMA,
     )
     if not seg.found:
         return fail(MorphFlag.NO_SOURCE, sky_mean, sigma)

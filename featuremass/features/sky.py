@@ -190,22 +190,32 @@ def profile_sky(
     exclude: np.ndarray | None = None,
     r_in: float | None = None,
     exponents: np.ndarray | None = None,
+    sigma: float | None = None,
+    correlation: float = 1.0,
+    max_chi2: float = 3.0,
 ) -> float:
     """Sky level as the asymptote of the outer radial profile ``I(r) = s + A r^-p``.
 
     Ring means (1 px rings) of the finite, non-excluded pixels farther than
     ``r_in`` (default a third of the smaller stamp side) from ``center`` are
     fitted by weighted linear least squares in ``(s, A)`` for each ``p`` of
-    ``exponents`` (default 0.5 .. 8 by 0.25); the best fit with ``A >= 0`` wins.
+    ``exponents`` (default 2 .. 8 by 0.25: no galaxy tail falls slower than r^-2); the best fit with ``A >= 0`` wins.
     A power law is the slowest plausible fall of a galaxy's wings (a Sérsic
     profile of n = 4 falls as ~ r^-3 to r^-4 at 2-8 effective radii, an
     exponential disk faster), so ``s`` errs low by a fraction of the light at
     the stamp edge rather than high by all of it.
 
+    With the pixel noise ``sigma`` (and ``correlation`` pixels per
+    independent sample), a fit whose chi-square per degree of freedom
+    exceeds ``max_chi2`` is rejected: the rings then hold structure
+    (neighbours, faint sources) that no smooth tail explains, and
+    extrapolating it would be a guess.
+
     Returns
     -------
     float
-        NaN when fewer than four rings remain or no fit has ``A >= 0``.
+        NaN when fewer than four rings remain, no fit has ``A >= 0``, or the
+        best fit is rejected.
     """
     img = np.asarray(image, dtype=np.float64)
     ny, nx = img.shape
@@ -220,9 +230,11 @@ def profile_sky(
     mean, rad, cnt = _radial_bins(img, center, keep)
     if mean.size < 4:
         return float("nan")
-    w = np.sqrt(cnt)
+    # Weights 1/error of each ring mean; the scale matters only for the chi-square test.
+    noise = 1.0 if sigma is None else float(sigma) * np.sqrt(max(correlation, 1.0))
+    w = np.sqrt(cnt) / noise
     best, level = np.inf, float("nan")
-    for p in np.arange(0.5, 8.01, 0.25) if exponents is None else exponents:
+    for p in np.arange(2.0, 8.01, 0.25) if exponents is None else exponents:
         design = np.column_stack([np.ones_like(rad), rad ** (-p)]) * w[:, None]
         coef, *_ = np.linalg.lstsq(design, mean * w, rcond=None)
         if coef[1] < 0:
@@ -230,6 +242,8 @@ def profile_sky(
         chi2 = float(np.sum((design @ coef - mean * w) ** 2))
         if chi2 < best:
             best, level = chi2, float(coef[0])
+    if sigma is not None and best / max(mean.size - 2, 1) > max_chi2:
+        return float("nan")
     return level
 
 
