@@ -113,7 +113,8 @@ def hdf_stamps(n: int = 64, npix: int = 69) -> np.ndarray:
     """``n`` grey stamps of ``npix`` px centred on the brightest galaxies of the skimage HDF.
 
     Galaxies are photutils detections (3 sigma on the field smoothed by a
-    Gaussian of 1.5 px, at least 20 px), taken by decreasing flux, skipping any
+    Gaussian of 1.5 px, at least 20 px), centred on their brightest pixel and
+    taken by decreasing flux, skipping any
     within ``npix / 2`` of the field edge or within 12 px of one already taken.
     """
     from astropy.convolution import Gaussian2DKernel, convolve
@@ -132,7 +133,8 @@ def hdf_stamps(n: int = 64, npix: int = 69) -> np.ndarray:
     taken: list[tuple[int, int]] = []
     stamps = []
     for i in order:
-        x, y = cat.xcentroid[i], cat.ycentroid[i]
+        # The brightest pixel, not the centroid: a blended pair's centroid lies between its galaxies.
+        x, y = cat.maxval_xindex[i], cat.maxval_yindex[i]
         if not (np.isfinite(x) and np.isfinite(y)):
             continue
         xi, yi = int(round(x)), int(round(y))

@@ -153,6 +153,10 @@ _NAN = float("nan")
 #: and masking noise peaks biases the sky low.
 NEIGHBOUR_PEAK_NSIGMA = 4.5
 
+#: A sky whose clipped sigma exceeds this many times the noise of pixel-to-pixel
+#: differences is smooth light, not sky (correlated noise makes the ratio ~1.3).
+SMOOTH_SKY_RATIO = 2.0
+
 #: Bits of :attr:`PreparedSource.flag` after which nothing more is measured.
 SERIOUS_PREP_FLAGS = int(MorphFlag.BLANK_IMAGE | MorphFlag.SKY_FAILED | MorphFlag.NO_SOURCE)
 
@@ -280,8 +284,9 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
        the asymptote of their radial profile
        (:func:`~featuremass.features.sky.profile_sky`) when a smooth tail
        fits them and its asymptote is lower;
-       if fewer than ``sky.MIN_SKY_PIXELS`` remain (a galaxy filling its
-       stamp) the level is the asymptote of the outer third's profile, or
+       if fewer than ``sky.MIN_SKY_PIXELS`` remain, or their spread is over
+       :data:`SMOOTH_SKY_RATIO` times the pixel-to-pixel noise (a galaxy
+       filling its stamp), the level is the asymptote of the outer third's profile, or
        the mode of the stamp border, and the noise comes from differences of
        pixels two apart. Either sets ``SKY_UNCERTAIN`` (a warning: the
        galaxy is still measured).
@@ -333,6 +338,11 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
         if np.isfinite(measured):
             noise_s = measured
     uncertain = False
+    pixel_noise = _difference_sigma(img, bad)
+    if sky_pixels is not None and sigma > SMOOTH_SKY_RATIO * pixel_noise:
+        # The "sky" varies far more than neighbouring pixels do: it is smooth
+        # galaxy light spread over the whole stamp, not noise.
+        sky_pixels = None
     if sky_pixels is None:
         # Too little sky left: a galaxy filling its stamp.
         if sources.mean() > 0.5:
@@ -343,7 +353,7 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
             border = np.zeros(img.shape, dtype=bool)
             border[:3], border[-3:], border[:, :3], border[:, -3:] = True, True, True, True
             level = sky.mode_sky(img[border & ~bad])
-        sigma = _difference_sigma(img, bad)
+        sigma = pixel_noise
         noise_s = None
         if not (np.isfinite(level) and np.isfinite(sigma) and sigma > 0):
             return fail(MorphFlag.SKY_FAILED)
@@ -444,7 +454,10 @@ def _measure(img, user_mask, config, out) -> int:
     (ax, ay), asym = cas.asymmetry_center(
         data, (xc, yc), mask=total_mask, r_aperture=1.5 * rp_centroid, sky_sigma=sigma
     )
-    if not np.isfinite(ax) or math.hypot(ax - xc, ay - yc) > max(0.25 * rp_centroid, 2.0):
+    # statmorph keeps its asymmetry centre wherever it lands; on clumpy or blended
+    # galaxies it lies a few px from the centroid, and only a jump of a whole
+    # Petrosian radius means the minimum found another component.
+    if not np.isfinite(ax) or math.hypot(ax - xc, ay - yc) > max(rp_centroid, 2.0):
         if np.isfinite(ax):
             flag |= MorphFlag.ASYMMETRY_FAILED  # drifted away: fall back on the centroid
         ax, ay = xc, yc
