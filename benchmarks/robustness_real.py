@@ -140,7 +140,7 @@ def hdf_stamps(n: int = 64, npix: int = 69) -> np.ndarray:
     stamps = []
     for i in order:
         # The brightest pixel, not the centroid: a blended pair's centroid lies between its galaxies.
-        x, y = cat.maxval_xindex[i], cat.maxval_yindex[i]
+        x, y = cat.max_value_xindex[i], cat.max_value_yindex[i]
         if not (np.isfinite(x) and np.isfinite(y)):
             continue
         xi, yi = int(round(x)), int(round(y))

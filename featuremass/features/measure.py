@@ -399,18 +399,17 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
 
 
 def _difference_sigma(img: np.ndarray, bad: np.ndarray) -> float:
-    """Pixel noise from differences of pixels two apart (``1.4826 MAD / sqrt 2``): blind to smooth light."""
-    diffs = []
-    for a, b, ba, bb in (
-        (img[:, 2:], img[:, :-2], bad[:, 2:], bad[:, :-2]),
-        (img[2:, :], img[:-2, :], bad[2:, :], bad[:-2, :]),
-    ):
-        ok = ~(ba | bb)
-        diffs.append((a - b)[ok])
-    d = np.concatenate(diffs)
+    """Pixel noise from differences of pixels two apart along rows, ``1.4826 median|d| / sqrt 2``.
+
+    Blind to smooth light (a galaxy's profile changes little over 2 px
+    outside its core); differences of noise have zero median.
+    """
+    ok = ~(bad[:, 2:] | bad[:, :-2])
+    d = np.abs(img[:, 2:] - img[:, :-2])[ok]
     if d.size < 10:
         return float("nan")
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+    k = d.size // 2
+    return float(1.4826 * np.partition(d, k)[k] / np.sqrt(2.0))
 
 
 def _measure(img, user_mask, config, out) -> int:
