@@ -144,7 +144,6 @@ def detection_noise(
 
 def _radial_bins(image, center, keep, step=1.0):
     """Mean value, mean radius and pixel count in rings of ``step`` px of the ``keep`` pixels."""
-    ny, nx = image.shape
     ys, xs = np.nonzero(keep)
     r = np.hypot(xs - center[0], ys - center[1])
     vals = image[ys, xs]

@@ -140,7 +140,7 @@ def test_injected_neighbours_found_and_clean_stamps_not_flagged(sersic):
     rng = np.random.default_rng(11)
     found, false = 0, 0
     n = 12
-    for i in range(n):
+    for _ in range(n):
         n_s, re, flux = rng.uniform(1, 4), rng.uniform(3, 6), rng.uniform(4e3, 1.5e4)
         base = sersic(n_s, re, npix=69, flux=flux, psf_fwhm=2.0)
         d = min(rng.uniform(0.7, 1.8) * _analytic_petrosian(n_s, re), 28.0)
