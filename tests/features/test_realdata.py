@@ -88,7 +88,7 @@ def test_same_segmap_agrees_with_statmorph(aegis):
     within = {c: [] for c in cols}
     for img, _, _ in aegis:
         ours = measure_galaxy(img, config=FAST)
-        ref = measure_galaxy_statmorph(img, config=FAST, segmentation="native")
+        ref = measure_galaxy_statmorph(img, config=FAST, segmentation="native", columns=cols)
         for c in cols:
             assert np.isfinite(ours[c]) and np.isfinite(ref[c]), c
             within[c].append(abs(ours[c] - ref[c]) <= 0.10 * abs(ref[c]))
