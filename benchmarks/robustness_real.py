@@ -335,8 +335,11 @@ def hdf_rank_agreement(hdf: np.ndarray | None = None) -> dict:
 
 
 def flag_rates(aegis: list[dict] | None = None, hdf: np.ndarray | None = None) -> dict:
-    """Fraction of real stamps with each flag of :data:`FLAG_NAMES`, and median masked neighbours."""
+    """Fraction of real stamps with each flag bit (every bit this checkout defines, and :data:`FLAG_NAMES`)."""
+    from featuremass.features.flags import MorphFlag
     from featuremass.features.measure import measure_galaxy
+
+    names = list(FLAG_NAMES) + [f.name for f in MorphFlag if f.name not in FLAG_NAMES]
 
     aegis = aegis_stamps() if aegis is None else aegis
     hdf = hdf_stamps() if hdf is None else hdf
@@ -345,7 +348,7 @@ def flag_rates(aegis: list[dict] | None = None, hdf: np.ndarray | None = None) -
     for name, images in (("aegis", [s["image"] for s in aegis]), ("hdf", list(hdf))):
         rows = [measure_galaxy(img, config=cfg) for img in images]
         flags = np.array([r["flag"] for r in rows], dtype=np.int64)
-        rates = {f: (float(np.mean(flags & _bit(f) != 0)) if _bit(f) else None) for f in FLAG_NAMES}
+        rates = {f: (float(np.mean(flags & _bit(f) != 0)) if _bit(f) else None) for f in names}
         nn = np.array([r["n_masked_neighbours"] for r in rows], dtype=float)
         out[name] = {
             "n_stamps": len(images),
