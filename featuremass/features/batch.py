@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from featuremass._version import __version__
+from featuremass._version import FEATURE_ENGINE_VERSION, __version__
 from featuremass.errors import DataError, FeaturemassError
 from featuremass.features.flags import SERIOUS_FLAGS, MorphFlag
 
@@ -328,6 +328,7 @@ def extract_features(
     n = len(ids)
     params = {
         "featuremass_version": __version__,
+        "feature_engine_version": FEATURE_ENGINE_VERSION,
         "backend": backend,
         "scale": scale,
         "config": _config_dict(config),
@@ -391,6 +392,7 @@ def extract_features(
     if out is not None:
         meta = {
             "featuremass_version": __version__,
+            "feature_engine_version": FEATURE_ENGINE_VERSION,
             "backend": backend,
             "scale": scale,
             "parameters": params,
@@ -440,7 +442,25 @@ def _to_frame(ids, arr, columns) -> pd.DataFrame:
 
 
 def extract_cli(args) -> None:
-    """``featuremass extract``: validate the arguments, extract, print a summary."""
+    """``featuremass extract``: validate the arguments, extract, print a summary.
+
+    The output is refused when it is an input or exists without ``--overwrite``,
+    and is locked while being written, so a second extract to it is refused.
+    """
+    from featuremass.io.layout import as_int64_ids, check_image_stack, guarded_output, load_npy
+
+    images, names = getattr(args, "images", None), getattr(args, "names", None)
+    if images is not None:  # refuse complex/text stacks, non-seed-log "seed-log", uint64 ids
+        check_image_stack(load_npy(images, mmap=True), images, getattr(args, "scale", None))
+    if names is not None:
+        as_int64_ids(load_npy(names, mmap=False), names)
+    folder = getattr(args, "scheduler", None) is not None  # a Dask run writes a folder of parts
+    with guarded_output(args.out, inputs=[images, names], folder=folder,
+                        overwrite=getattr(args, "overwrite", False)):
+        _extract_cli(args)
+
+
+def _extract_cli(args) -> None:
     data_mode = any(getattr(args, a, None) is not None for a in ("data", "npix", "split", "train_size"))
     images_mode = any(getattr(args, a, None) is not None for a in ("images", "names"))
     if data_mode == images_mode:
@@ -460,7 +480,7 @@ def extract_cli(args) -> None:
         from featuremass.io.layout import load_split
 
         ds = load_split(args.data, npix=args.npix, split=args.split, train_size=args.train_size,
-                        mmap=True)
+                        mmap=True, drop_invalid=getattr(args, "drop_invalid", False))
         images, ids = ds.images, ds.ids
         scale = args.scale or "seed-log"
         description = {"mode": "dataset", "data": str(args.data), "npix": int(args.npix),
