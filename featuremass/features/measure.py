@@ -333,10 +333,14 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
         if not np.isfinite(est.sigma):
             sky_pixels = None
             break
+        previous = (level, noise_s)
         level, sigma, sky_pixels = est.mean, est.sigma, ~(bad | sources)
         measured = sky.detection_noise(smooth_img - level * smooth_valid, exclude=not_interior | sources)
         if np.isfinite(measured):
             noise_s = measured
+        # A second pass only matters when the first moved the threshold.
+        if abs(level - previous[0]) < 0.05 * sigma and abs(noise_s / previous[1] - 1.0) < 0.05:
+            break
     uncertain = False
     pixel_noise = _difference_sigma(img, bad)
     if sky_pixels is not None and sigma > SMOOTH_SKY_RATIO * pixel_noise:
