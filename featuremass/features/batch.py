@@ -42,24 +42,38 @@ from featuremass.features.flags import SERIOUS_FLAGS, MorphFlag
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "METADATA_KEY", "SCALES", "extract_cli", "extract_features",
+__all__ = ["BACKENDS", "FEATURE_SETS", "METADATA_KEY", "SCALES", "extract_cli", "extract_features",
            "feature_columns", "read_feature_table", "summarize"]
 
 #: Parquet key-value metadata key holding the run description (JSON).
 METADATA_KEY = b"featuremass"
 BACKENDS = ("native", "statmorph")
-SCALES = ("linear", "seed-log")
+#: "full": every feature of the backend; "fast": :mod:`featuremass.features.fast`.
+FEATURE_SETS = ("full", "fast")
+#: Scale modes (see :data:`featuremass.io.stretch.SCALE_MODES`); ``auto`` is the default.
+SCALES = ("auto", "seed-log", "linear", "shifted-log", "clipped-log", "asinh")
 ID_COLUMN = "galaxy_id"
 
 
 # --------------------------------------------------------------------------- measuring one galaxy
 
 
-def feature_columns() -> tuple[str, ...]:
-    """The feature columns of a table (both backends share the native schema)."""
+def feature_columns(feature_set: str = "full") -> tuple[str, ...]:
+    """The columns of a table between ``galaxy_id`` and ``flag``.
+
+    The features (both backends share the native schema; ``"fast"``: the fast
+    tier's), then the per-stamp preparation metadata
+    :data:`featuremass.io.stretch.STRETCH_COLUMNS`.
+    """
+    from featuremass.io.stretch import STRETCH_COLUMNS
+
+    if feature_set == "fast":
+        from featuremass.features.fast import FAST_COLUMNS
+
+        return tuple(FAST_COLUMNS) + tuple(STRETCH_COLUMNS)
     from featuremass.features.measure import FEATURE_COLUMNS
 
-    return tuple(FEATURE_COLUMNS)
+    return tuple(FEATURE_COLUMNS) + tuple(STRETCH_COLUMNS)
 
 
 def _measure_function(backend: str):
@@ -72,26 +86,66 @@ def _measure_function(backend: str):
     return measure_galaxy_statmorph
 
 
-def _measure_chunk(images, backend, scale, config, columns) -> np.ndarray:
-    """Measure a chunk; returns an (n, len(columns) + 1) float array (flag last)."""
-    from featuremass.io.stretch import inverse_seed_stretch
+def _measure_chunk(images, backend, scale, config, columns, psf_fwhm=None) -> np.ndarray:
+    """Measure a chunk; returns an (n, len(columns) + 1) float array (flag last).
+
+    ``psf_fwhm`` (optional, one value per image, px) replaces the config's
+    PSF FWHM galaxy by galaxy.
+    """
+    from featuremass.io.stretch import invert_stretch
 
     fn = _measure_function(backend)
     out = np.full((len(images), len(columns) + 1), np.nan)
     for i in range(len(images)):
         try:
             img = np.asarray(images[i], dtype=np.float64)
-            if scale == "seed-log":
-                img = inverse_seed_stretch(img)
+            meta = {}
+            extra_flag = 0
+            if scale != "linear":
+                with np.errstate(all="ignore"):
+                    inv = invert_stretch(img, scale)
+                img, meta = inv.image, inv.metadata()
+                if inv.uncertain:
+                    extra_flag = int(MorphFlag.STRETCH_UNCERTAIN)
+            cfg = config
+            if psf_fwhm is not None and np.isfinite(psf_fwhm[i]):
+                cfg = _with_psf(config, float(psf_fwhm[i]))
             with np.errstate(all="ignore"):
-                res = fn(img, config=config)
+                res = fn(img, config=cfg)
+            res = {**res, **meta}
             out[i, :-1] = [float(res.get(c, np.nan)) for c in columns]
-            out[i, -1] = int(res.get("flag", 0))
+            out[i, -1] = int(res.get("flag", 0)) | extra_flag
         except Exception as exc:  # noqa: BLE001 - one galaxy never stops the batch
             log.debug("galaxy %d of chunk failed: %r", i, exc)
             out[i, :-1] = np.nan
             out[i, -1] = int(MorphFlag.BACKEND_ERROR)
     return out
+
+
+def _fast_chunk(images, scale) -> np.ndarray:
+    """The fast tier on a chunk: the per-stamp inverse of ``_measure_chunk``, then one batched call.
+
+    Columns: :data:`~featuremass.features.fast.FAST_COLUMNS`, the stretch
+    metadata, then the flag.
+    """
+    from featuremass.features.fast import fast_features
+    from featuremass.io.stretch import STRETCH_COLUMNS, invert_stretch
+
+    linear = np.array(images, dtype=np.float64)
+    meta = np.full((len(linear), len(STRETCH_COLUMNS)), np.nan)
+    extra = np.zeros(len(linear), dtype=np.int64)
+    if scale != "linear":
+        for i in range(len(linear)):
+            with np.errstate(all="ignore"):
+                inv = invert_stretch(linear[i], scale)
+            linear[i] = inv.image
+            m = inv.metadata()
+            meta[i] = [m.get(c, np.nan) for c in STRETCH_COLUMNS]
+            if inv.uncertain:
+                extra[i] = int(MorphFlag.STRETCH_UNCERTAIN)
+    values, flags = fast_features(linear)
+    flags = np.asarray(flags, dtype=np.int64) | extra
+    return np.concatenate([values, meta, flags[:, None].astype(np.float64)], axis=1)
 
 
 def _worker_init():
@@ -104,13 +158,13 @@ def _worker_init():
         pass
 
 
-def _worker_task(source, start, stop, backend, scale, config, columns):
+def _worker_task(source, start, stop, backend, scale, config, columns, psf_fwhm=None):
     """Measure rows [start, stop) of ``source``: a .npy path (memory-mapped) or an array."""
     if isinstance(source, str):
         images = np.load(source, mmap_mode="r", allow_pickle=False)[start:stop]
     else:
         images = source
-    return start, _measure_chunk(images, backend, scale, config, columns)
+    return start, _measure_chunk(images, backend, scale, config, columns, psf_fwhm)
 
 
 # --------------------------------------------------------------------------- parameters and parts
@@ -230,7 +284,7 @@ def _npy_source(images) -> str | None:
     return str(images.filename)
 
 
-def _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size):
+def _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size, feature_set="full"):
     if isinstance(images, str | os.PathLike):
         from featuremass.io.layout import load_npy
 
@@ -257,6 +311,10 @@ def _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size):
         raise FeaturemassError(f"scale must be one of {SCALES}; got {scale!r}")
     if backend not in BACKENDS:
         raise FeaturemassError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if feature_set not in FEATURE_SETS:
+        raise FeaturemassError(f"feature_set must be one of {FEATURE_SETS}; got {feature_set!r}")
+    if feature_set == "fast" and backend != "native":
+        raise FeaturemassError(f"the fast feature set is native only; got backend {backend!r}")
     if int(n_jobs) < 1:
         raise FeaturemassError(f"n_jobs must be >= 1; got {n_jobs}")
     if int(chunk_size) < 1:
@@ -268,9 +326,11 @@ def extract_features(
     images,
     ids=None,
     *,
-    scale: str = "linear",
+    scale: str = "auto",
     backend: str = "native",
+    feature_set: str = "full",
     config=None,
+    psf_fwhm=None,
     n_jobs: int = 1,
     chunk_size: int = 1000,
     out=None,
@@ -286,15 +346,26 @@ def extract_features(
         A memory map is streamed chunk by chunk, never read whole.
     ids : array-like of int, optional
         One unique id per image (``galaxy_id``); default ``0 .. n-1``.
-    scale : {'linear', 'seed-log'}
-        ``'seed-log'`` undoes the seed's log stretch per image with
-        :func:`featuremass.io.stretch.inverse_seed_stretch` first;
-        ``'linear'`` measures the pixels as they are.
+    scale : str
+        How the pixels were scaled, one of :data:`SCALES`. ``'auto'``
+        (default) detects the stretch of each stamp and inverts it
+        (:func:`featuremass.io.stretch.invert_stretch`), recording what it
+        found in the ``stretch_code``, ``stretch_param`` and
+        ``censored_fraction`` columns and setting ``STRETCH_UNCERTAIN`` when
+        unsure; a stretch name inverts that stretch; ``'seed-log'`` is the
+        seed's shifted log with the sky-noise candle; ``'linear'`` measures
+        the pixels as they are.
     backend : {'native', 'statmorph'}
         :func:`featuremass.features.measure.measure_galaxy`, or
         :func:`featuremass.features.statmorph_backend.measure_galaxy_statmorph`.
+    feature_set : {'full', 'fast'}
+        ``'fast'``: :func:`featuremass.features.fast.fast_features` on each
+        chunk at once (native only; always in this process: it is batched).
     config : MorphologyConfig, optional
         Passed to the backend (the native default when None).
+    psf_fwhm : array-like of float, optional
+        PSF FWHM in pixels, one per image (from a PSF table): replaces the
+        config's ``psf_fwhm_px`` galaxy by galaxy; NaN keeps the config's.
     n_jobs : int
         Worker processes; 1 runs in this process.
     chunk_size : int
@@ -319,17 +390,27 @@ def extract_features(
     FeaturemassError
         For a bad argument (shape, ids, scale, backend, n_jobs, chunk_size).
     """
-    images, ids = _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size)
+    images, ids = _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size, feature_set)
+    if psf_fwhm is not None:
+        psf_fwhm = np.asarray(psf_fwhm, dtype=np.float64)
+        if psf_fwhm.shape != ids.shape:
+            raise FeaturemassError(f"psf_fwhm needs one value per image ({len(ids)}); got shape {psf_fwhm.shape}")
+        bad = ~(np.isnan(psf_fwhm) | (psf_fwhm > 0)) | np.isinf(psf_fwhm)
+        if bad.any():
+            raise FeaturemassError(
+                f"psf_fwhm must be positive (px); galaxy {int(ids[bad][0])} has {psf_fwhm[bad][0]!r}"
+            )
     if config is None and backend == "native":
         from featuremass.features.measure import MorphologyConfig
 
         config = MorphologyConfig()
-    columns = feature_columns()
+    columns = feature_columns(feature_set)
     n = len(ids)
     params = {
         "featuremass_version": __version__,
         "feature_engine_version": FEATURE_ENGINE_VERSION,
         "backend": backend,
+        "feature_set": feature_set,
         "scale": scale,
         "config": _config_dict(config),
         "image_shape": [int(s) for s in images.shape[1:]],
@@ -350,7 +431,8 @@ def extract_features(
     todo = []
     for k, start in enumerate(starts):
         stop = min(start + int(chunk_size), n)
-        fp = _fingerprint(ids[start:stop], params)
+        fp = _fingerprint(ids[start:stop], params if psf_fwhm is None else
+                          {**params, "psf_fwhm": psf_fwhm[start:stop].tolist()})
         if parts_dir is not None and resume:
             df = _read_part(parts_dir / f"part-{k:06d}.parquet", fp, stop - start)
             if df is not None and list(df.columns) == [ID_COLUMN, *columns, "flag"]:
@@ -377,12 +459,14 @@ def extract_features(
             bar.update(stop - start)
 
     try:
-        if int(n_jobs) == 1 or len(todo) <= 1:
+        if int(n_jobs) == 1 or len(todo) <= 1 or feature_set == "fast":
             for k, start, stop, fp in todo:
-                arr = _measure_chunk(images[start:stop], backend, scale, config, columns)
+                arr = (_fast_chunk(images[start:stop], scale) if feature_set == "fast"
+                       else _measure_chunk(images[start:stop], backend, scale, config, columns,
+                                           None if psf_fwhm is None else psf_fwhm[start:stop]))
                 finish(k, start, stop, fp, arr)
         else:
-            _run_parallel(images, todo, int(n_jobs), backend, scale, config, columns, finish)
+            _run_parallel(images, todo, int(n_jobs), backend, scale, config, columns, finish, psf_fwhm)
     finally:
         if bar is not None:
             bar.close()
@@ -394,6 +478,7 @@ def extract_features(
             "featuremass_version": __version__,
             "feature_engine_version": FEATURE_ENGINE_VERSION,
             "backend": backend,
+            "feature_set": feature_set,
             "scale": scale,
             "parameters": params,
             "input": input_description,
@@ -411,7 +496,7 @@ def extract_features(
     return df
 
 
-def _run_parallel(images, todo, n_jobs, backend, scale, config, columns, finish):
+def _run_parallel(images, todo, n_jobs, backend, scale, config, columns, finish, psf_fwhm=None):
     source = _npy_source(images)
     by_start = {start: (k, start, stop, fp) for k, start, stop, fp in todo}
     pending = list(todo)
@@ -423,7 +508,8 @@ def _run_parallel(images, todo, n_jobs, backend, scale, config, columns, finish)
             while pending and len(running) < 2 * n_jobs:
                 k, start, stop, fp = pending.pop(0)
                 src = source if source is not None else np.asarray(images[start:stop])
-                running.add(pool.submit(_worker_task, src, start, stop, backend, scale, config, columns))
+                psf = None if psf_fwhm is None else psf_fwhm[start:stop]
+                running.add(pool.submit(_worker_task, src, start, stop, backend, scale, config, columns, psf))
             done, running = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
             for fut in done:
                 start, arr = fut.result()
@@ -482,7 +568,7 @@ def _extract_cli(args) -> None:
         ds = load_split(args.data, npix=args.npix, split=args.split, train_size=args.train_size,
                         mmap=True, drop_invalid=getattr(args, "drop_invalid", False))
         images, ids = ds.images, ds.ids
-        scale = args.scale or "seed-log"
+        scale = args.scale or "auto"
         description = {"mode": "dataset", "data": str(args.data), "npix": int(args.npix),
                        "split": args.split, "train_size": args.train_size, "file": str(ds.source)}
     else:
@@ -501,7 +587,7 @@ def _extract_cli(args) -> None:
                     f"{args.names} must hold {len(images)} integer ids (one per image in "
                     f"{args.images}); got dtype {ids.dtype}, shape {ids.shape}"
                 )
-        scale = args.scale or "linear"
+        scale = args.scale or "auto"
         description = {"mode": "images", "images": str(args.images),
                        "names": None if args.names is None else str(args.names)}
 
@@ -514,8 +600,16 @@ def _extract_cli(args) -> None:
             config = _with_psf(config, args.psf_fwhm)
     elif args.psf_fwhm is not None:
         config = _SimpleConfig(psf_fwhm_px=float(args.psf_fwhm))
+    psf_fwhm = None
+    if getattr(args, "psf_table", None) is not None:
+        from featuremass.io.psf_table import read_psf_table
+
+        table_ids = np.arange(len(images), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+        psf_fwhm = read_psf_table(args.psf_table, table_ids)
+        description["psf_table"] = str(args.psf_table)
     df = extract_features(
-        images, ids, scale=scale, backend=args.backend, config=config, n_jobs=args.jobs,
+        images, ids, scale=scale, backend=args.backend, feature_set=getattr(args, "feature_set", "full"),
+        config=config, psf_fwhm=psf_fwhm, n_jobs=args.jobs,
         chunk_size=args.chunk_size, out=out, resume=not args.no_resume, progress=True,
         input_description=description,
     )
@@ -530,6 +624,8 @@ class _SimpleConfig:
 
 
 def _with_psf(config, fwhm):
+    if config is None:
+        return _SimpleConfig(psf_fwhm_px=float(fwhm))
     names = {f.name for f in dataclasses.fields(config)}
     for name in ("psf_fwhm_px", "psf_fwhm"):
         if name in names:
