@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,15 @@ log = logging.getLogger("featuremass")
 
 def _npix_list(values):
     return [int(v) for v in values]
+
+
+def _add_scheduler(p, what: str) -> None:
+    p.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help=f"{what} on Dask: tcp://HOST:PORT of a running dask.distributed scheduler, or "
+             "'local' to start a LocalCluster of -j worker processes on 127.0.0.1 "
+             "(needs the dask extra; default: this machine, without Dask)",
+    )
 
 
 # =========================================================================== data (issue 2)
@@ -156,7 +166,7 @@ def _add_extract(sub):
     src.add_argument("--npix", type=int, help="image size within --data")
     src.add_argument("--split", choices=["train", "val", "test"], help="split within --data")
     src.add_argument("--train-size", default=None, help="train file label (10000, 30000, all)")
-    src.add_argument("--images", type=Path, help="an (n, ny, nx) .npy stack")
+    src.add_argument("--images", type=Path, help="an (n, ny, nx) .npy stack, an HDF5 file (datasets data, sdss_id) or a folder of 2-D .npy stamps")
     src.add_argument("--names", type=Path, help="ids for --images (default 0..n-1)")
     p.add_argument("--scale", choices=["seed-log", "linear"], default=None,
                    help="how the images are scaled (default: seed-log for --data, linear for --images)")
@@ -166,6 +176,7 @@ def _add_extract(sub):
     p.add_argument("--chunk-size", type=int, default=1000, help="galaxies per resumable chunk")
     p.add_argument("--psf-fwhm", type=float, default=None, help="PSF FWHM in pixels for Sérsic fits")
     p.add_argument("--no-resume", action="store_true", help="recompute finished chunks")
+    _add_scheduler(p, "measure the chunks; --out is then a folder of one Parquet file per chunk,")
 
 
 def _run_extract(args):
@@ -197,6 +208,7 @@ def _add_train(sub):
                    help="do not add the random-noise control feature (used by the importance study)")
     p.add_argument("-j", "--jobs", type=int, default=2, help="LightGBM threads (default 2)")
     p.add_argument("--out", required=True, type=Path, help="model directory")
+    _add_scheduler(p, "train with lightgbm.dask (model saved like a local one)")
 
 
 def _run_train(args):
@@ -229,7 +241,9 @@ def _add_predict(sub):
     p.add_argument("--scale", choices=["seed-log", "linear"], default="seed-log")
     p.add_argument("--data", type=Path, help="dataset folder for extra inputs and L_g")
     p.add_argument("-j", "--jobs", type=int, default=1)
-    p.add_argument("--out", required=True, type=Path, help="output .csv or .parquet")
+    p.add_argument("--out", required=True, type=Path,
+                   help="output .csv or .parquet (with --scheduler: a folder of Parquet parts)")
+    _add_scheduler(p, "predict partition by partition")
 
 
 def _run_predict(args):
@@ -358,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # dask.distributed sets its own logger to INFO when imported (inside the
+    # commands); its config, read at that import, follows -v like the rest
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "info" if args.verbose else "warning")
     run = {name: fn for name, _, fn in COMMANDS}[args.command]
     try:
         run(args)

@@ -61,8 +61,13 @@ def fit_model(X, y, ids, *, kind: str = "lgbm", input_set: str = "image", X_val=
               loss: str = "l2", target: str = "linear", seed: int = 0, n_jobs: int = 2,
               n_estimators: int = 2000, learning_rate: float = 0.05, cv: int = 0,
               noise_seed: int | None = None, intervals: bool = True, n_boot: int = 200,
-              source: dict | None = None):
+              source: dict | None = None, client=None, local_cluster: bool = False):
     """Fit a point model, its conformal intervals and (optionally) K-fold CV.
+
+    With a Dask ``client`` the LightGBM point model is trained on the cluster
+    (:func:`featuremass.models.dask_gbm.fit_gbm_dask`, on the same splits) and
+    the intervals are split-conformal on its residuals, which needs no further
+    training; ``local_cluster`` says the cluster runs on 127.0.0.1 only.
 
     The validation split is divided (seeded) into an early-stopping half and a
     calibration half; without one, :data:`AUTO_VAL_FRACTION` of the training
@@ -97,10 +102,17 @@ def fit_model(X, y, ids, *, kind: str = "lgbm", input_set: str = "image", X_val=
     X_cal, y_cal = X_val.iloc[cal_rows], y_val[cal_rows]
     est = make_estimator(kind, loss=loss, target=target, seed=seed, n_jobs=n_jobs,
                          n_estimators=n_estimators, learning_rate=learning_rate)
-    est.fit(X_fit, y_fit, X_val=X_stop, y_val=y_stop)
+    if client is not None:
+        if kind != "lgbm" or cv:
+            raise FeaturemassError("--scheduler trains --model lgbm without --cv")
+        from featuremass.models.dask_gbm import fit_gbm_dask
+
+        est = fit_gbm_dask(client, est, X_fit, y_fit, X_stop, y_stop, local_cluster=local_cluster)
+    else:
+        est.fit(X_fit, y_fit, X_val=X_stop, y_val=y_stop)
     conformal = None
     if intervals:
-        if kind == "lgbm":
+        if kind == "lgbm" and client is None:
             qparams = {k: v for k, v in est.get_params().items() if k not in ("loss", "alpha")}
             conformal = ConformalIntervals(method="cqr", quantile_params=qparams)
         else:
@@ -143,6 +155,7 @@ def train_cli(args) -> None:
     table = read_features(args.train)
     design = build_design(table, args.inputs, metadata=meta, noise=noise, seed=args.seed,
                           require_target=True)
+    scheduler = getattr(args, "scheduler", None)
     X_val = y_val = None
     if args.val is not None:
         val_table = read_features(args.val)
@@ -150,16 +163,24 @@ def train_cli(args) -> None:
                                require_target=True)
         X_val = align_columns(vdesign.X, list(design.X.columns), source=str(args.val))
         y_val = vdesign.y
-    model = fit_model(
-        design.X, design.y, design.ids, kind=args.model, input_set=args.inputs, X_val=X_val,
+    fit = dict(
+        kind=args.model, input_set=args.inputs, X_val=X_val,
         y_val=y_val, loss=args.loss, target=args.target, seed=args.seed,
         n_jobs=getattr(args, "jobs", 2) or 2,
         n_estimators=getattr(args, "n_estimators", 2000),
         learning_rate=getattr(args, "learning_rate", 0.05), cv=args.cv,
         noise_seed=args.seed if noise else None,
         source={"train_table": str(args.train), "val_table": str(args.val) if args.val else None,
-                "data": str(args.data)},
+                "data": str(args.data), "scheduler": scheduler},
     )
+    if scheduler is None:
+        model = fit_model(design.X, design.y, design.ids, **fit)
+    else:
+        from featuremass.features.execution import open_executor, terminate_on_signals
+
+        with terminate_on_signals(), open_executor(getattr(args, "jobs", 2) or 2, scheduler) as ex:
+            model = fit_model(design.X, design.y, design.ids, client=ex.client,
+                              local_cluster=scheduler == "local", **fit)
     save_model(args.out, model)
     cal = model.info["metrics"]["calibration"]["linear"]
     line = (f"{args.out}: {args.model} on {args.inputs} ({design.X.shape[1]} features, "
@@ -247,7 +268,7 @@ def _write_table(df: pd.DataFrame, path: Path) -> Path:
 
 
 def features_from_images(images_path: Path, names_path: Path | None, *, scale: str = "seed-log",
-                         n_jobs: int = 1) -> pd.DataFrame:
+                         n_jobs: int = 1, executor=None) -> pd.DataFrame:
     """Measure the feature table of an ``(n, ny, nx)`` image stack."""
     from featuremass.features.batch import extract_features
     from featuremass.io.layout import load_npy
@@ -263,7 +284,8 @@ def features_from_images(images_path: Path, names_path: Path | None, *, scale: s
             raise DataError(f"{names_path} has {len(ids)} ids but {images_path} has {len(images)} images")
     else:
         ids = np.arange(len(images), dtype=np.int64)
-    table = extract_features(images, ids.astype(np.int64), scale=scale, n_jobs=n_jobs)
+    table = extract_features(images, ids.astype(np.int64), scale=scale, n_jobs=n_jobs,
+                             executor=executor)
     table.attrs["source"] = str(images_path)
     return table
 
@@ -293,6 +315,9 @@ def predict_cli(args) -> None:
         raise FeaturemassError("--names goes with --images")
     model = load_model(args.model)
     meta = _metadata(args, required=False, what="prediction")
+    if getattr(args, "scheduler", None) is not None:
+        _predict_on_dask(args, meta)
+        return
     if args.features is not None:
         table = read_features(args.features)
     else:
@@ -300,6 +325,27 @@ def predict_cli(args) -> None:
     pred = predict_table(model, table, meta)
     path = _write_table(pred, args.out)
     print(f"{path}: {len(pred)} galaxies")
+
+
+def _predict_on_dask(args, meta) -> None:
+    """``predict --scheduler``: the model mapped over partitions, one Parquet file each."""
+    from featuremass.features.execution import open_executor, terminate_on_signals
+    from featuremass.models.dask_gbm import predict_partitions
+
+    out = Path(args.out)
+    if out.exists():
+        raise FeaturemassError(f"{out} exists; with --scheduler, --out is a new folder of Parquet parts")
+    if not out.parent.is_dir():
+        raise FeaturemassError(f"output folder does not exist: {out.parent}")
+    with terminate_on_signals(), open_executor(args.jobs, args.scheduler) as ex:
+        if args.features is not None:
+            table = args.features
+            if not Path(table).exists():
+                raise DataError(f"feature table not found: {table}")
+        else:
+            table = features_from_images(args.images, args.names, scale=args.scale, executor=ex)
+        n = predict_partitions(ex.client, args.model, table, out, meta)
+    print(f"{out}: {n} galaxies in {len(list(out.glob('*.parquet')))} Parquet parts")
 
 
 # =========================================================================== importance

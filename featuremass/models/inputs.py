@@ -82,7 +82,8 @@ def read_features(path: str | os.PathLike) -> pd.DataFrame:
     it is available. Checks that ``galaxy_id`` exists and is unique.
     """
     path = Path(path)
-    if not path.is_file():
+    # a folder is the partitioned table of a distributed extract
+    if not path.is_file() and not path.is_dir():
         raise DataError(f"feature table not found: {path}")
     if path.suffix.lower() == ".csv":
         try:
