@@ -383,8 +383,9 @@ class DaskExecutor:
                 n_workers=int(n_workers), threads_per_worker=1, processes=True,
                 host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
             )
+            # its worker processes exit by themselves when this process dies
+            # (distributed's AsyncProcess watches a pipe from the parent)
             self.client = distributed.Client(self.cluster)
-            self._register_parent_watch()
         else:
             if not address.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
                 raise FeaturemassError(
@@ -400,21 +401,6 @@ class DaskExecutor:
             self.close()
             raise FeaturemassError(
                 f"no Dask worker joined the scheduler at {address} within {connect_timeout:.0f} s") from None
-
-    def _register_parent_watch(self) -> None:
-        # A LocalCluster's nannies live in this process, but its workers are
-        # processes of their own: make each one exit when this command is gone.
-        from distributed.diagnostics.plugin import WorkerPlugin
-
-        parent = os.getpid()
-
-        class ParentWatch(WorkerPlugin):
-            name = "featuremass-parent-watch"
-
-            def setup(self, worker):
-                _start_parent_watch(parent)
-
-        self.client.register_plugin(ParentWatch())
 
     @property
     def n_workers(self) -> int:
