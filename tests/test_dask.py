@@ -165,3 +165,37 @@ def test_train_on_the_cluster_predict_without_it(cluster, tmp_path, capsys):
     listening = [c.laddr.ip for c in psutil.net_connections(kind="inet")
                  if c.status == psutil.CONN_LISTEN and c.pid in pids]
     assert listening and set(listening) == {"127.0.0.1"}
+
+
+def test_a_lost_scheduler_is_one_clear_error_and_keeps_finished_chunks(stack_file, tmp_path):
+    from featuremass.errors import FeaturemassError
+
+    # a cluster of its own (threads in this process) that the test can take down
+    lc = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None,
+                                  silence_logs=logging.ERROR)
+    out, caught = tmp_path / "features", {}
+    ex = DaskExecutor(lc.scheduler_address)
+
+    def run():
+        try:
+            extract_features(stack_file, chunk_size=1, out=out, partitioned=True, executor=ex)
+        except FeaturemassError as exc:
+            caught["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and worker.is_alive() and not list(out.glob("part-*.parquet")):
+        time.sleep(0.02)
+    lc.close()
+    worker.join(timeout=60)
+    ex.close()
+    assert not worker.is_alive()
+    message = str(caught.get("error", ""))
+    assert "lost the Dask scheduler" in message and "run the same command again" in message
+    assert "\n" not in message
+    kept = sorted(out.glob("part-*.parquet"))
+    assert 1 <= len(kept) < 24 and not (out / "_featuremass.json").exists()
+    with pytest.raises(FeaturemassError, match="not a finished"):
+        read_feature_table(out)
