@@ -321,7 +321,11 @@ def predict_cli(args) -> None:
     if args.features is not None:
         table = read_features(args.features)
     else:
-        table = features_from_images(args.images, args.names, scale=args.scale, n_jobs=args.jobs)
+        from featuremass.features.execution import terminate_on_signals
+
+        with terminate_on_signals():
+            table = features_from_images(args.images, args.names, scale=args.scale,
+                                         n_jobs=args.jobs)
     pred = predict_table(model, table, meta)
     path = _write_table(pred, args.out)
     print(f"{path}: {len(pred)} galaxies")
