@@ -253,6 +253,9 @@ def _start_parent_watch(parent_pid: int) -> None:
 def _pool_worker_init(parent_pid: int) -> None:
     # Ctrl-C reaches the whole process group; the command decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a forked worker inherits the command's SIGTERM handler; the command's
+    # terminate() must simply end it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _start_parent_watch(parent_pid)
 
 
@@ -304,8 +307,8 @@ class LocalExecutor:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        self.close(abort=exc_type is not None)
 
     def _get_pool(self):
         if self._pool is None:
@@ -341,10 +344,13 @@ class LocalExecutor:
                 _, digest, values = fut.result()
                 on_result(a, b, digest, values)
 
-    def close(self) -> None:
-        """Stop the pool's workers now (a running chunk is abandoned, not waited for)."""
+    def close(self, abort: bool = False) -> None:
+        """Shut the pool down; with ``abort``, stop its workers now (running chunks are abandoned)."""
         pool, self._pool = self._pool, None
         if pool is None:
+            return
+        if not abort:
+            pool.shutdown(wait=True)
             return
         processes = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
@@ -470,13 +476,27 @@ class DaskExecutor:
             f"{what}; {n_done} of {n_total} chunks were finished and are kept: run the same "
             "command again to resume")
 
-    def close(self) -> None:
-        for obj in (getattr(self, "client", None), self.cluster):
-            if obj is None:
-                continue
-            with contextlib.suppress(Exception):
-                obj.close()
+    def close(self, abort: bool = False) -> None:
+        # closing a client whose scheduler is gone cancels its reconnection
+        # attempts, which distributed logs as an error with a traceback; the
+        # command has already said what happened in one line
+        quiet = _DropRecords()
+        client_log = logging.getLogger("distributed.client")
+        client_log.addFilter(quiet)
+        try:
+            for obj in (getattr(self, "client", None), self.cluster):
+                if obj is None:
+                    continue
+                with contextlib.suppress(Exception):
+                    obj.close()
+        finally:
+            client_log.removeFilter(quiet)
         self.cluster = None
+
+
+class _DropRecords(logging.Filter):
+    def filter(self, record):
+        return False
 
 
 def _is_comm_error(exc: BaseException) -> bool:
@@ -492,5 +512,7 @@ def open_executor(n_jobs: int = 1, scheduler: str | None = None) -> Iterator[Loc
     executor = LocalExecutor(n_jobs) if scheduler is None else DaskExecutor(scheduler, n_jobs)
     try:
         yield executor
-    finally:
-        executor.close()
+    except BaseException:
+        executor.close(abort=True)
+        raise
+    executor.close()
