@@ -50,8 +50,46 @@ def has_module(name: str) -> bool:
 
 
 def import_tensorflow(purpose: str = "The CNN") -> ModuleType:
-    """Import TensorFlow quietly, or raise the 'install the cnn extra' message."""
+    """Import TensorFlow quietly, or raise the 'install the cnn extra' message.
+
+    TensorFlow's C++ start-up lines (oneDNN, "could not find cuda drivers",
+    cuInit) are written to file descriptor 2 before its logging is set up, so
+    no environment variable silences them. Unless the ``featuremass`` logger is
+    at DEBUG level (``featuremass -vv``), descriptor 2 is pointed at /dev/null
+    while TensorFlow is imported and its devices are listed, then restored.
+    """
+    import logging
     import os
+    import sys
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return optional_import("tensorflow", purpose=purpose)
+    if "tensorflow" in sys.modules or logging.getLogger("featuremass").isEnabledFor(logging.DEBUG):
+        return optional_import("tensorflow", purpose=purpose)
+    with _stderr_fd_silenced():
+        tf = optional_import("tensorflow", purpose=purpose)
+        tf.config.list_physical_devices()  # device discovery prints the CUDA lines
+    return tf
+
+
+class _stderr_fd_silenced:
+    """Point file descriptor 2 at /dev/null for the ``with`` block (Python's own stderr too)."""
+
+    def __enter__(self):
+        import os
+        import sys
+
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        return self
+
+    def __exit__(self, *exc):
+        import os
+        import sys
+
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        return False
