@@ -337,6 +337,8 @@ def _predict_on_dask(args, meta) -> None:
     from featuremass.models.dask_gbm import predict_partitions
 
     out = Path(args.out)
+    if out.suffix.lower() == ".csv":
+        raise FeaturemassError(f"with --scheduler, --out is a folder of Parquet parts, not {out}")
     if out.exists():
         raise FeaturemassError(f"{out} exists; with --scheduler, --out is a new folder of Parquet parts")
     if not out.parent.is_dir():
