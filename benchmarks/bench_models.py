@@ -122,7 +122,8 @@ def fit_and_score(name, kind, input_set, tables, meta, args, *, noise=True, cv=0
                       X_val=align_columns(va.X, list(tr.X.columns)), y_val=va.y, seed=args.seed,
                       n_jobs=args.jobs, cv=cv, noise_seed=args.seed if noise else None, n_boot=200)
     fit_s = time.perf_counter() - t0
-    result = evaluate_model(model, tables["test"], meta, n_boot=args.n_boot, seed=args.seed)
+    result = evaluate_model(model, tables["test"], meta, n_boot=args.n_boot, seed=args.seed,
+                            impute=True)
     te = model.design(tables["test"], meta, require_target=True)
     pred = model.predict_frame(te.X)
     assert np.allclose(regression_report(te.y, pred["ml_pred"].to_numpy(), n_boot=0)["linear"]
@@ -200,7 +201,7 @@ def main(argv=None) -> int:
                                                cv=args.cv)
         main_models[input_set] = model
         model.info["test_metrics"] = row["metrics"]
-        from featuremass.models.persistence import save_model
+        from featuremass.models.store import save_model
 
         save_model(args.work / "models" / f"lgbm_{tag}", model)
         rows.append(row)

@@ -1,3 +1,11 @@
-"""The single source of featuremass's version."""
+"""The single source of featuremass's version and of its feature-engine version."""
 
 __version__ = "0.1.0"
+
+#: Version of the feature measurements (segmentation, sky, stretch handling,
+#: every feature kernel). A feature table and a model record it; predict and
+#: evaluate refuse a table measured by a different engine than the model's.
+#: Bump it whenever a change can alter a feature value. 1 was featuremass
+#: 0.1.0 at 84bb0c8; 2 adds the auto stretch detection, the censored-sky and
+#: Petrosian changes of this release.
+FEATURE_ENGINE_VERSION = 2

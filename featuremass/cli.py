@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -35,6 +36,45 @@ def _add_scheduler(p, what: str) -> None:
     )
 
 
+def _int_at_least(low: int):
+    """An argparse type: an integer >= ``low`` (a clear usage error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+_positive_float.__name__ = "number > 0"
+
+
+def _cv_folds(text: str) -> int:
+    """An argparse type: 0 (no cross-validation) or at least 2 folds."""
+    value = _int_at_least(0)(text)
+    if value == 1:
+        raise argparse.ArgumentTypeError("1 fold is no cross-validation; give 0 (off) or >= 2")
+    return value
+_JOBS = _int_at_least(1)
+
+
 # =========================================================================== data (issue 2)
 
 
@@ -54,7 +94,7 @@ def _add_simulate(sub):
     p.add_argument("--n-test", type=int, default=500, help="test galaxies (default 500)")
     p.add_argument("--npix", type=int, nargs="+", default=[69], help="image sizes (default 69)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("-j", "--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("-j", "--jobs", type=_JOBS, default=None, help="worker processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
 
 
@@ -172,10 +212,15 @@ def _add_extract(sub):
                    help="how the images are scaled (default: seed-log for --data, linear for --images)")
     p.add_argument("--backend", choices=["native", "statmorph"], default="native")
     p.add_argument("--out", required=True, type=Path, help="output .parquet file")
-    p.add_argument("-j", "--jobs", type=int, default=1, help="worker processes")
-    p.add_argument("--chunk-size", type=int, default=1000, help="galaxies per resumable chunk")
+    p.add_argument("-j", "--jobs", type=_JOBS, default=1, help="worker processes (default 1)")
+    p.add_argument("--chunk-size", type=_int_at_least(1), default=1000,
+                   help="galaxies per resumable chunk (default 1000)")
     p.add_argument("--psf-fwhm", type=float, default=None, help="PSF FWHM in pixels for Sérsic fits")
     p.add_argument("--no-resume", action="store_true", help="recompute finished chunks")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out table")
+    p.add_argument("--drop-invalid", action="store_true",
+                   help="with --data: drop galaxies with a missing id or an invalid M/L "
+                        "(non-finite or <= 0) instead of stopping, and say how many")
     _add_scheduler(p, "measure the chunks; --out is then a folder of one Parquet file per chunk,")
 
 
@@ -199,15 +244,20 @@ def _add_train(sub):
     p.add_argument("--model", default="lgbm", choices=["lgbm", "ridge", "mean"])
     p.add_argument("--loss", default="l2", choices=["l2", "l1"])
     p.add_argument("--target", default="linear", choices=["linear", "log"])
-    p.add_argument("--cv", type=int, default=0, help="K-fold cross-validation folds (0: off)")
+    p.add_argument("--cv", type=_cv_folds, default=0,
+                   help="K-fold cross-validation folds (0: off)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-estimators", type=int, default=2000,
+    p.add_argument("--n-estimators", type=_int_at_least(1), default=2000,
                    help="maximum boosting rounds (early stopping usually ends sooner)")
-    p.add_argument("--learning-rate", type=float, default=0.05)
+    p.add_argument("--learning-rate", type=_positive_float, default=0.05,
+                   help="LightGBM learning rate, > 0 (default 0.05)")
     p.add_argument("--no-noise-control", action="store_true",
                    help="do not add the random-noise control feature (used by the importance study)")
-    p.add_argument("-j", "--jobs", type=int, default=2, help="LightGBM threads (default 2)")
+    p.add_argument("-j", "--jobs", type=_JOBS, default=2, help="LightGBM threads (default 2)")
     p.add_argument("--out", required=True, type=Path, help="model directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    p.add_argument("--drop-invalid", action="store_true",
+                   help="drop galaxies whose M/L is non-finite or <= 0 instead of stopping")
     _add_scheduler(p, "train with lightgbm.dask (model saved like a local one)")
 
 
@@ -223,7 +273,13 @@ def _add_evaluate(sub):
     p.add_argument("--features", required=True, type=Path, help="feature table (.parquet)")
     p.add_argument("--data", type=Path, help="dataset folder for metadata")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for intervals")
+    p.add_argument("--n-boot", type=_int_at_least(0), default=1000,
+                   help="bootstrap resamples for intervals (default 1000; 0: no intervals)")
+    p.add_argument("--drop-invalid", action="store_true",
+                   help="drop galaxies whose M/L is non-finite or <= 0 instead of stopping")
+    p.add_argument("--impute", action="store_true",
+                   help="also score seriously flagged galaxies (LightGBM's missing-value path); "
+                        "by default they are left out and counted")
 
 
 def _run_evaluate(args):
@@ -240,9 +296,13 @@ def _add_predict(sub):
     p.add_argument("--names", type=Path, help="ids for --images")
     p.add_argument("--scale", choices=["seed-log", "linear"], default="seed-log")
     p.add_argument("--data", type=Path, help="dataset folder for extra inputs and L_g")
-    p.add_argument("-j", "--jobs", type=int, default=1)
+    p.add_argument("-j", "--jobs", type=_JOBS, default=1, help="worker processes (default 1)")
     p.add_argument("--out", required=True, type=Path,
                    help="output .csv or .parquet (with --scheduler: a folder of Parquet parts)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--impute", action="store_true",
+                   help="predict seriously flagged galaxies too, through LightGBM's missing-value "
+                        "path (default: their M/L is NaN and their flag is kept)")
     _add_scheduler(p, "predict partition by partition")
 
 
@@ -258,7 +318,9 @@ def _add_importance(sub):
     p.add_argument("--features", required=True, type=Path, help="test feature table (.parquet)")
     p.add_argument("--data", type=Path, help="dataset folder for metadata")
     p.add_argument("--out", required=True, type=Path, help="output folder for tables and plots")
-    p.add_argument("--n-repeats", type=int, default=5, help="shuffles per feature (permutation)")
+    p.add_argument("--n-repeats", type=_int_at_least(1), default=5,
+                   help="shuffles per feature (permutation; default 5)")
+    p.add_argument("--overwrite", action="store_true", help="write into an existing --out folder")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -279,16 +341,22 @@ def _add_cnn(sub):
     t.add_argument("--npix", type=int, default=69)
     t.add_argument("--train-size", default=None)
     t.add_argument("--extra-inputs", action="store_true", help="add distance and L_g")
-    t.add_argument("--epochs", type=int, default=50)
-    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--epochs", type=_int_at_least(1), default=50)
+    t.add_argument("--batch-size", type=_int_at_least(1), default=32)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, type=Path, help="model directory")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    t.add_argument("--drop-invalid", action="store_true",
+                   help="drop galaxies with a missing id or an invalid M/L instead of stopping")
     pr = csub.add_parser("predict", help="predict M/L with a trained CNN")
     pr.add_argument("--model", required=True, type=Path)
     pr.add_argument("--data", required=True, type=Path)
     pr.add_argument("--npix", type=int, default=69)
     pr.add_argument("--split", default="test", choices=["train", "val", "test"])
     pr.add_argument("--out", required=True, type=Path)
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    pr.add_argument("--drop-invalid", action="store_true",
+                    help="drop galaxies with a missing id or an invalid M/L instead of stopping")
 
 
 def _run_cnn(args):
@@ -322,7 +390,7 @@ def _add_demo(sub):
     p.add_argument("--fast", action="store_true", help="a tiny survey, for tests")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cnn", action="store_true", help="skip the CNN even if TensorFlow is installed")
-    p.add_argument("-j", "--jobs", type=int, default=None)
+    p.add_argument("-j", "--jobs", type=_JOBS, default=None)
 
 
 def _run_demo(args):
@@ -380,6 +448,13 @@ def main(argv: list[str] | None = None) -> int:
         run(args)
     except FeaturemassError as exc:
         print(f"featuremass {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # permission denied, disk full, not a directory...: the writers clean
+        # up their temporary files, so one line naming the path is enough
+        log.debug("OS error", exc_info=True)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"featuremass {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"featuremass {args.command}: interrupted", file=sys.stderr)

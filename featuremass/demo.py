@@ -126,7 +126,7 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
     from featuremass.io.simulate import SurveyConfig
     from featuremass.models.commands import evaluate_model, fit_model, predict_table
     from featuremass.models.inputs import build_design, load_metadata
-    from featuremass.models.persistence import save_model
+    from featuremass.models.store import save_model
     from featuremass.report.html import build_report
 
     if echo is None:
@@ -207,12 +207,12 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
                        noise_seed=seed if noise else None, intervals=kind != "mean",
                        n_boot=plan.n_boot)
         mdir = save_model(out / "models" / label, tm)
-        ev = evaluate_model(tm, tables["test"], meta, n_boot=plan.n_boot, seed=seed)
+        ev = evaluate_model(tm, tables["test"], meta, n_boot=plan.n_boot, seed=seed, impute=True)
         rep = ev["metrics"]
         if "coverage" in ev:
             rep["coverage"] = {k: v["empirical"] for k, v in ev["coverage"].items()}
         metrics[label] = rep
-        p = predict_table(tm, tables["test"], meta)
+        p = predict_table(tm, tables["test"], meta, impute=True)
         pred[f"ml_pred_{label}"] = p["ml_pred"].to_numpy()
         for lo, hi, tag in (("ml_lo68", "ml_hi68", "68"), ("ml_lo95", "ml_hi95", "95")):
             if lo in p:

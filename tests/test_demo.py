@@ -42,5 +42,7 @@ def test_demo_fast_writes_the_run_folder_and_report(tmp_path):
 def test_demo_cli_rejects_bad_jobs(capsys):
     from featuremass.cli import main
 
-    assert main(["demo", "--out", "unused", "-j", "-1"]) == 2
-    assert "n_jobs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # argparse refuses it before the demo starts
+        main(["demo", "--out", "unused", "-j", "-1"])
+    assert exc.value.code == 2
+    assert "-j/--jobs: must be an integer >= 1, got -1" in capsys.readouterr().err

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from featuremass._version import __version__
+from featuremass._version import FEATURE_ENGINE_VERSION, __version__
 from featuremass.errors import DataError, FeaturemassError
 from featuremass.features.flags import SERIOUS_FLAGS, MorphFlag
 
@@ -351,6 +351,7 @@ def extract_features(
     n = len(ids)
     params = {
         "featuremass_version": __version__,
+        "feature_engine_version": FEATURE_ENGINE_VERSION,
         "backend": backend,
         "scale": scale,
         "config": _config_dict(config),
@@ -429,6 +430,7 @@ def extract_features(
     if out is not None:
         meta = {
             "featuremass_version": __version__,
+            "feature_engine_version": FEATURE_ENGINE_VERSION,
             "backend": backend,
             "scale": scale,
             "parameters": params,
@@ -480,7 +482,40 @@ def _to_frame(ids, arr, columns) -> pd.DataFrame:
 
 
 def extract_cli(args) -> None:
-    """``featuremass extract``: validate the arguments, extract, print a summary."""
+    """``featuremass extract``: validate the arguments, extract, print a summary.
+
+    The output is refused when it is an input or exists without ``--overwrite``,
+    and is locked while being written, so a second extract to it is refused.
+    """
+    from featuremass.io.layout import as_int64_ids, check_image_stack, guarded_output, load_npy
+
+    images, names = getattr(args, "images", None), getattr(args, "names", None)
+    if images is not None:  # refuse complex/text stacks, non-seed-log "seed-log", uint64 ids
+        stack, _ = _image_source(Path(images))
+        # HDF5 and folders are checked on their first rows: they are never read whole here
+        rows = (load_npy(images, mmap=True) if stack.kind == "npy"
+                else stack.read(0, min(stack.stack_shape()[0], 1000)))
+        check_image_stack(rows, images, getattr(args, "scale", None))
+    if names is not None:
+        as_int64_ids(load_npy(names, mmap=False), names)
+    folder = getattr(args, "scheduler", None) is not None  # a Dask run writes a folder of parts
+    # an unfinished partitioned table of an interrupted run is resumed, not replaced
+    resuming = folder and _unfinished_dataset(Path(args.out))
+    with guarded_output(args.out, inputs=[images, names], folder=folder,
+                        overwrite=getattr(args, "overwrite", False) or resuming):
+        _extract_cli(args)
+
+
+def _unfinished_dataset(folder: Path) -> bool:
+    """Whether ``folder`` holds only the parts of an interrupted partitioned extract."""
+    if not folder.is_dir() or (folder / DATASET_METADATA).exists():
+        return False
+    names = [p.name for p in folder.iterdir()]
+    return all(n.startswith("part-") and n.endswith(".parquet") or n.startswith(".")
+               for n in names)
+
+
+def _extract_cli(args) -> None:
     data_mode = any(getattr(args, a, None) is not None for a in ("data", "npix", "split", "train_size"))
     images_mode = any(getattr(args, a, None) is not None for a in ("images", "names"))
     if data_mode == images_mode:
@@ -501,7 +536,7 @@ def extract_cli(args) -> None:
         from featuremass.io.layout import load_split
 
         ds = load_split(args.data, npix=args.npix, split=args.split, train_size=args.train_size,
-                        mmap=True)
+                        mmap=True, drop_invalid=getattr(args, "drop_invalid", False))
         images, ids = ds.images, ds.ids
         scale = args.scale or "seed-log"
         description = {"mode": "dataset", "data": str(args.data), "npix": int(args.npix),

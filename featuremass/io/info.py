@@ -21,6 +21,7 @@ from featuremass.io.layout import (
     SPLITS,
     TARGET_COLUMN,
     SeedLayout,
+    as_int64_ids,
     load_npy,
     read_metadata,
     read_split_labels,
@@ -99,6 +100,15 @@ def dataset_info(root: str | os.PathLike) -> dict:
                     f"{layout.metadata_path}: {n_bad} rows with non-finite {TARGET_COLUMN}: "
                     f"ids {_examples(bad_ids)}"
                 )
+            target = meta[TARGET_COLUMN].to_numpy(dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                not_positive = np.isfinite(target) & (target <= 0)
+            if not_positive.any():
+                problems.append(
+                    f"{layout.metadata_path}: {int(not_positive.sum())} rows with {TARGET_COLUMN} "
+                    f"<= 0 (a mass-to-light ratio is positive): ids "
+                    f"{_examples(meta.index[not_positive])}"
+                )
     else:
         problems.append(f"no metadata file ({layout.metadata_path})")
     meta_ids = meta.index.to_numpy() if meta is not None else None
@@ -123,9 +133,7 @@ def dataset_info(root: str | os.PathLike) -> dict:
                 if images.dtype != np.float32 or images.ndim != 3 or images.shape[1:] != (npix, npix):
                     problems.append(f"{img_path} has {images.dtype} {images.shape}; expected float32 (n, {npix}, {npix})")
                 del images
-                ids = np.asarray(load_npy(names_path, mmap=False))
-                if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-                    raise DataError(f"{names_path} is {ids.dtype} {ids.shape}; expected 1-D integer ids")
+                ids = as_int64_ids(load_npy(names_path, mmap=False), names_path)
             except DataError as exc:
                 problems.append(str(exc))
                 rec["error"] = str(exc)

@@ -144,6 +144,21 @@ def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
     dup = df.index[df.index.duplicated()].unique()
     if len(dup):
         raise DataError(f"metadata {path} has duplicate {ID_COLUMN} values {_fmt_ids(dup)}")
+    for col in METADATA_COLUMNS:
+        if pd.api.types.is_bool_dtype(df[col]) or not pd.api.types.is_numeric_dtype(df[col]):
+            values = pd.to_numeric(df[col], errors="coerce")
+            bad = values.isna() & df[col].notna()
+            if pd.api.types.is_bool_dtype(df[col]):
+                bad = df[col].notna()
+            if bad.any():
+                first = df.index[bad][0]
+                line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # 1-based, after the header
+                raise DataError(
+                    f"metadata {path}: column {col!r} holds a non-numeric value "
+                    f"{df[col][bad].iloc[0]!r} on line {line} ({ID_COLUMN} {first}); "
+                    f"{int(bad.sum())} such rows in all"
+                )
+            df[col] = values.astype(np.float64)
     return df
 
 
@@ -185,6 +200,68 @@ def load_npy(path: str | os.PathLike, *, mmap: bool = True) -> np.ndarray:
     except (OSError, EOFError) as exc:
         raise DataError(f"{path} cannot be read as .npy: {exc}") from None
     return arr
+
+
+#: Image dtypes measured as they are (integers are converted to float).
+_IMAGE_KINDS = "fiu"
+
+
+def check_image_dtype(images, path) -> None:
+    """Refuse image stacks whose dtype is not a real number (complex, bool, text, objects)."""
+    dtype = np.dtype(images.dtype)
+    if dtype.kind not in _IMAGE_KINDS:
+        what = {"c": "complex", "b": "boolean", "U": "text", "S": "bytes", "O": "object",
+                "V": "structured", "M": "datetime", "m": "timedelta"}.get(dtype.kind, str(dtype))
+        raise DataError(f"{path} holds {what} values ({dtype}); images must be real numbers "
+                        "(float32 as in the seed layout)")
+
+
+def as_int64_ids(ids, path, n: int | None = None) -> np.ndarray:
+    """``ids`` as int64 after checking they are 1-D integers that fit (``n`` of them if given).
+
+    Unsigned ids of 2**63 and above would wrap to negative numbers, so they are refused.
+    """
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or (len(ids) and not np.issubdtype(ids.dtype, np.integer)):
+        raise DataError(f"{path} must be a 1-D integer array of ids; got {ids.dtype} {ids.shape}")
+    if n is not None and len(ids) != n:
+        raise DataError(f"{path} has {len(ids)} ids but there are {n} images")
+    if ids.dtype.kind == "u" and ids.dtype.itemsize >= 8 and len(ids):
+        too_big = ids > np.uint64(np.iinfo(np.int64).max)
+        if too_big.any():
+            raise DataError(f"{path} holds ids of 2**63 or more, beyond int64: "
+                            f"{[int(i) for i in ids[too_big][:5]]}")
+    return ids.astype(np.int64)
+
+
+#: Largest |pixel| accepted for seed-log images, which the stretch maps into [-1, 1].
+SEED_LOG_LIMIT = 1.5
+
+
+def check_seed_log_range(images, path, *, limit: float = SEED_LOG_LIMIT,
+                         chunk: int = 2048) -> None:
+    """Refuse a stack declared seed-log whose finite pixels lie far outside [-1, 1].
+
+    Scanned in chunks, so a memory map is never read whole at once.
+    """
+    worst = 0.0
+    for start in range(0, len(images), chunk):
+        block = np.asarray(images[start:start + chunk], dtype=np.float64)
+        finite = np.abs(block[np.isfinite(block)])
+        if finite.size:
+            worst = max(worst, float(finite.max()))
+        if worst > limit:
+            raise DataError(
+                f"{path} has pixel values up to {worst:.3g}, far outside the seed-log stretch's "
+                "[-1, 1]: these are not seed-log images. Pass --scale linear (or --scale auto)"
+            )
+
+
+def check_image_stack(images, path, scale: str | None = None) -> None:
+    """Refuse an image stack of a non-real dtype, or one declared seed-log that is not."""
+    check_image_dtype(images, path)
+    if scale == "seed-log":
+        check_seed_log_range(images, path)
 
 
 @dataclass
@@ -272,7 +349,7 @@ def load_split(
         Memory-map the images (default) rather than read them into memory.
     drop_invalid : bool
         By default any invalid galaxy (id missing from the metadata, duplicate
-        id, non-finite M/L) raises :class:`DataError` naming the file and ids.
+        id, non-finite M/L, M/L <= 0) raises :class:`DataError` naming the file and ids.
         With ``True`` those galaxies are dropped, a warning says how many, and
         ``Dataset.dropped`` counts them by reason.
     """
@@ -285,10 +362,7 @@ def load_split(
     names_path = layout.names_path(npix, split, label)
     images = load_npy(img_path, mmap=mmap)
     validate_images(images, img_path, npix)
-    ids = np.asarray(load_npy(names_path, mmap=False))
-    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-        raise DataError(f"{names_path} must be a 1-D integer array of SDSS ids; got {ids.dtype} {ids.shape}")
-    ids = ids.astype(np.int64)
+    ids = as_int64_ids(load_npy(names_path, mmap=False), names_path)
     if len(ids) != len(images):
         raise DataError(f"{names_path} has {len(ids)} ids but {img_path} has {len(images)} images")
     if keep is not None:
@@ -308,15 +382,19 @@ def load_split(
     bad_target = ~missing_mask & ~np.isfinite(target)
     if bad_target.any():
         problems["non-finite M/L"] = np.flatnonzero(bad_target)
+    with np.errstate(invalid="ignore"):
+        not_positive = ~missing_mask & np.isfinite(target) & (target <= 0)
+    if not_positive.any():
+        problems["M/L <= 0"] = np.flatnonzero(not_positive)
 
     dropped: dict[str, int] = {}
     if problems:
         if not drop_invalid:
             reason, rows = next(iter(problems.items()))
-            where = names_path if reason != "non-finite M/L" else layout.metadata_path
+            where = layout.metadata_path if "M/L" in reason else names_path
             raise DataError(
                 f"{where}: {len(rows)} galaxies with {reason}: ids {_fmt_ids(ids[rows])}. "
-                "Fix the files, or pass drop_invalid=True (--drop-invalid) to drop them."
+                "Fix the files, or pass --drop-invalid to drop them."
             )
         bad = np.zeros(len(ids), dtype=bool)
         for reason, rows in problems.items():
@@ -345,18 +423,117 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write; rename it into place on success.
 
     The file appears under its final name only when the block exits cleanly;
-    on any error the temporary file is removed, so no half-written output is
-    ever left under the real name.
+    on any error (a full disk included) the temporary file is removed, so no
+    half-written output is ever left under the real name. The temporary name
+    carries the process id, so two writers never share one.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"output {path} is an existing directory; give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
         yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}; nothing was written") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, path)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output(path: str | os.PathLike, *, inputs=(), overwrite: bool = False,
+                 folder: bool = False) -> Path:
+    """Refuse an output that would replace an input, or an existing one without ``overwrite``.
+
+    Inputs are compared by resolved path and by inode, so a symlink or a
+    hard link to an input is caught too. ``folder`` outputs (model folders,
+    plot folders) must be folders when they exist; file outputs must not be.
+    """
+    path = Path(path)
+    for src in inputs:
+        if src is not None and _same_file(path, Path(src)):
+            raise DataError(f"output {path} is the input {src}; refusing to overwrite an input. "
+                            "Choose another --out")
+    if path.exists():
+        if folder and not path.is_dir():
+            raise DataError(f"output {path} exists and is not a folder; choose another --out")
+        if not folder and path.is_dir():
+            raise DataError(f"output {path} is an existing directory; give a file name for --out")
+        if not overwrite:
+            raise DataError(f"output {path} already exists; pass --overwrite to replace it")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise DataError(f"cannot write {path}: {parent} is not a directory")
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+@contextmanager
+def output_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``.NAME.lock`` beside ``path`` while writing it; a second writer is refused.
+
+    The lock file holds the writer's process id. A lock left by a process
+    that no longer runs (kill -9) is stale and taken over.
+    """
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid > 0 and _pid_alive(pid):
+                raise DataError(
+                    f"another featuremass process (pid {pid}) is writing {path}; wait for it to "
+                    f"finish (or remove {lock} if no such process runs)"
+                ) from None
+            log.warning("removing the stale lock %s of process %d, which no longer runs", lock, pid)
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        break
+    else:  # pragma: no cover - lost two races in a row
+        raise DataError(f"cannot take the lock {lock} for {path}; try again")
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+@contextmanager
+def guarded_output(path: str | os.PathLike, *, inputs=(), overwrite: bool = False,
+                   folder: bool = False) -> Iterator[Path]:
+    """:func:`check_output`, then :func:`output_lock` for the duration of the block."""
+    path = check_output(path, inputs=inputs, overwrite=overwrite, folder=folder)
+    with output_lock(path):
+        # checked again under the lock: another writer may have finished meanwhile
+        check_output(path, inputs=inputs, overwrite=overwrite, folder=folder)
+        yield path
 
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:

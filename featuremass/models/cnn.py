@@ -26,16 +26,13 @@ without the ``cnn`` extra and raises one clear message only when a CNN is used.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-from featuremass._version import __version__
 from featuremass.compat import import_tensorflow, optional_import
 from featuremass.errors import DataError, FeaturemassError
 
@@ -43,7 +40,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 SIDECAR_FILE = "model.json"
-SIDECAR_KIND = "featuremass.cnn"
+SIDECAR_KIND = "cnn"
 #: Extra inputs of the seed's add-inputs model, in order, and how they enter.
 EXTRA_INPUT_COLUMNS = ("distance_Mpc", "L_g")
 #: The smallest stamp the architecture accepts (three 2x poolings).
@@ -424,13 +421,11 @@ class CNNRegressor:
     # ------------------------------------------------------------------ persistence
 
     def sidecar(self, metrics: dict | None = None) -> dict:
-        """The JSON sidecar describing this model (see :meth:`save`)."""
+        """The kind-specific sidecar fields of this model (the store adds the common ones)."""
         self._check_fitted()
         tf = import_tensorflow("The CNN")
         keras = _keras()
         return _jsonable({
-            "kind": SIDECAR_KIND,
-            "featuremass_version": __version__,
             "tensorflow_version": tf.__version__,
             "keras_version": keras.__version__,
             "python_version": platform.python_version(),
@@ -456,59 +451,65 @@ class CNNRegressor:
             "fit_seconds": getattr(self, "fit_seconds_", None),
             "devices": getattr(self, "devices_", []),
             "data_fingerprint": getattr(self, "fingerprint_", None),
-            "metrics": metrics or getattr(self, "metrics_", {}),
         })
 
-    def save(self, directory, *, metrics: dict | None = None) -> Path:
-        """Write ``model.keras`` and the ``model.json`` sidecar into ``directory``.
-
-        The sidecar holds the parameters, input scaling, architecture summary,
-        versions, training history, data fingerprint and ``metrics``.
-        """
-        self._check_fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / (MODEL_FILE + ".partial.keras")
-        self.model_.save(tmp)
-        os.replace(tmp, directory / MODEL_FILE)
+    def _stage_arguments(self, metrics: dict | None) -> dict:
+        """What :func:`featuremass.models.store.stage` needs to write this CNN."""
         if metrics is not None:
             self.metrics_ = dict(metrics)
-        side = directory / SIDECAR_FILE
-        side.write_text(json.dumps(self.sidecar(metrics), indent=2))
-        return directory
+        return {
+            "kind": SIDECAR_KIND,
+            "write_files": lambda directory: self.model_.save(directory / MODEL_FILE),
+            "fields": self.sidecar(),
+            "scale": "seed-log",
+            "feature_engine_version": None,
+            "metrics": _jsonable(metrics or getattr(self, "metrics_", {})),
+            "libraries": ("tensorflow", "keras"),
+        }
+
+    def save(self, directory, *, metrics: dict | None = None, overwrite: bool = True) -> Path:
+        """Save ``model.keras`` and the ``model.json`` sidecar through the model store.
+
+        The sidecar holds the parameters, input scaling, architecture summary,
+        versions, training history, data fingerprint and ``metrics``. The
+        folder is written atomically; an existing one is replaced only with
+        ``overwrite``.
+        """
+        from featuremass.models import store
+
+        self._check_fitted()
+        return store.save(directory, overwrite=overwrite, **self._stage_arguments(metrics))
 
     @classmethod
     def load(cls, directory) -> CNNRegressor:
-        """Load a model written by :meth:`save`; the sidecar is checked first."""
-        directory = Path(directory)
-        side = directory / SIDECAR_FILE
-        path = directory / MODEL_FILE
-        for p in (side, path):
-            if not p.is_file():
-                raise FeaturemassError(f"not a featuremass CNN model directory: {p} is missing")
-        try:
-            meta = json.loads(side.read_text())
-        except json.JSONDecodeError as exc:
-            raise FeaturemassError(f"cannot parse {side}: {exc}") from None
-        if meta.get("kind") != SIDECAR_KIND:
-            raise FeaturemassError(f"{side} describes a {meta.get('kind')!r} model, not a CNN")
+        """Load a model written by :meth:`save`; the sidecar and checksums are checked first."""
+        from featuremass.models import store
+
+        stored = store.open_model(directory, kinds=(SIDECAR_KIND,))
+        meta, where = stored.sidecar, str(stored.sidecar_path)
+        store.check_fields(meta, {"params": dict, "input_scaling": dict,
+                                  "target_mean": (int, float)}, where)
+        with store.malformed(where, "params"):
+            p = meta["params"]
+            self = cls(npix=int(p["npix"]), extra_inputs=bool(p["extra_inputs"]),
+                       epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
+                       learning_rate=float(p["learning_rate"]), augment=bool(p["augment"]),
+                       seed=int(p["seed"]))
+        with store.malformed(where, "input_scaling"):
+            scaling = meta["input_scaling"]
+            self.extra_mean_ = np.asarray(scaling["extra_mean"], dtype=np.float64)
+            self.extra_std_ = np.asarray(scaling["extra_std"], dtype=np.float64)
+        path = stored.file(MODEL_FILE)
         keras = _keras()
-        p = meta["params"]
-        self = cls(npix=p["npix"], extra_inputs=p["extra_inputs"], epochs=p["epochs"],
-                   batch_size=p["batch_size"], learning_rate=p["learning_rate"],
-                   augment=p["augment"], seed=p["seed"])
         try:
-            self.model_ = keras.models.load_model(path, compile=False)
-        except Exception as exc:
-            raise FeaturemassError(f"cannot load the Keras model {path}: {exc}") from None
-        scaling = meta["input_scaling"]
-        self.extra_mean_ = np.asarray(scaling["extra_mean"], dtype=np.float64)
-        self.extra_std_ = np.asarray(scaling["extra_std"], dtype=np.float64)
+            self.model_ = keras.models.load_model(path, compile=False, safe_mode=True)
+        except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
+            raise store.ModelStoreError(f"cannot load the Keras model {path}: {exc}") from None
         self.target_mean_ = float(meta["target_mean"])
         self.history_ = meta.get("history", {})
         self.best_epoch_ = meta.get("best_epoch")
         self.fingerprint_ = meta.get("data_fingerprint")
-        self.metrics_ = meta.get("metrics", {})
+        self.metrics_ = meta["metrics"]
         self.fit_seconds_ = meta.get("fit_seconds")
         self.devices_ = meta.get("devices", [])
         return self

@@ -33,22 +33,30 @@ def write_predictions(table: pd.DataFrame, out: Path) -> Path:
     suffix = out.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise FeaturemassError(f"--out must end in .csv or .parquet; got {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        table.to_csv(out, index=False)
-    else:
-        table.to_parquet(out, index=False)
+    from featuremass.io.layout import atomic_output
+
+    with atomic_output(out) as tmp:
+        if suffix == ".csv":
+            table.to_csv(tmp, index=False)
+        else:
+            table.to_parquet(tmp, index=False)
     return out
 
 
 def train(args) -> dict:
     """``featuremass cnn train``: fit on train, early-stop on val, score on val/test, save."""
     from featuremass.inspect.metrics import regression_report
-    from featuremass.io.layout import load_split
+    from featuremass.io.layout import check_output, load_split
     from featuremass.models.cnn import CNNRegressor
+    from featuremass.models.store import check_model_target
 
-    train_ds = load_split(args.data, npix=args.npix, split="train", train_size=args.train_size)
-    val_ds = load_split(args.data, npix=args.npix, split="val")
+    overwrite = getattr(args, "overwrite", False)
+    drop = getattr(args, "drop_invalid", False)
+    check_output(args.out, overwrite=overwrite, folder=True)
+    check_model_target(args.out, overwrite=overwrite)
+    train_ds = load_split(args.data, npix=args.npix, split="train", train_size=args.train_size,
+                          drop_invalid=drop)
+    val_ds = load_split(args.data, npix=args.npix, split="val", drop_invalid=drop)
     model = CNNRegressor(npix=args.npix, extra_inputs=args.extra_inputs, epochs=args.epochs,
                          batch_size=args.batch_size, seed=args.seed, verbose=2 if args.verbose else 0)
     val = (val_ds.images, val_ds.target, _extra(val_ds, args.extra_inputs))
@@ -57,23 +65,29 @@ def train(args) -> dict:
     for split, ds in (("val", val_ds), ("test", None)):
         if ds is None:
             try:
-                ds = load_split(args.data, npix=args.npix, split=split)
+                ds = load_split(args.data, npix=args.npix, split=split, drop_invalid=drop)
             except FeaturemassError as exc:
                 log.info("no %s split scored: %s", split, exc)
                 continue
         pred = model.predict(ds.images, _extra(ds, args.extra_inputs))
         metrics[split] = regression_report(ds.target, pred, n_boot=200)
-    model.save(args.out, metrics=metrics)
+    model.save(args.out, metrics=metrics, overwrite=overwrite)
     return metrics
 
 
 def predict(args) -> Path:
     """``featuremass cnn predict``: M/L of one split, written as CSV/Parquet."""
-    from featuremass.io.layout import load_split
+    from featuremass.io.layout import guarded_output, load_split
     from featuremass.models.cnn import CNNRegressor
 
-    model = CNNRegressor.load(args.model)
-    ds = load_split(args.data, npix=args.npix, split=args.split)
+    with guarded_output(args.out, inputs=[args.model, args.data],
+                        overwrite=getattr(args, "overwrite", False)):
+        return _predict(args, CNNRegressor.load(args.model), load_split)
+
+
+def _predict(args, model, load_split) -> Path:
+    ds = load_split(args.data, npix=args.npix, split=args.split,
+                    drop_invalid=getattr(args, "drop_invalid", False))
     if ds.npix != model.npix:
         raise FeaturemassError(f"{args.model} was trained on {model.npix} px stamps; "
                                f"--npix {args.npix} was given")
@@ -106,5 +120,7 @@ def cnn_cli(args) -> None:
 
 def summarise(model_dir) -> str:
     """One-line JSON summary of a saved CNN (for logs)."""
-    side = json.loads((Path(model_dir) / "model.json").read_text())
+    from featuremass.models.store import read_sidecar
+
+    side = read_sidecar(model_dir, kinds=("cnn",))
     return json.dumps({k: side.get(k) for k in ("params", "best_epoch", "n_params")})

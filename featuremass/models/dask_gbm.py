@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import warnings
 from pathlib import Path
 from urllib.parse import urlparse
@@ -134,39 +135,55 @@ def fit_gbm_dask(client, estimator: GBMRegressor, X_fit: pd.DataFrame, y_fit, X_
     return fitted
 
 
-def _predict_partition(part: pd.DataFrame, model_dir: str, metadata) -> pd.DataFrame:
+def _predict_partition(part: pd.DataFrame, model_dir: str, metadata, impute: bool) -> pd.DataFrame:
     from featuremass.models.commands import predict_table
-    from featuremass.models.persistence import load_model
+    from featuremass.models.store import load_model
 
-    if not len(part):
-        return _empty_prediction()
-    return predict_table(load_model(model_dir), part.reset_index(drop=True), metadata)
-
-
-def _empty_prediction() -> pd.DataFrame:
-    return pd.DataFrame({"galaxy_id": pd.Series(dtype=np.int64),
-                         "ml_pred": pd.Series(dtype=np.float64)})
+    part = part.reset_index(drop=True)
+    part.attrs["source"] = "a partition of the feature table"
+    return predict_table(load_model(model_dir), part, metadata, impute=impute)
 
 
 def predict_partitions(client, model_dir, table: pd.DataFrame | str | Path, out: Path,
-                       metadata: pd.DataFrame | None = None) -> int:
+                       metadata: pd.DataFrame | None = None, *, impute: bool = False):
     """Predict every partition of ``table`` on the cluster; one Parquet file per partition.
 
     ``table`` is a feature table in memory or the path of a (partitioned)
-    Parquet table; ``out`` is a new folder. Returns the number of rows written.
+    Parquet table. The parts are written into a temporary sibling folder that
+    then replaces ``out`` (the caller has checked that ``out`` may be replaced).
+
+    Returns
+    -------
+    (n_rows, n_nan, n_parts)
     """
+    import shutil
+
     import dask.dataframe as dd
 
+    n_parts = _partitions(client)
     if isinstance(table, str | Path):
         ddf = dd.read_parquet(str(table))
-        if ddf.npartitions < _partitions(client):
-            ddf = ddf.repartition(npartitions=_partitions(client))
+        if ddf.npartitions < n_parts:
+            ddf = ddf.repartition(npartitions=n_parts)
     else:
-        ddf = dd.from_pandas(table.reset_index(drop=True), npartitions=_partitions(client))
-    # the schema of the output comes from one real prediction on the first rows
-    sample = _predict_partition(ddf.head(2, npartitions=-1), str(model_dir), metadata)
-    pred = ddf.map_partitions(_predict_partition, str(Path(model_dir).resolve()), metadata,
-                              meta=sample.iloc[:0])
-    out.mkdir(parents=True, exist_ok=False)
-    pred.to_parquet(str(out), write_index=False)
-    return int(sum(len(pd.read_parquet(p, columns=["galaxy_id"])) for p in sorted(out.glob("*.parquet"))))
+        ddf = dd.from_pandas(table.reset_index(drop=True), npartitions=n_parts)
+    model_dir = str(Path(model_dir).resolve())
+    # the output schema comes from one real prediction on the first rows
+    sample = _predict_partition(ddf.head(2, npartitions=-1), model_dir, metadata, impute)
+    pred = ddf.map_partitions(_predict_partition, model_dir, metadata, impute, meta=sample.iloc[:0])
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        pred.to_parquet(str(tmp), write_index=False)
+        written = pd.read_parquet(tmp, columns=["ml_pred"])
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return len(written), int(written["ml_pred"].isna().sum()), len(list(out.glob("*.parquet")))

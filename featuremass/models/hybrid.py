@@ -19,21 +19,18 @@ the damage. Pass an already-fitted CNN trained elsewhere to avoid it.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from featuremass._version import __version__
 from featuremass.errors import DataError, FeaturemassError, SchemaError
 from featuremass.models.cnn import CNNRegressor
 from featuremass.models.gbm import GBMRegressor
 
 SIDECAR_FILE = "model.json"
-SIDECAR_KIND = "featuremass.hybrid"
+SIDECAR_KIND = "hybrid"
 BOOSTER_FILE = "lgbm.txt"
 CNN_DIR = "cnn"
 
@@ -201,60 +198,63 @@ class HybridRegressor:
 
     # ---------------------------------------------------------------- persistence
 
-    def save(self, directory, *, metrics: dict | None = None) -> Path:
-        """Write ``cnn/`` (the CNN), ``lgbm.txt`` (LightGBM text) and ``model.json``."""
-        self._check_fitted()
-        import lightgbm as lgb
+    def save(self, directory, *, metrics: dict | None = None, overwrite: bool = True) -> Path:
+        """Save ``cnn/`` (the CNN), ``lgbm.txt`` (LightGBM text) and ``model.json``.
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.cnn_.save(directory / CNN_DIR)
-        tmp = directory / (BOOSTER_FILE + ".partial")
-        tmp.write_text(self.gbm_.model_to_string())
-        os.replace(tmp, directory / BOOSTER_FILE)
-        side = {
-            "kind": SIDECAR_KIND,
-            "featuremass_version": __version__,
-            "lightgbm_version": lgb.__version__,
+        One atomic save through the model store: the CNN is staged inside the
+        same temporary folder, so the hybrid and its CNN always match.
+        """
+        from featuremass.models import store
+
+        self._check_fitted()
+        fields = {
             "params": {"npix": int(self.npix), "n_components": self.n_components,
                        "extra_inputs": bool(self.extra_inputs), "epochs": int(self.epochs),
                        "seed": int(self.seed), "gbm_params": self.gbm_.get_params()},
             "feature_names": self.feature_names_,
             "morphology_columns": self.morph_names_,
-            "best_iteration": self.gbm_.best_iteration_,
+            "best_iteration": int(self.gbm_.best_iteration_),
             "pca": {"mean": self.pca_mean_.tolist(), "components": self.pca_components_.tolist(),
                     "explained_variance_ratio": [None if not np.isfinite(v) else float(v)
                                                  for v in self.pca_explained_]},
             "cnn_fingerprint": self.cnn_.fingerprint_,
-            "metrics": metrics or {},
         }
-        (directory / SIDECAR_FILE).write_text(json.dumps(side, indent=2))
-        return directory
+
+        def write_files(directory: Path) -> None:
+            store.stage(directory / CNN_DIR, **self.cnn_._stage_arguments(None))
+            (directory / BOOSTER_FILE).write_text(self.gbm_.model_to_string())
+
+        return store.save(directory, overwrite=overwrite, kind=SIDECAR_KIND,
+                          write_files=write_files, fields=fields,
+                          feature_columns=self.feature_names_, scale=None,
+                          metrics=metrics or {}, libraries=("lightgbm", "tensorflow", "keras"))
 
     @classmethod
     def load(cls, directory) -> HybridRegressor:
-        """Load a hybrid written by :meth:`save`."""
-        import lightgbm as lgb
+        """Load a hybrid written by :meth:`save` (every file checksum-verified first)."""
+        from featuremass.models import store
 
-        directory = Path(directory)
-        side_path = directory / SIDECAR_FILE
-        if not side_path.is_file() or not (directory / BOOSTER_FILE).is_file():
-            raise FeaturemassError(f"not a featuremass hybrid model directory: {directory}")
-        side = json.loads(side_path.read_text())
-        if side.get("kind") != SIDECAR_KIND:
-            raise FeaturemassError(f"{side_path} describes a {side.get('kind')!r} model, not a hybrid")
-        p = side["params"]
-        self = cls(npix=p["npix"], n_components=p["n_components"], extra_inputs=p["extra_inputs"],
-                   epochs=p["epochs"], gbm_params=p["gbm_params"], seed=p["seed"])
-        self.cnn_ = CNNRegressor.load(directory / CNN_DIR)
-        booster = lgb.Booster(model_file=str(directory / BOOSTER_FILE))
-        self.gbm_ = GBMRegressor.from_booster(booster, best_iteration=int(side["best_iteration"]),
-                                              **p["gbm_params"])
-        self.feature_names_ = side["feature_names"]
-        self.morph_names_ = side["morphology_columns"]
-        self.pca_mean_ = np.asarray(side["pca"]["mean"], dtype=np.float64)
-        self.pca_components_ = np.asarray(side["pca"]["components"], dtype=np.float64)
-        self.pca_explained_ = np.asarray(
-            [np.nan if v is None else v for v in side["pca"]["explained_variance_ratio"]])
-        self.metrics_ = side.get("metrics", {})
+        stored = store.open_model(directory, kinds=(SIDECAR_KIND,))
+        side, where = stored.sidecar, str(stored.sidecar_path)
+        store.check_fields(side, {"params": dict, "feature_names": list,
+                                  "morphology_columns": list, "best_iteration": int,
+                                  "pca": dict}, where)
+        with store.malformed(where, "params"):
+            p = side["params"]
+            self = cls(npix=int(p["npix"]), n_components=p["n_components"],
+                       extra_inputs=bool(p["extra_inputs"]), epochs=int(p["epochs"]),
+                       gbm_params=dict(p["gbm_params"]), seed=int(p["seed"]))
+        booster = stored.lightgbm_booster(BOOSTER_FILE)
+        with store.malformed(where, "pca"):
+            self.pca_mean_ = np.asarray(side["pca"]["mean"], dtype=np.float64)
+            self.pca_components_ = np.asarray(side["pca"]["components"], dtype=np.float64)
+            self.pca_explained_ = np.asarray(
+                [np.nan if v is None else v for v in side["pca"]["explained_variance_ratio"]],
+                dtype=np.float64)
+            self.gbm_ = GBMRegressor.from_booster(booster, best_iteration=side["best_iteration"],
+                                                  **p["gbm_params"])
+        self.cnn_ = CNNRegressor.load(stored.path / CNN_DIR)
+        self.feature_names_ = [str(c) for c in side["feature_names"]]
+        self.morph_names_ = [str(c) for c in side["morphology_columns"]]
+        self.metrics_ = side["metrics"]
         return self

@@ -644,8 +644,8 @@ def build_report(run_dir, out=None, *, benchmark=None) -> Path:
         f"featuremass {_esc(__version__)}</p></header><nav>{nav}</nav><main>"
         + "".join(sections) + "</main></body></html>"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    from featuremass.io.layout import atomic_output
+
+    with atomic_output(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return out

@@ -69,7 +69,7 @@ def test_trains_one_epoch_and_round_trips(tmp_path):
 
     model.save(tmp_path / "cnn", metrics={"test": {"rmse": 1.0}})
     side = json.loads((tmp_path / "cnn" / "model.json").read_text())
-    assert side["kind"] == "featuremass.cnn"
+    assert side["kind"] == "cnn"
     assert side["params"]["npix"] == 16 and side["params"]["extra_inputs"] is True
     assert side["tensorflow_version"] and side["keras_version"] and side["data_fingerprint"]
     assert side["metrics"] == {"test": {"rmse": 1.0}}
@@ -78,6 +78,14 @@ def test_trains_one_epoch_and_round_trips(tmp_path):
     loaded = CNNRegressor.load(tmp_path / "cnn")
     np.testing.assert_array_equal(loaded.predict(images, extra), pred)
     np.testing.assert_array_equal(loaded.embed(images, extra), emb)
+
+    # A truncated .keras file is refused by its checksum before Keras opens it.
+    from featuremass.models.store import ModelStoreError
+
+    keras_file = tmp_path / "cnn" / "model.keras"
+    keras_file.write_bytes(keras_file.read_bytes()[:1000])
+    with pytest.raises(ModelStoreError, match=r"model\.keras does not match its checksum"):
+        CNNRegressor.load(tmp_path / "cnn")
 
 
 @pytest.mark.cnn
@@ -121,7 +129,7 @@ def test_bad_input_is_a_clear_error(tmp_path):
         CNNRegressor(npix=16, extra_inputs=True, epochs=1).fit(images, y)
     with pytest.raises(FeaturemassError, match="not fitted"):
         CNNRegressor(npix=16).predict(images)
-    with pytest.raises(FeaturemassError, match="model.json is missing"):
+    with pytest.raises(FeaturemassError, match="no model.json"):
         CNNRegressor.load(tmp_path)
 
 

@@ -44,7 +44,7 @@ def test_hybrid_end_to_end_on_a_tiny_survey(tmp_path):
 
     model.save(tmp_path / "hybrid", metrics={"test": {"n": len(te)}})
     side = json.loads((tmp_path / "hybrid" / "model.json").read_text())
-    assert side["kind"] == "featuremass.hybrid" and side["morphology_columns"] == cols
+    assert side["kind"] == "hybrid" and side["morphology_columns"] == cols
     again = HybridRegressor.load(tmp_path / "hybrid")
     np.testing.assert_array_equal(again.predict(te.images, feats["test"][cols], extra["test"]), pred)
 
