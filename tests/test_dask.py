@@ -33,7 +33,7 @@ psutil = pytest.importorskip("psutil")
 @pytest.fixture(scope="module")
 def cluster():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None,
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                   silence_logs=logging.ERROR) as lc:
         yield lc
 
@@ -167,12 +167,13 @@ def test_train_on_the_cluster_predict_without_it(cluster, tmp_path, capsys):
     assert listening and set(listening) == {"127.0.0.1"}
 
 
-def test_a_lost_scheduler_is_one_clear_error_and_keeps_finished_chunks(stack_file, tmp_path):
+def test_a_lost_scheduler_is_one_clear_error_and_keeps_finished_chunks(cluster, stack_file,
+                                                                       local_table, tmp_path):
     from featuremass.errors import FeaturemassError
 
     # a cluster of its own (threads in this process) that the test can take down
     lc = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
-                                  host="127.0.0.1", dashboard_address=None,
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                   silence_logs=logging.ERROR)
     out, caught = tmp_path / "features", {}
     ex = DaskExecutor(lc.scheduler_address)
@@ -199,3 +200,10 @@ def test_a_lost_scheduler_is_one_clear_error_and_keeps_finished_chunks(stack_fil
     assert 1 <= len(kept) < 24 and not (out / "_featuremass.json").exists()
     with pytest.raises(FeaturemassError, match="not a finished"):
         read_feature_table(out)
+
+    # "the same command again", on a working cluster, measures only what is missing
+    assert main(["extract", "--images", str(stack_file), "--out", str(out), "--chunk-size", "1",
+                 "--scheduler", cluster.scheduler_address]) == 0
+    table, meta = read_feature_table(out)
+    assert meta["n_measured"] == 24 - len(kept)
+    pd.testing.assert_frame_equal(table, local_table)

@@ -369,7 +369,7 @@ class DaskExecutor:
     address : str
         ``tcp://host:port`` of a running scheduler, or ``'local'`` to start a
         ``LocalCluster`` of ``n_workers`` single-threaded worker processes on
-        127.0.0.1 (dashboard off), closed with this executor.
+        127.0.0.1 (its HTTP endpoint on a free 127.0.0.1 port), closed with this executor.
     n_workers : int
         Workers of a local cluster (ignored for an address).
     connect_timeout : float
@@ -387,7 +387,7 @@ class DaskExecutor:
         if address == "local":
             self.cluster = distributed.LocalCluster(
                 n_workers=int(n_workers), threads_per_worker=1, processes=True,
-                host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+                host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
             )
             # its worker processes exit by themselves when this process dies
             # (distributed's AsyncProcess watches a pipe from the parent)
