@@ -195,6 +195,14 @@ def _run_cutout(args):
 # =========================================================================== features (issue 3)
 
 
+_SCALE_HELP = (
+    "how the pixels were scaled (default: auto, which detects the stretch of each stamp, inverts it "
+    "and records it in stretch_code/stretch_param/censored_fraction); seed-log: the seed's shifted log; "
+    "linear: pixels are linear flux; shifted-log, clipped-log, asinh: invert that stretch"
+)
+_SCALE_CHOICES = ["auto", "seed-log", "linear", "shifted-log", "clipped-log", "asinh"]
+
+
 def _add_extract(sub):
     p = sub.add_parser(
         "extract",
@@ -208,14 +216,19 @@ def _add_extract(sub):
     src.add_argument("--train-size", default=None, help="train file label (10000, 30000, all)")
     src.add_argument("--images", type=Path, help="an (n, ny, nx) .npy stack, an HDF5 file (datasets data, sdss_id) or a folder of 2-D .npy stamps")
     src.add_argument("--names", type=Path, help="ids for --images (default 0..n-1)")
-    p.add_argument("--scale", choices=["seed-log", "linear"], default=None,
-                   help="how the images are scaled (default: seed-log for --data, linear for --images)")
+    p.add_argument("--scale", choices=_SCALE_CHOICES, default=None, help=_SCALE_HELP)
     p.add_argument("--backend", choices=["native", "statmorph"], default="native")
+    p.add_argument("--feature-set", choices=["full", "fast"], default="full",
+                   help="full: every morphology feature; fast: the segmentation-free tier, batched "
+                        "(featuremass.features.fast; native only)")
     p.add_argument("--out", required=True, type=Path, help="output .parquet file")
     p.add_argument("-j", "--jobs", type=_JOBS, default=1, help="worker processes (default 1)")
     p.add_argument("--chunk-size", type=_int_at_least(1), default=1000,
                    help="galaxies per resumable chunk (default 1000)")
     p.add_argument("--psf-fwhm", type=float, default=None, help="PSF FWHM in pixels for Sérsic fits")
+    p.add_argument("--psf-table", type=Path, default=None,
+                   help="CSV or Parquet keyed by galaxy_id with psf_fwhm_px, or psf_fwhm_arcsec and "
+                        "pixel_scale_arcsec: a PSF FWHM per galaxy for the Sérsic fits (overrides --psf-fwhm)")
     p.add_argument("--no-resume", action="store_true", help="recompute finished chunks")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out table")
     p.add_argument("--drop-invalid", action="store_true",
@@ -294,7 +307,7 @@ def _add_predict(sub):
     p.add_argument("--features", type=Path, help="feature table (.parquet)")
     p.add_argument("--images", type=Path, help="an (n, ny, nx) .npy stack")
     p.add_argument("--names", type=Path, help="ids for --images")
-    p.add_argument("--scale", choices=["seed-log", "linear"], default="seed-log")
+    p.add_argument("--scale", choices=_SCALE_CHOICES, default="auto", help=_SCALE_HELP)
     p.add_argument("--data", type=Path, help="dataset folder for extra inputs and L_g")
     p.add_argument("-j", "--jobs", type=_JOBS, default=1, help="worker processes (default 1)")
     p.add_argument("--out", required=True, type=Path,

@@ -49,13 +49,16 @@ from featuremass.features.flags import SERIOUS_FLAGS, MorphFlag
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "METADATA_KEY", "SCALES", "extract_cli", "extract_features",
+__all__ = ["BACKENDS", "FEATURE_SETS", "METADATA_KEY", "SCALES", "extract_cli", "extract_features",
            "feature_columns", "read_feature_table", "summarize"]
 
 #: Parquet key-value metadata key holding the run description (JSON).
 METADATA_KEY = b"featuremass"
 BACKENDS = ("native", "statmorph")
-SCALES = ("linear", "seed-log")
+#: "full": every feature of the backend; "fast": :mod:`featuremass.features.fast`.
+FEATURE_SETS = ("full", "fast")
+#: Scale modes (see :data:`featuremass.io.stretch.SCALE_MODES`); ``auto`` is the default.
+SCALES = ("auto", "seed-log", "linear", "shifted-log", "clipped-log", "asinh")
 ID_COLUMN = "galaxy_id"
 #: The run description of a partitioned table, beside its part files (the
 #: leading underscore keeps Parquet readers from taking it for data).
@@ -65,11 +68,22 @@ DATASET_METADATA = "_featuremass.json"
 # --------------------------------------------------------------------------- measuring one galaxy
 
 
-def feature_columns() -> tuple[str, ...]:
-    """The feature columns of a table (both backends share the native schema)."""
+def feature_columns(feature_set: str = "full") -> tuple[str, ...]:
+    """The columns of a table between ``galaxy_id`` and ``flag``.
+
+    The features (both backends share the native schema; ``"fast"``: the fast
+    tier's), then the per-stamp preparation metadata
+    :data:`featuremass.io.stretch.STRETCH_COLUMNS`.
+    """
+    from featuremass.io.stretch import STRETCH_COLUMNS
+
+    if feature_set == "fast":
+        from featuremass.features.fast import FAST_COLUMNS
+
+        return tuple(FAST_COLUMNS) + tuple(STRETCH_COLUMNS)
     from featuremass.features.measure import FEATURE_COLUMNS
 
-    return tuple(FEATURE_COLUMNS)
+    return tuple(FEATURE_COLUMNS) + tuple(STRETCH_COLUMNS)
 
 
 def _measure_function(backend: str):
@@ -82,26 +96,76 @@ def _measure_function(backend: str):
     return measure_galaxy_statmorph
 
 
-def _measure_chunk(images, backend, scale, config, columns) -> np.ndarray:
-    """Measure a chunk; returns an (n, len(columns) + 1) float array (flag last)."""
-    from featuremass.io.stretch import inverse_seed_stretch
+def _measure_chunk(images, backend, scale, config, columns, psf_fwhm=None) -> np.ndarray:
+    """Measure a chunk; returns an (n, len(columns) + 1) float array (flag last).
+
+    ``psf_fwhm`` (optional, one value per image, px) replaces the config's
+    PSF FWHM galaxy by galaxy.
+    """
+    from featuremass.io.stretch import invert_stretch
 
     fn = _measure_function(backend)
     out = np.full((len(images), len(columns) + 1), np.nan)
     for i in range(len(images)):
         try:
             img = np.asarray(images[i], dtype=np.float64)
-            if scale == "seed-log":
-                img = inverse_seed_stretch(img)
+            meta = {}
+            extra_flag = 0
+            if scale != "linear":
+                with np.errstate(all="ignore"):
+                    inv = invert_stretch(img, scale)
+                img, meta = inv.image, inv.metadata()
+                if inv.uncertain:
+                    extra_flag = int(MorphFlag.STRETCH_UNCERTAIN)
+            cfg = config
+            if psf_fwhm is not None and np.isfinite(psf_fwhm[i]):
+                cfg = _with_psf(config, float(psf_fwhm[i]))
             with np.errstate(all="ignore"):
-                res = fn(img, config=config)
+                res = fn(img, config=cfg)
+            res = {**res, **meta}
             out[i, :-1] = [float(res.get(c, np.nan)) for c in columns]
-            out[i, -1] = int(res.get("flag", 0))
+            out[i, -1] = int(res.get("flag", 0)) | extra_flag
         except Exception as exc:  # noqa: BLE001 - one galaxy never stops the batch
             log.debug("galaxy %d of chunk failed: %r", i, exc)
             out[i, :-1] = np.nan
             out[i, -1] = int(MorphFlag.BACKEND_ERROR)
     return out
+
+
+def _fast_chunk(images, scale) -> np.ndarray:
+    """The fast tier on a chunk: the per-stamp inverse of ``_measure_chunk``, then one batched call.
+
+    Columns: :data:`~featuremass.features.fast.FAST_COLUMNS`, the stretch
+    metadata, then the flag.
+    """
+    from featuremass.features.fast import fast_features
+    from featuremass.io.stretch import STRETCH_COLUMNS, invert_stretch
+
+    linear = np.array(images, dtype=np.float64)
+    meta = np.full((len(linear), len(STRETCH_COLUMNS)), np.nan)
+    extra = np.zeros(len(linear), dtype=np.int64)
+    if scale != "linear":
+        for i in range(len(linear)):
+            with np.errstate(all="ignore"):
+                inv = invert_stretch(linear[i], scale)
+            linear[i] = inv.image
+            m = inv.metadata()
+            meta[i] = [m.get(c, np.nan) for c in STRETCH_COLUMNS]
+            if inv.uncertain:
+                extra[i] = int(MorphFlag.STRETCH_UNCERTAIN)
+    values, flags = fast_features(linear)
+    flags = np.asarray(flags, dtype=np.int64) | extra
+    return np.concatenate([values, meta, flags[:, None].astype(np.float64)], axis=1)
+
+
+def _measure_rows(images, *, feature_set, backend, scale, config, columns, psf_fwhm=None):
+    """The measuring function every executor calls on a chunk's pixels.
+
+    ``psf_fwhm`` is the chunk's own slice of the per-galaxy PSF table (or None).
+    """
+    if feature_set == "fast":
+        return _fast_chunk(images, scale)
+    return _measure_chunk(images, backend, scale, config, columns, psf_fwhm)
 
 
 # --------------------------------------------------------------------------- parameters and parts
@@ -233,7 +297,7 @@ def _read_dataset(folder: Path) -> tuple[pd.DataFrame, dict]:
 # --------------------------------------------------------------------------- the batch
 
 
-def _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size):
+def _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size, feature_set="full"):
     """``(ImageSource, (n, ny, nx), ids)`` after checking every argument."""
     from featuremass.features.execution import ImageSource
 
@@ -265,6 +329,10 @@ def _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size):
         raise FeaturemassError(f"scale must be one of {SCALES}; got {scale!r}")
     if backend not in BACKENDS:
         raise FeaturemassError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if feature_set not in FEATURE_SETS:
+        raise FeaturemassError(f"feature_set must be one of {FEATURE_SETS}; got {feature_set!r}")
+    if feature_set == "fast" and backend != "native":
+        raise FeaturemassError(f"the fast feature set is native only; got backend {backend!r}")
     if int(n_jobs) < 1:
         raise FeaturemassError(f"n_jobs must be >= 1; got {n_jobs}")
     if int(chunk_size) < 1:
@@ -276,9 +344,11 @@ def extract_features(
     images,
     ids=None,
     *,
-    scale: str = "linear",
+    scale: str = "auto",
     backend: str = "native",
+    feature_set: str = "full",
     config=None,
+    psf_fwhm=None,
     n_jobs: int = 1,
     chunk_size: int = 1000,
     out=None,
@@ -298,15 +368,26 @@ def extract_features(
         HDF5 dataset or a folder of ``.npy`` stamps.
     ids : array-like of int, optional
         One unique id per image (``galaxy_id``); default ``0 .. n-1``.
-    scale : {'linear', 'seed-log'}
-        ``'seed-log'`` undoes the seed's log stretch per image with
-        :func:`featuremass.io.stretch.inverse_seed_stretch` first;
-        ``'linear'`` measures the pixels as they are.
+    scale : str
+        How the pixels were scaled, one of :data:`SCALES`. ``'auto'``
+        (default) detects the stretch of each stamp and inverts it
+        (:func:`featuremass.io.stretch.invert_stretch`), recording what it
+        found in the ``stretch_code``, ``stretch_param`` and
+        ``censored_fraction`` columns and setting ``STRETCH_UNCERTAIN`` when
+        unsure; a stretch name inverts that stretch; ``'seed-log'`` is the
+        seed's shifted log with the sky-noise candle; ``'linear'`` measures
+        the pixels as they are.
     backend : {'native', 'statmorph'}
         :func:`featuremass.features.measure.measure_galaxy`, or
         :func:`featuremass.features.statmorph_backend.measure_galaxy_statmorph`.
+    feature_set : {'full', 'fast'}
+        ``'fast'``: :func:`featuremass.features.fast.fast_features` on each
+        chunk at once (native only; always in this process: it is batched).
     config : MorphologyConfig, optional
         Passed to the backend (the native default when None).
+    psf_fwhm : array-like of float, optional
+        PSF FWHM in pixels, one per image (from a PSF table): replaces the
+        config's ``psf_fwhm_px`` galaxy by galaxy; NaN keeps the config's.
     n_jobs : int
         Worker processes when no ``executor`` is given; 1 runs in this process.
     chunk_size : int
@@ -340,19 +421,30 @@ def extract_features(
         For a bad argument (shape, ids, scale, backend, n_jobs, chunk_size),
         or a Dask scheduler lost mid-run (finished chunks are kept).
     """
-    from featuremass.features.execution import open_executor
+    from featuremass.features.execution import LocalExecutor, open_executor
 
-    source, shape, ids = _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size)
+    source, shape, ids = _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size,
+                                          feature_set)
+    if psf_fwhm is not None:
+        psf_fwhm = np.asarray(psf_fwhm, dtype=np.float64)
+        if psf_fwhm.shape != ids.shape:
+            raise FeaturemassError(f"psf_fwhm needs one value per image ({len(ids)}); got shape {psf_fwhm.shape}")
+        bad = ~(np.isnan(psf_fwhm) | (psf_fwhm > 0)) | np.isinf(psf_fwhm)
+        if bad.any():
+            raise FeaturemassError(
+                f"psf_fwhm must be positive (px); galaxy {int(ids[bad][0])} has {psf_fwhm[bad][0]!r}"
+            )
     if config is None and backend == "native":
         from featuremass.features.measure import MorphologyConfig
 
         config = MorphologyConfig()
-    columns = feature_columns()
+    columns = feature_columns(feature_set)
     n = len(ids)
     params = {
         "featuremass_version": __version__,
         "feature_engine_version": FEATURE_ENGINE_VERSION,
         "backend": backend,
+        "feature_set": feature_set,
         "scale": scale,
         "config": _config_dict(config),
         "image_shape": [int(s) for s in shape[1:]],
@@ -360,7 +452,13 @@ def extract_features(
     }
     # what every chunk is measured with; new measuring options go here and in
     # _measure_chunk's signature, and travel to every worker unchanged
-    measure_params = {"backend": backend, "scale": scale, "config": config, "columns": columns}
+    measure_params = {"feature_set": feature_set, "backend": backend, "scale": scale,
+                      "config": config, "columns": columns}
+
+    def _chunk_fingerprint(start, stop, digest):
+        chunk = params if psf_fwhm is None else {**params, "psf_fwhm": psf_fwhm[start:stop].tolist()}
+        return _fingerprint(ids[start:stop], chunk, digest)
+
     out = Path(out) if out is not None else None
     parts_dir = None
     if out is not None:
@@ -401,7 +499,7 @@ def extract_features(
             digests = executor.digests(source, [(s, bounds[s]) for s in keys])
             for start, digest in zip(keys, digests, strict=True):
                 df, meta = candidates[start]
-                if meta.get("fingerprint") == _fingerprint(ids[start:bounds[start]], params, digest):
+                if meta.get("fingerprint") == _chunk_fingerprint(start, bounds[start], digest):
                     results[start] = df[[*columns, "flag"]].to_numpy(dtype=np.float64)
             log.info("resuming: %d of %d chunks already done", len(results), len(starts))
         todo = [(start, bounds[start]) for start in starts if start not in results]
@@ -412,18 +510,26 @@ def extract_features(
             bar = stack.enter_context(tqdm(total=n, unit="gal", desc=f"extract ({backend})"))
             bar.update(sum(len(v) for v in results.values()))
 
+        def chunk_params(start, stop):
+            # per-galaxy inputs travel with their chunk only
+            return {} if psf_fwhm is None else {"psf_fwhm": psf_fwhm[start:stop]}
+
         def finish(start, stop, digest, arr):
             results[start] = arr
             if parts_dir is not None:
                 part = _to_frame(ids[start:stop], arr, columns)
-                fp = _fingerprint(ids[start:stop], params, digest)
+                fp = _chunk_fingerprint(start, stop, digest)
                 _write_parquet_atomic(part, parts_dir / _part_name(start // chunk_size),
                                       {"fingerprint": fp, "chunk": start // chunk_size,
                                        "start": start, "stop": stop, "pixel_digest": digest})
             if bar is not None:
                 bar.update(stop - start)
 
-        executor.map_chunks(source, todo, _measure_chunk, measure_params, finish)
+        if feature_set == "fast" and isinstance(executor, LocalExecutor):
+            # the fast tier is batched NumPy: worker processes would cost more than they save
+            executor = stack.enter_context(LocalExecutor(1))
+        executor.map_chunks(source, todo, _measure_rows, measure_params, finish,
+                            chunk_params=chunk_params)
 
     table = np.concatenate([results[s] for s in starts]) if starts else np.empty((0, len(columns) + 1))
     df = _to_frame(ids, table, columns)
@@ -432,6 +538,7 @@ def extract_features(
             "featuremass_version": __version__,
             "feature_engine_version": FEATURE_ENGINE_VERSION,
             "backend": backend,
+            "feature_set": feature_set,
             "scale": scale,
             "parameters": params,
             "input": input_description,
@@ -538,7 +645,7 @@ def _extract_cli(args) -> None:
         ds = load_split(args.data, npix=args.npix, split=args.split, train_size=args.train_size,
                         mmap=True, drop_invalid=getattr(args, "drop_invalid", False))
         images, ids = ds.images, ds.ids
-        scale = args.scale or "seed-log"
+        scale = args.scale or "auto"
         description = {"mode": "dataset", "data": str(args.data), "npix": int(args.npix),
                        "split": args.split, "train_size": args.train_size, "file": str(ds.source)}
     else:
@@ -555,7 +662,7 @@ def _extract_cli(args) -> None:
                     f"{args.names} must hold {n} integer ids (one per image in "
                     f"{args.images}); got dtype {ids.dtype}, shape {ids.shape}"
                 )
-        scale = args.scale or "linear"
+        scale = args.scale or "auto"
         description = {"mode": "images", "images": str(args.images),
                        "names": None if args.names is None else str(args.names)}
 
@@ -568,13 +675,22 @@ def _extract_cli(args) -> None:
             config = _with_psf(config, args.psf_fwhm)
     elif args.psf_fwhm is not None:
         config = _SimpleConfig(psf_fwhm_px=float(args.psf_fwhm))
+    psf_fwhm = None
+    if getattr(args, "psf_table", None) is not None:
+        from featuremass.io.psf_table import read_psf_table
+
+        table_ids = np.arange(len(images), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+        psf_fwhm = read_psf_table(args.psf_table, table_ids)
+        description["psf_table"] = str(args.psf_table)
     from featuremass.features.execution import open_executor, terminate_on_signals
 
     with terminate_on_signals(), open_executor(args.jobs, scheduler) as executor:
         df = extract_features(
-            images, ids, scale=scale, backend=args.backend, config=config, n_jobs=args.jobs,
-            chunk_size=args.chunk_size, out=out, resume=not args.no_resume, progress=True,
-            input_description=description, executor=executor, partitioned=scheduler is not None,
+            images, ids, scale=scale, backend=args.backend,
+            feature_set=getattr(args, "feature_set", "full"), config=config, psf_fwhm=psf_fwhm,
+            n_jobs=args.jobs, chunk_size=args.chunk_size, out=out, resume=not args.no_resume,
+            progress=True, input_description=description, executor=executor,
+            partitioned=scheduler is not None,
         )
     print(summarize(df, out))
 
@@ -613,6 +729,8 @@ class _SimpleConfig:
 
 
 def _with_psf(config, fwhm):
+    if config is None:
+        return _SimpleConfig(psf_fwhm_px=float(fwhm))
     names = {f.name for f in dataclasses.fields(config)}
     for name in ("psf_fwhm_px", "psf_fwhm"):
         if name in names:

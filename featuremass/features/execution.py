@@ -282,6 +282,10 @@ def terminate_on_signals() -> Iterator[None]:
 
 # --------------------------------------------------------------------------- executors
 
+
+def _with_chunk(params: dict, chunk_params, start: int, stop: int) -> dict:
+    return params if chunk_params is None else {**params, **chunk_params(start, stop)}
+
 OnResult = Callable[[int, int, str, np.ndarray], None]
 
 
@@ -320,12 +324,18 @@ class LocalExecutor:
         return [chunk_digest(source, a, b) for a, b in chunks]
 
     def map_chunks(self, source: ImageSource, chunks: Sequence[tuple[int, int]], measure: Callable,
-                   params: dict, on_result: OnResult) -> None:
-        """Measure every ``(start, stop)`` chunk; ``on_result`` runs here as each one ends."""
+                   params: dict, on_result: OnResult,
+                   chunk_params: Callable[[int, int], dict] | None = None) -> None:
+        """Measure every ``(start, stop)`` chunk; ``on_result`` runs here as each one ends.
+
+        ``chunk_params(start, stop)``, when given, adds that chunk's own
+        arguments (per-galaxy inputs) to ``params``.
+        """
         chunks = list(chunks)
         if self.n_jobs == 1 or len(chunks) <= 1:
             for a, b in chunks:
-                _, digest, values = measure_chunk(source, a, b, measure, params)
+                _, digest, values = measure_chunk(source, a, b, measure,
+                                                  _with_chunk(params, chunk_params, a, b))
                 on_result(a, b, digest, values)
             return
         pool = self._get_pool()
@@ -336,7 +346,8 @@ class LocalExecutor:
         while pending or running:
             while pending and len(running) < 2 * self.n_jobs:
                 a, b = pending.pop(0)
-                fut = pool.submit(measure_chunk, source.window(a, b), a, b, measure, params)
+                fut = pool.submit(measure_chunk, source.window(a, b), a, b, measure,
+                                  _with_chunk(params, chunk_params, a, b))
                 running[fut] = (a, b)
             done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
             for fut in done:
@@ -433,7 +444,8 @@ class DaskExecutor:
                 "file or a folder of .npy stamps, not an in-memory array")
 
     def map_chunks(self, source: ImageSource, chunks: Sequence[tuple[int, int]], measure: Callable,
-                   params: dict, on_result: OnResult) -> None:
+                   params: dict, on_result: OnResult,
+                   chunk_params: Callable[[int, int], dict] | None = None) -> None:
         """Measure every chunk on the cluster; ``on_result`` runs here as each one ends.
 
         A worker lost mid-run is replaced and its chunks rerun by Dask; a lost
@@ -449,8 +461,8 @@ class DaskExecutor:
         # params go with each task (a few hundred bytes): scattered data would
         # be lost for good with the worker holding it
         futures = {
-            self.client.submit(measure_chunk, source.window(a, b), a, b, measure, params,
-                               pure=False): (a, b)
+            self.client.submit(measure_chunk, source.window(a, b), a, b, measure,
+                               _with_chunk(params, chunk_params, a, b), pure=False): (a, b)
             for a, b in chunks
         }
         n_done = 0

@@ -27,6 +27,7 @@ units of the radius of a circle with the segment's area.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 from scipy import ndimage as ndi
 
 from featuremass.features.segmentation import _bbox, ascent_labels
@@ -62,13 +63,14 @@ def mid_segmap(image: np.ndarray, segmap: np.ndarray, *, eta: float = 0.2) -> np
     values = np.sort(sub[segmap[sl]])
     n = values.size
 
+    py, px = int(peak[0]), int(peak[1])
+
     def ratio(k: int) -> float:
         t = values[k]
         if t <= 0:  # every pixel of the stamp is >= 0: one clump, the whole stamp
             return 0.0 - eta
-        labels, _ = ndi.label(sub >= t, structure=_EIGHT)
-        clump = labels == labels[peak]
-        return t / float(sub[clump].mean()) - eta
+        _, mean = _peak_clump(sub, t, py, px)
+        return t / mean - eta
 
     if ratio(0) > 0:
         return None
@@ -81,8 +83,7 @@ def mid_segmap(image: np.ndarray, segmap: np.ndarray, *, eta: float = 0.2) -> np
             lo = mid
     t = values[lo]
     if t > 0:
-        labels, _ = ndi.label(sub >= t, structure=_EIGHT)
-        clump = labels == labels[peak]
+        clump, _ = _peak_clump(sub, t, py, px)
     else:
         clump = np.ones(sub.shape, dtype=bool)
     smooth = ndi.uniform_filter(clump.astype(np.float64), size=3) > 0.5
@@ -93,7 +94,106 @@ def mid_segmap(image: np.ndarray, segmap: np.ndarray, *, eta: float = 0.2) -> np
     return out
 
 
+def _peak_clump_reference(sub: np.ndarray, t: float, py: int, px: int) -> tuple[np.ndarray, float]:
+    """The 8-connected clump of ``{sub >= t}`` holding ``(py, px)``, and its mean flux (plain NumPy)."""
+    labels, _ = ndi.label(sub >= t, structure=_EIGHT)
+    clump = labels == labels[py, px]
+    return clump, float(sub[clump].mean())
+
+
+@njit(cache=True)
+def _peak_clump(sub, t, py, px):
+    """Kernel of :func:`_peak_clump_reference`: a flood fill from the peak (it must be ``>= t``)."""
+    ny, nx = sub.shape
+    clump = np.zeros((ny, nx), dtype=np.bool_)
+    stack = np.empty(ny * nx, dtype=np.int64)
+    clump[py, px] = True
+    stack[0] = py * nx + px
+    top, total, count = 1, 0.0, 0
+    while top > 0:
+        top -= 1
+        y, x = divmod(stack[top], nx)
+        total += sub[y, x]
+        count += 1
+        for yy in range(max(y - 1, 0), min(y + 2, ny)):
+            for xx in range(max(x - 1, 0), min(x + 2, nx)):
+                if not clump[yy, xx] and sub[yy, xx] >= t:
+                    clump[yy, xx] = True
+                    stack[top] = yy * nx + xx
+                    top += 1
+    return clump, total / count
+
+
+@njit(cache=True)
+def _find(parent, p):
+    while parent[p] != p:
+        parent[p] = parent[parent[p]]  # path halving
+        p = parent[p]
+    return p
+
+
 def _top_two_areas(sub: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Kernel of :func:`_top_two_areas_reference` by union-find over the pixels, brightest first.
+
+    Lowering the threshold only adds pixels, so one pass in decreasing flux
+    order, merging 8-connected neighbours, sees every threshold's clumps in
+    turn; a histogram of clump sizes gives the two largest at each threshold.
+    The sorts run in NumPy (compiling numba's sort costs seconds).
+    """
+    flat = np.ascontiguousarray(sub, dtype=np.float64).ravel()
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    return _top_two_areas_kernel(flat, sub.shape[1], np.argsort(-flat, kind="stable"), thresholds,
+                                 np.argsort(-thresholds, kind="stable"))
+
+
+@njit(cache=True)
+def _top_two_areas_kernel(flat, nx, order, thresholds, threshold_order):
+    n_pix = flat.size
+    ny = n_pix // nx
+    parent = np.full(n_pix, -1, dtype=np.int64)
+    size = np.zeros(n_pix, dtype=np.int64)
+    hist = np.zeros(n_pix + 1, dtype=np.int64)
+    out = np.zeros((thresholds.size, 2))
+    a_max, added = 0, 0
+    for k in threshold_order:
+        t = thresholds[k]
+        while added < n_pix and flat[order[added]] >= t:
+            p = order[added]
+            added += 1
+            parent[p], size[p] = p, 1
+            hist[1] += 1
+            a_max = max(a_max, 1)
+            y, x = divmod(p, nx)
+            for yy in range(max(y - 1, 0), min(y + 2, ny)):
+                for xx in range(max(x - 1, 0), min(x + 2, nx)):
+                    q = yy * nx + xx
+                    if parent[q] < 0:
+                        continue
+                    rp, rq = _find(parent, p), _find(parent, q)
+                    if rp == rq:
+                        continue
+                    if size[rp] < size[rq]:
+                        rp, rq = rq, rp
+                    hist[size[rp]] -= 1
+                    hist[size[rq]] -= 1
+                    parent[rq] = rp
+                    size[rp] += size[rq]
+                    hist[size[rp]] += 1
+                    a_max = max(a_max, size[rp])
+        if added == 0:
+            continue
+        a2 = a_max if hist[a_max] >= 2 else 0
+        if a2 == 0:
+            s = a_max - 1
+            while s > 0 and hist[s] == 0:
+                s -= 1
+            a2 = s
+        out[k, 0] = a_max
+        out[k, 1] = a2
+    return out
+
+
+def _top_two_areas_reference(sub: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """``(A_1, A_2)`` clump areas of ``{sub >= t}`` for each threshold (``A_2 = 0`` for one clump).
 
     All thresholds are labelled in one call: the masks are stacked as tiles

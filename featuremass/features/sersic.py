@@ -74,6 +74,7 @@ import functools
 import math
 
 import numpy as np
+from numba import njit
 from scipy import ndimage, sparse, special
 
 from featuremass.features.flags import MorphFlag
@@ -214,8 +215,8 @@ def sersic_total_flux(*, amplitude: float, rhalf: float, n: float, ellip: float 
     return float(math.exp(log_l))
 
 
-def _profile_and_derivs(log_r: np.ndarray, rhalf: float, n: float, out=None):
-    """Unit-amplitude profile and its derivatives on a grid given as ``ln r``.
+def _profile_and_derivs_reference(log_r: np.ndarray, rhalf: float, n: float, out=None):
+    """Unit-amplitude profile and its derivatives on a grid given as ``ln r`` (plain NumPy).
 
     Returns an array of shape (len(log_r), 3): ``f``, ``d f / d ln r_e`` and
     ``d f / d ln n`` (analytic; ``b_n`` from the Ciotti & Bertin expansion).
@@ -230,6 +231,25 @@ def _profile_and_derivs(log_r: np.ndarray, rhalf: float, n: float, out=None):
     np.multiply(f, t * (bn / n), out=out[:, 1])
     # d f / d ln n = f * [ -n (d b_n/d n) (t - 1) + b_n t ln x / n ]
     np.multiply(f, (bn / n) * t * lx - (n * _dbn_dn(n)) * (t - 1.0), out=out[:, 2])
+    return out
+
+
+@njit(cache=True)
+def _profile_kernel(log_r, log_rhalf, n, bn, dbn_dn, out):
+    for i in range(log_r.size):
+        lx = log_r[i] - log_rhalf
+        t = math.exp(lx / n)
+        f = math.exp(-bn * (t - 1.0))
+        out[i, 0] = f
+        out[i, 1] = f * t * (bn / n)
+        out[i, 2] = f * ((bn / n) * t * lx - (n * dbn_dn) * (t - 1.0))
+
+
+def _profile_and_derivs(log_r: np.ndarray, rhalf: float, n: float, out=None):
+    """:func:`_profile_and_derivs_reference` by a compiled loop (called ~50 times per fit)."""
+    if out is None:
+        out = np.empty((log_r.size, 3))
+    _profile_kernel(log_r, math.log(rhalf), float(n), _bn_scalar(n), _dbn_dn(n), out)
     return out
 
 
@@ -480,6 +500,41 @@ def _pixel_matrix(xx, yy, r_pix, center, ellip, theta, grid):
 # --------------------------------------------------------------------------- the optimiser
 
 
+@njit(cache=True)
+def _solve_small(a, b):
+    """``(x, True)`` with ``a x = b`` by Gaussian elimination with partial pivoting, or ``(nan, False)``.
+
+    The few-parameter normal equations of the fits (3 to 5 unknowns), where
+    ``np.linalg.solve``'s call overhead is most of its cost; same algorithm
+    as LAPACK's ``gesv`` (LU with partial pivoting).
+    """
+    n = b.size
+    m = a.copy()
+    x = b.copy()
+    for k in range(n):
+        piv = k
+        for i in range(k + 1, n):
+            if abs(m[i, k]) > abs(m[piv, k]):
+                piv = i
+        if m[piv, k] == 0.0 or not np.isfinite(m[piv, k]):
+            return np.full(n, np.nan), False
+        if piv != k:
+            for j in range(n):
+                m[k, j], m[piv, j] = m[piv, j], m[k, j]
+            x[k], x[piv] = x[piv], x[k]
+        for i in range(k + 1, n):
+            f = m[i, k] / m[k, k]
+            for j in range(k, n):
+                m[i, j] -= f * m[k, j]
+            x[i] -= f * x[k]
+    for k in range(n - 1, -1, -1):
+        acc = x[k]
+        for j in range(k + 1, n):
+            acc -= m[k, j] * x[j]
+        x[k] = acc / m[k, k]
+    return x, True
+
+
 def _levenberg_marquardt(fun, p0, lower, upper, *, max_iter=50, xtol=1e-4, ftol=1e-6):
     """Small bounded Levenberg-Marquardt (Marquardt 1963; Moré 1978 scaling).
 
@@ -511,11 +566,11 @@ def _levenberg_marquardt(fun, p0, lower, upper, *, max_iter=50, xtol=1e-4, ftol=
             a = jtj.copy() if all_free else jtj[np.ix_(free, free)]
             a.flat[:: a.shape[0] + 1] += lam * (dscale if all_free else dscale[free])
             step = np.zeros_like(p)
-            try:
-                step[free] = np.linalg.solve(a, -(g if all_free else g[free]))
-            except np.linalg.LinAlgError:
+            sub_step, ok = _solve_small(a, -(g if all_free else g[free]))
+            if not ok:  # singular, as np.linalg.solve's LinAlgError
                 lam *= 10.0
                 continue
+            step[free] = sub_step
             p_new = np.minimum(np.maximum(p + step, lower), upper)
             res_new, jac_new = fun(p_new)
             cost_new = float(res_new @ res_new)

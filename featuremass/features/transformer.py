@@ -32,10 +32,15 @@ class MorphologyFeatures(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    scale : {'seed-log', 'linear'}
-        How the images are scaled; ``'seed-log'`` undoes the seed's log stretch.
+    scale : str
+        How the images are scaled, one of
+        :data:`featuremass.features.batch.SCALES`; ``'auto'`` (default)
+        detects and inverts each stamp's stretch, ``'seed-log'`` undoes the
+        seed's log stretch, ``'linear'`` takes the pixels as linear flux.
     backend : {'native', 'statmorph'}
         Measurement backend.
+    feature_set : {'full', 'fast'}
+        ``'fast'``: the segmentation-free tier (:mod:`featuremass.features.fast`).
     n_jobs : int
         Worker processes for :meth:`transform`.
     config : MorphologyConfig, optional
@@ -55,10 +60,11 @@ class MorphologyFeatures(TransformerMixin, BaseEstimator):
         Output column names.
     """
 
-    def __init__(self, *, scale="seed-log", backend="native", n_jobs=1, config=None,
+    def __init__(self, *, scale="auto", backend="native", feature_set="full", n_jobs=1, config=None,
                  keep_flag=True, image_shape=None):
         self.scale = scale
         self.backend = backend
+        self.feature_set = feature_set
         self.n_jobs = n_jobs
         self.config = config
         self.keep_flag = keep_flag
@@ -88,16 +94,23 @@ class MorphologyFeatures(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Check the input and record its shape and the output feature names."""
-        from featuremass.features.batch import BACKENDS, SCALES, feature_columns
+        from featuremass.features.batch import BACKENDS, FEATURE_SETS, SCALES, feature_columns
 
         if self.scale not in SCALES:
             raise FeaturemassError(f"scale must be one of {SCALES}; got {self.scale!r}")
         if self.backend not in BACKENDS:
             raise FeaturemassError(f"backend must be one of {BACKENDS}; got {self.backend!r}")
+        if self.feature_set not in FEATURE_SETS:
+            raise FeaturemassError(f"feature_set must be one of {FEATURE_SETS}; got {self.feature_set!r}")
         stack = self._as_stack(X)
         self.image_shape_ = tuple(int(s) for s in stack.shape[1:])
         self.n_features_in_ = int(stack.shape[1] * stack.shape[2])
-        names = list(feature_columns()) + (["flag"] if self.keep_flag else [])
+        from featuremass.io.stretch import STRETCH_COLUMNS
+
+        # What --scale auto detected describes the preparation, not the galaxy:
+        # it stays out of the matrix a model sees (STRETCH_UNCERTAIN is in flag).
+        names = [c for c in feature_columns(self.feature_set) if c not in STRETCH_COLUMNS]
+        names += ["flag"] if self.keep_flag else []
         self.feature_names_out_ = np.asarray(names, dtype=object)
         return self
 
@@ -112,7 +125,8 @@ class MorphologyFeatures(TransformerMixin, BaseEstimator):
                 f"images of shape {tuple(stack.shape[1:])} given to a transformer fitted on "
                 f"{self.image_shape_}"
             )
-        df = extract_features(stack, scale=self.scale, backend=self.backend, config=self.config,
+        df = extract_features(stack, scale=self.scale, backend=self.backend, feature_set=self.feature_set,
+                              config=self.config,
                               n_jobs=self.n_jobs, chunk_size=max(1, math.ceil(len(stack) / max(self.n_jobs, 1))))
         return df[list(self.feature_names_out_)].to_numpy(dtype=np.float64)
 

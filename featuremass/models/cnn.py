@@ -13,10 +13,18 @@ Architecture (Dobbels et al. 2019, A&A 624, A102, section 3; the workshop's
       -> Dense 512 ReLU  ("embedding", the penultimate layer)
       -> Dense 1 linear, bias initialised to the training-target mean
 
-Two deliberate departures from the seed, both documented on
-:class:`CNNRegressor`: a *linear* output whose bias starts at the mean M/L
-(the seed's ReLU output can die at initialisation and predict zero for every
-galaxy), and ``'same'`` convolution padding so any stamp of 8 px or more fits.
+One deliberate departure from the seed, documented on :class:`CNNRegressor`:
+a *linear* output whose bias starts at the mean M/L (the seed's ReLU output can
+die at initialisation and predict zero for every galaxy). Convolutions keep the
+seed's ``'valid'`` padding wherever the stamp allows it (42 px or more, so the
+seed's 69 and 128 px stamps); smaller stamps, down to 8 px, get ``'same'``
+padding so they still fit.
+
+Training is resumable: :meth:`CNNRegressor.fit` with ``backup_dir`` writes the
+whole training state after every epoch, and a later call with the same data,
+settings and folder continues from the last completed epoch, ending with the
+same weights and history as a run never interrupted
+(:mod:`featuremass.models.cnn_training`).
 
 TensorFlow is imported inside the functions that need it (through
 :func:`featuremass.compat.import_tensorflow`), so ``import featuremass`` works
@@ -33,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featuremass._version import __version__
 from featuremass.compat import import_tensorflow, optional_import
 from featuremass.errors import DataError, FeaturemassError
 
@@ -45,6 +54,8 @@ SIDECAR_KIND = "cnn"
 EXTRA_INPUT_COLUMNS = ("distance_Mpc", "L_g")
 #: The smallest stamp the architecture accepts (three 2x poolings).
 MIN_NPIX = 8
+#: The seed's convolutions, (filters, kernel size); each but the last is followed by 2x max pooling.
+CONV_LAYERS = ((32, 5), (64, 4), (128, 3), (128, 3))
 
 
 def _keras():
@@ -94,6 +105,23 @@ def data_fingerprint(images: np.ndarray, y: np.ndarray | None = None, extra=None
     return h.hexdigest()[:16]
 
 
+def fits_valid_padding(npix: int) -> bool:
+    """Whether a ``npix`` stamp survives the seed's convolutions with ``'valid'`` padding.
+
+    Each ``'valid'`` convolution trims ``kernel - 1`` pixels and each pooling
+    halves what is left; the last feature map must keep at least one pixel.
+    True from 42 px, so for the seed's 69 and 128 px stamps.
+    """
+    size = int(npix)
+    for i, (_, kernel) in enumerate(CONV_LAYERS):
+        size -= kernel - 1
+        if size < 1:
+            return False
+        if i < len(CONV_LAYERS) - 1:
+            size //= 2
+    return True
+
+
 def build_cnn(
     npix: int,
     *,
@@ -102,6 +130,7 @@ def build_cnn(
     augment: bool = True,
     rotation: float = 0.5,
     translation: float = 0.1,
+    padding: str | None = None,
 ):
     """Build (uncompiled) the seed's CNN as a Keras functional model.
 
@@ -121,6 +150,12 @@ def build_cnn(
     rotation, translation : float
         ``RandomRotation`` factor (0.5 = up to a half turn either way, i.e. any
         orientation) and ``RandomTranslation`` fraction of the stamp.
+    padding : {'valid', 'same'}, optional
+        Convolution padding. By default the seed's ``'valid'`` where
+        :func:`fits_valid_padding` allows it, else ``'same'``. ``'same'`` on a
+        69 px stamp keeps an 8x8 instead of a 4x4 map in the last convolution,
+        1.65x the multiply-adds of the convolutions (the time it costs:
+        ``reports/cnn_overhead.md``).
 
     Returns
     -------
@@ -132,6 +167,12 @@ def build_cnn(
     layers = keras.layers
     if int(npix) < MIN_NPIX:
         raise FeaturemassError(f"the CNN needs stamps of at least {MIN_NPIX} px; got npix={npix}")
+    if padding is None:
+        padding = "valid" if fits_valid_padding(npix) else "same"
+    elif padding not in ("valid", "same"):
+        raise FeaturemassError(f"padding must be 'valid' or 'same'; got {padding!r}")
+    elif padding == "valid" and not fits_valid_padding(npix):
+        raise FeaturemassError(f"a {npix} px stamp is too small for 'valid' padding; use 'same'")
     image = keras.Input(shape=(int(npix), int(npix), 1), name="image")
     x = image
     if augment:
@@ -139,13 +180,10 @@ def build_cnn(
         x = layers.RandomRotation(rotation, fill_mode="reflect", name="aug_rotation")(x)
         x = layers.RandomTranslation(translation, translation, fill_mode="reflect",
                                      name="aug_translation")(x)
-    x = layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1")(x)
-    x = layers.MaxPooling2D(2, name="pool1")(x)
-    x = layers.Conv2D(64, 4, padding="same", activation="relu", name="conv2")(x)
-    x = layers.MaxPooling2D(2, name="pool2")(x)
-    x = layers.Conv2D(128, 3, padding="same", activation="relu", name="conv3")(x)
-    x = layers.MaxPooling2D(2, name="pool3")(x)
-    x = layers.Conv2D(128, 3, padding="same", activation="relu", name="conv4")(x)
+    for i, (filters, kernel) in enumerate(CONV_LAYERS, start=1):
+        x = layers.Conv2D(filters, kernel, padding=padding, activation="relu", name=f"conv{i}")(x)
+        if i < len(CONV_LAYERS):
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = layers.GlobalMaxPooling2D(name="global_max")(x)
     inputs = [image]
     if n_extra:
@@ -201,8 +239,14 @@ class CNNRegressor:
     predicting 0 for every galaxy. Here the output is *linear* with its bias
     initialised to the mean training M/L: it cannot die, and training starts
     from the mean predictor (the RMSE baseline) rather than from zero.
-    **Padding.** Convolutions use ``'same'`` padding, so stamps of any size of
-    8 px or more fit; the seed's 69 and 128 px stamps behave as before.
+    **Padding.** Convolutions keep the seed's ``'valid'`` padding on stamps of
+    42 px or more (the seed's 69 and 128 px); smaller stamps, down to 8 px, get
+    ``'same'`` padding so they fit (see :func:`build_cnn`).
+
+    **Randomness.** Each epoch's shuffling and augmentation are drawn from
+    ``(seed, epoch)`` alone, not from generator state carried over from earlier
+    epochs, so a training resumed from a backup draws exactly what an
+    uninterrupted one would have.
 
     Parameters
     ----------
@@ -314,7 +358,8 @@ class CNNRegressor:
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, images, y, *, extra=None, val=None, callbacks=None) -> CNNRegressor:
+    def fit(self, images, y, *, extra=None, val=None, callbacks=None, backup_dir=None,
+            keep_backup: bool = False) -> CNNRegressor:
         """Train on ``images`` (n, npix, npix) and M/L ``y``.
 
         Parameters
@@ -330,9 +375,24 @@ class CNNRegressor:
         callbacks : list of keras callbacks, optional
             Run after the built-in early stopping and learning-rate schedule
             (e.g. to log or time each epoch).
+        backup_dir : path, optional
+            Make the training resumable: after every epoch the whole training
+            state (weights, optimizer, early-stopping and learning-rate
+            schedule state, history) is written to this folder, and a call
+            with the same data, settings and folder continues after the last
+            completed epoch, ending with the weights and history an
+            uninterrupted run would have (on the same machine). A backup of a
+            different run is an error, never silently overwritten. The folder
+            is removed when ``fit`` returns, unless ``keep_backup``.
+        keep_backup : bool
+            Keep the finished training's backup (e.g. until the caller has
+            saved the model and can remove it with :meth:`remove_backup`); a
+            later ``fit`` on it then restores the trained model without training.
         """
         tf = import_tensorflow("The CNN")
         keras = _keras()
+        from featuremass.models import cnn_training
+
         extra_callbacks = list(callbacks or [])
         y = np.asarray(y, dtype=np.float64).ravel()
         x = self._check_images(images)
@@ -362,9 +422,11 @@ class CNNRegressor:
         self.model_ = model
         train_x = x if e is None else {
             "image": x, "extra": ((e - self.extra_mean_) / self.extra_std_).astype(np.float32)}
+        self.fingerprint_ = data_fingerprint(x[..., 0], y, e)
 
-        callbacks = []
+        monitors = []
         validation_data = None
+        val_fingerprint = None
         if val is not None:
             if len(val) not in (2, 3):
                 raise FeaturemassError("val must be (images, y) or (images, y, extra)")
@@ -374,27 +436,58 @@ class CNNRegressor:
             if len(v_y) != len(v_images) or not np.isfinite(v_y).all():
                 raise DataError("validation y must be finite and match the validation images")
             validation_data = (vx, v_y.astype(np.float32))
-            callbacks = [
+            val_fingerprint = data_fingerprint(np.asarray(v_images), v_y, v_extra)
+            monitors = [
                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=6,
                                               restore_best_weights=True),
                 keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=3),
             ]
+        backup = None
+        if backup_dir is not None:
+            run = {"data": self.fingerprint_, "val": val_fingerprint, "featuremass": __version__,
+                   "params": {k: getattr(self, k) for k in (
+                       "npix", "extra_inputs", "epochs", "batch_size", "learning_rate",
+                       "augment", "seed")}}
+            backup = cnn_training.TrainingBackup(backup_dir, run, monitors)
+            backup.restore(model)
+        initial_epoch = backup.initial_epoch if backup else 0
+
         t0 = time.perf_counter()
-        hist = model.fit(
-            train_x, y.astype(np.float32), batch_size=int(self.batch_size),
-            epochs=int(self.epochs), validation_data=validation_data,
-            callbacks=callbacks + extra_callbacks,
-            shuffle=True, verbose=self.verbose,
-        )
-        self.fit_seconds_ = time.perf_counter() - t0
-        self.history_ = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        if backup is None or not backup.finished:
+            batches = cnn_training.epoch_batches(
+                train_x, y.astype(np.float32), batch_size=int(self.batch_size),
+                seed=int(self.seed), first_epoch=initial_epoch, epochs=int(self.epochs))
+            hist = model.fit(
+                batches, epochs=int(self.epochs), initial_epoch=initial_epoch,
+                steps_per_epoch=-(-len(x) // int(self.batch_size)),
+                validation_data=validation_data,
+                callbacks=[cnn_training.EpochSeeds(self.seed), *monitors,
+                           *([backup] if backup else []), *extra_callbacks],
+                shuffle=False, verbose=self.verbose,  # epoch_batches shuffles, from the seed
+            )
+            history = hist.history
+        if backup is not None:
+            history = backup.history
+            self.fit_seconds_ = backup.seconds
+            self._backup = backup
+            if not keep_backup:
+                self.remove_backup()
+        else:
+            self.fit_seconds_ = time.perf_counter() - t0
+        self.history_ = {k: [float(v) for v in vals] for k, vals in history.items()}
         if "val_loss" in self.history_:
             self.best_epoch_ = int(np.argmin(self.history_["val_loss"])) + 1
         else:
             self.best_epoch_ = len(self.history_.get("loss", []))
-        self.fingerprint_ = data_fingerprint(x[..., 0], y, e)
         self.devices_ = [d.name for d in tf.config.list_logical_devices()]
         return self
+
+    def remove_backup(self) -> None:
+        """Delete the backup folder of the last ``fit(..., keep_backup=True)``, if any."""
+        backup = getattr(self, "_backup", None)
+        if backup is not None:
+            backup.remove()
+            self._backup = None
 
     # ------------------------------------------------------------------ predict
 

@@ -44,7 +44,12 @@ def write_predictions(table: pd.DataFrame, out: Path) -> Path:
 
 
 def train(args) -> dict:
-    """``featuremass cnn train``: fit on train, early-stop on val, score on val/test, save."""
+    """``featuremass cnn train``: fit on train, early-stop on val, score on val/test, save.
+
+    Training backs up after every epoch into ``OUT.backup`` beside the model
+    folder; the same command run again after an interruption continues from the
+    last completed epoch (or, if training had finished, only scores and saves).
+    """
     from featuremass.inspect.metrics import regression_report
     from featuremass.io.layout import check_output, load_split
     from featuremass.models.cnn import CNNRegressor
@@ -60,7 +65,10 @@ def train(args) -> dict:
     model = CNNRegressor(npix=args.npix, extra_inputs=args.extra_inputs, epochs=args.epochs,
                          batch_size=args.batch_size, seed=args.seed, verbose=2 if args.verbose else 0)
     val = (val_ds.images, val_ds.target, _extra(val_ds, args.extra_inputs))
-    model.fit(train_ds.images, train_ds.target, extra=_extra(train_ds, args.extra_inputs), val=val)
+    # Rerunning an interrupted command resumes from this backup; it goes once the model is saved.
+    out = Path(args.out).resolve()
+    model.fit(train_ds.images, train_ds.target, extra=_extra(train_ds, args.extra_inputs), val=val,
+              backup_dir=out.with_name(out.name + ".backup"), keep_backup=True)
     metrics = {}
     for split, ds in (("val", val_ds), ("test", None)):
         if ds is None:
@@ -72,6 +80,7 @@ def train(args) -> dict:
         pred = model.predict(ds.images, _extra(ds, args.extra_inputs))
         metrics[split] = regression_report(ds.target, pred, n_boot=200)
     model.save(args.out, metrics=metrics, overwrite=overwrite)
+    model.remove_backup()
     return metrics
 
 

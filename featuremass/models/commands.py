@@ -484,7 +484,7 @@ def _write_table(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def features_from_images(images_path: Path, names_path: Path | None, *, scale: str = "seed-log",
+def features_from_images(images_path: Path, names_path: Path | None, *, scale: str = "auto",
                          n_jobs: int = 1, executor=None) -> pd.DataFrame:
     """Measure the feature table of an ``(n, ny, nx)`` image stack."""
     from featuremass.features.batch import extract_features

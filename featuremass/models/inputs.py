@@ -13,6 +13,36 @@ input set          columns
 ``extra``          ``distance_Mpc``, ``L_g`` only (no image)
 =================  =====================================================
 
+Model inputs are defined on linear flux (issue 10)
+-------------------------------------------------
+The default morphology inputs are ratios, radii, fractions and indices of the
+recovered linear flux, which do not depend on the unknown flux scale or on the
+stretch the stamps arrived in. The columns of :data:`PREPARATION_COLUMNS` stay
+in the feature table but are left out of the default inputs (beside the
+stamp-position columns), because each describes the observation or its
+preparation rather than the galaxy:
+
+=========================================  ==========================================
+column                                     why it is left out
+=========================================  ==========================================
+``sky_mean``, ``sky_sigma``                sky level and noise in stamp units: set by
+                                           the flux scale and the stretch's inverse
+``sn_per_pixel``                           signal-to-noise: depth of the observation
+``sersic_amplitude``                       surface brightness in stamp units (flux scale)
+``sersic_chi2_dof``, ``bd_chi2_dof``       misfit in units of the noise: grows with S/N
+``segmap_area_px``                         area above a threshold in noise units
+``rmax_circ``, ``rmax_ellip``              extent of the noise-thresholded shape
+                                           segmap (statmorph's ``rmax``)
+``n_masked_neighbours``                    count of detections above a noise threshold
+``stretch_code``, ``stretch_param``,       what ``--scale auto`` detected and the
+``censored_fraction``                      inverse's parameters
+=========================================  ==========================================
+
+The profile samples ``prof_mu_*`` are magnitudes relative to the mean inside
+``2 r_petro`` and ``bd_bulge_to_total`` is a flux ratio, so they stay.
+``tests/features/test_invariance.py`` checks that every remaining input
+ranks the same galaxies alike under each stretch.
+
 Feature tables are keyed by ``galaxy_id``; dataset metadata by ``SDSS_ID``.
 The two are joined on those ids, and a galaxy missing from the metadata is a
 :class:`~featuremass.errors.DataError` naming the file and the ids.
@@ -42,6 +72,14 @@ from featuremass.io.layout import METADATA_COLUMNS, TARGET_COLUMN, SeedLayout, r
 ID_COLUMN = "galaxy_id"
 #: Columns of a feature table that are not model inputs.
 NON_FEATURE_COLUMNS = (ID_COLUMN, "flag")
+#: Feature-table columns that describe the observation or its preparation, not the
+#: galaxy (flux scale, sky, noise, S/N, noise-thresholded areas, the detected
+#: stretch): kept in the table, left out of the default model inputs (module docs).
+PREPARATION_COLUMNS = (
+    "sky_mean", "sky_sigma", "sn_per_pixel", "sersic_amplitude", "sersic_chi2_dof", "bd_chi2_dof",
+    "segmap_area_px", "rmax_circ", "rmax_ellip", "n_masked_neighbours",
+    "stretch_code", "stretch_param", "censored_fraction",
+)
 #: The random-noise control feature.
 NOISE_COLUMN = "control_noise"
 #: Extra (non-image) inputs of each input set, in order.
@@ -135,11 +173,13 @@ def morphology_columns(table: pd.DataFrame) -> list[str]:
     """The morphology feature columns of a feature table, in table order.
 
     Every numeric column except ``galaxy_id``, ``flag``, metadata columns, the
-    noise control, and the stamp position / position-angle columns
+    noise control, the stamp position / position-angle columns
     (:data:`featuremass.features.measure.POSITION_COLUMNS`), which describe the
-    cutout rather than the galaxy.
+    cutout rather than the galaxy, and :data:`PREPARATION_COLUMNS`, which
+    describe the observation and its preparation.
     """
-    skip = set(NON_FEATURE_COLUMNS) | set(METADATA_COLUMNS) | {NOISE_COLUMN} | set(POSITION_COLUMNS)
+    skip = (set(NON_FEATURE_COLUMNS) | set(METADATA_COLUMNS) | {NOISE_COLUMN} | set(POSITION_COLUMNS)
+            | set(PREPARATION_COLUMNS))
     return [
         c for c in table.columns
         if c not in skip and (pd.api.types.is_numeric_dtype(table[c]) or pd.api.types.is_bool_dtype(table[c]))

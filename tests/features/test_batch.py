@@ -15,6 +15,7 @@ from featuremass.features import batch
 from featuremass.features.batch import extract_features, read_feature_table
 from featuremass.features.flags import MorphFlag
 from featuremass.features.measure import FEATURE_COLUMNS
+from featuremass.io.stretch import STRETCH_COLUMNS
 
 galsim = pytest.importorskip("galsim")
 
@@ -43,7 +44,7 @@ def stack():
 def test_one_row_per_galaxy_even_for_garbage(stack):
     ids = np.arange(100, 100 + len(stack))
     df = extract_features(stack, ids, chunk_size=3)
-    assert list(df.columns) == ["galaxy_id", *FEATURE_COLUMNS, "flag"]
+    assert list(df.columns) == ["galaxy_id", *FEATURE_COLUMNS, *STRETCH_COLUMNS, "flag"]
     assert df["galaxy_id"].tolist() == ids.tolist()
     assert df["galaxy_id"].dtype == np.int64 and df["flag"].dtype == np.int64
     assert all(df[c].dtype == np.float64 for c in FEATURE_COLUMNS)
@@ -83,7 +84,7 @@ def test_output_metadata_and_atomic_write(stack, tmp_path):
     got, meta = read_feature_table(out)
     pd.testing.assert_frame_equal(got, df)
     assert meta["featuremass_version"] == __version__
-    assert meta["backend"] == "native" and meta["scale"] == "linear"
+    assert meta["backend"] == "native" and meta["scale"] == "auto"
     assert meta["n_galaxies"] == len(stack) and meta["input"] == {"what": "test"}
     assert "eta" in meta["parameters"]["config"] and "date" in meta
     assert meta["n_measured"] == len(stack) and meta["n_jobs"] == 1 and meta["seconds"] >= 0
@@ -110,7 +111,7 @@ def test_resume_skips_finished_chunks(stack, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(batch, "_measure_function", lambda backend: _counting_measure(calls, 5))
     with pytest.raises(_Interrupt):  # interrupted in the third chunk (chunk size 2)
-        extract_features(stack, chunk_size=2, out=out)
+        extract_features(stack, chunk_size=2, out=out, scale="linear")
     assert not out.exists()  # never a half-written final table
     parts_dir = tmp_path / "feat.parquet.parts"
     parts = sorted(parts_dir.glob("part-*.parquet"))
@@ -120,7 +121,7 @@ def test_resume_skips_finished_chunks(stack, tmp_path, monkeypatch):
     # The matching parts are reused: only chunks 2 and 3 are measured.
     calls.clear()
     monkeypatch.setattr(batch, "_measure_function", lambda backend: _counting_measure(calls))
-    df = extract_features(stack, chunk_size=2, out=out)
+    df = extract_features(stack, chunk_size=2, out=out, scale="linear")
     assert len(calls) == len(stack) - 4
     assert read_feature_table(out)[1]["n_measured"] == len(stack) - 4
     assert len(df) == len(stack) and out.exists() and not parts_dir.exists()
@@ -131,7 +132,7 @@ def test_resume_skips_finished_chunks(stack, tmp_path, monkeypatch):
     calls.clear()
     monkeypatch.setattr(batch, "_measure_function", lambda backend: _counting_measure(calls, 5))
     with pytest.raises(_Interrupt):
-        extract_features(stack, chunk_size=2, out=out)
+        extract_features(stack, chunk_size=2, out=out, scale="linear")
     assert len(list(parts_dir.glob("part-*.parquet"))) == 2
     calls.clear()
     monkeypatch.setattr(batch, "_measure_function", lambda backend: _counting_measure(calls))

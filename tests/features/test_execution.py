@@ -83,12 +83,12 @@ def test_resume_never_reuses_rows_of_other_pixels(tmp_path, monkeypatch, same_pa
     calls = []
     monkeypatch.setattr(batch, "_measure_function", lambda backend: _sum_measure(calls, 5))
     with pytest.raises(_Interrupt):
-        extract_features(first, chunk_size=2, out=out)
+        extract_features(first, chunk_size=2, out=out, scale="linear")
     assert len(list((tmp_path / "f.parquet.parts").glob("part-*.parquet"))) == 2
     np.save(second, b)
     calls.clear()
     monkeypatch.setattr(batch, "_measure_function", lambda backend: _sum_measure(calls))
-    df = extract_features(second, chunk_size=2, out=out)
+    df = extract_features(second, chunk_size=2, out=out, scale="linear")
     assert len(calls) == len(b)  # every chunk measured again
     assert read_feature_table(out)[1]["n_measured"] == len(b)
     np.testing.assert_allclose(df["gini"], [np.nansum(img) for img in b], rtol=1e-6)
@@ -97,10 +97,10 @@ def test_resume_never_reuses_rows_of_other_pixels(tmp_path, monkeypatch, same_pa
     calls.clear()
     monkeypatch.setattr(batch, "_measure_function", lambda backend: _sum_measure(calls, 3))
     with pytest.raises(_Interrupt):
-        extract_features(second, chunk_size=2, out=tmp_path / "g.parquet")
+        extract_features(second, chunk_size=2, out=tmp_path / "g.parquet", scale="linear")
     calls.clear()
     monkeypatch.setattr(batch, "_measure_function", lambda backend: _sum_measure(calls))
-    extract_features(second, chunk_size=2, out=tmp_path / "g.parquet")
+    extract_features(second, chunk_size=2, out=tmp_path / "g.parquet", scale="linear")
     assert len(calls) == len(b) - 2
 
 

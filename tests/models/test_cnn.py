@@ -52,6 +52,25 @@ def test_architecture_matches_the_seed():
 
 @pytest.mark.cnn
 @needs_tf
+def test_seed_padding_wherever_the_stamp_allows_it():
+    from featuremass.models.cnn import build_cnn
+
+    def last_map(npix):
+        model = build_cnn(npix)
+        paddings = {lay.get_config()["padding"] for lay in model.layers
+                    if type(lay).__name__ == "Conv2D"}
+        return paddings, tuple(model.get_layer("conv4").output.shape[1:3])
+
+    # 'valid' by hand: 69 -> conv5 65 -> pool 32 -> conv4 29 -> pool 14 -> conv3 12 -> pool 6
+    # -> conv3 4. 42 px ends at 1x1; 41 px would end at 0x0, so it gets 'same', whose maps
+    # only halve at each pooling: 41 -> 20 -> 10 -> 5.
+    assert last_map(69) == ({"valid"}, (4, 4))
+    assert last_map(42) == ({"valid"}, (1, 1))
+    assert last_map(41) == ({"same"}, (5, 5))
+
+
+@pytest.mark.cnn
+@needs_tf
 def test_trains_one_epoch_and_round_trips(tmp_path):
     from featuremass.models.cnn import CNNRegressor
 
@@ -152,3 +171,58 @@ def test_missing_tensorflow_in_the_cli_is_one_line(monkeypatch, tmp_path, capsys
     err = capsys.readouterr().err
     assert rc == 2
     assert "featuremass[cnn]" in err and "Traceback" not in err
+
+
+@pytest.mark.cnn
+@needs_tf
+def test_interrupted_training_resumes_after_its_last_epoch(tmp_path):
+    import keras
+
+    from featuremass.models.cnn import CNNRegressor
+
+    class InterruptInEpoch2(keras.callbacks.Callback):
+        """Stops the run after the first batch of epoch 2: epoch 1 is the last completed."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 0:
+                raise KeyboardInterrupt
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    images, y = _tiny(n=32)
+    val = (images[:8], y[:8])
+    backup = tmp_path / "cnn.backup"
+
+    def run(callbacks, seed=2, keep_backup=False):
+        return CNNRegressor(npix=16, epochs=3, batch_size=16, seed=seed).fit(
+            images, y, val=val, callbacks=callbacks, backup_dir=backup, keep_backup=keep_backup)
+
+    with pytest.raises(KeyboardInterrupt):
+        run([InterruptInEpoch2()])
+    assert json.loads((backup / "state.json").read_text())["epoch"] == 1
+    # A backup of another run (here: another seed) is refused and left alone.
+    with pytest.raises(FeaturemassError, match="different training run"):
+        run([], seed=3)
+    began = []
+    count_epochs = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: began.append(epoch))
+    resumed = run([count_epochs], keep_backup=True)
+    assert began == [1, 2]  # 0-based: epochs 2 and 3 only
+    # Kept until the caller saved the model (as `featuremass cnn train` does): a rerun
+    # then restores the finished model without training, and removing it is explicit.
+    again = run([count_epochs], keep_backup=True)
+    assert began == [1, 2] and again.history_ == resumed.history_
+    assert backup.exists()
+    again.remove_backup()
+    assert not backup.exists()
+
+    # The same as never interrupted: op determinism makes equal inputs give equal
+    # results, and each epoch's shuffle and augmentation depend on (seed, epoch) alone.
+    whole = CNNRegressor(npix=16, epochs=3, batch_size=16, seed=2).fit(images, y, val=val)
+    assert resumed.history_ == whole.history_ and len(whole.history_["loss"]) == 3
+    for a, b, c in zip(resumed.model_.get_weights(), whole.model_.get_weights(),
+                       again.model_.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    assert resumed.best_epoch_ == whole.best_epoch_

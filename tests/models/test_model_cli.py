@@ -99,7 +99,7 @@ def tiny_survey(tmp_path_factory):
                                                          npix=(48,), seed=1), n_jobs=1)
     for split in ("train", "val", "test"):
         ds = load_split(root, npix=48, split=split)
-        table = batch.extract_features(ds.images, ds.ids, scale="seed-log", n_jobs=1)
+        table = batch.extract_features(ds.images, ds.ids, scale="auto", n_jobs=1)  # as predict --images
         table.to_parquet(root / f"{split}_features.parquet", index=False)
     return root
 

@@ -1,0 +1,98 @@
+"""The fast tier against analytic Sérsic profiles (GalSim), and its invariances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import gammainc, gammaincinv
+
+from featuremass.features.batch import extract_features
+from featuremass.features.fast import FAST_COLUMNS, fast_features
+from featuremass.features.flags import MorphFlag
+from featuremass.features.transformer import MorphologyFeatures
+
+
+def _col(values, name):
+    return values[:, FAST_COLUMNS.index(name)]
+
+
+def _sersic_radius(n, rhalf, fraction, r_max):
+    """Radius holding ``fraction`` of a Sérsic profile's light within ``r_max`` (Graham & Driver 2005)."""
+    b = gammaincinv(2 * n, 0.5)
+    inside = gammainc(2 * n, b * (r_max / rhalf) ** (1 / n))
+    return rhalf * (gammaincinv(2 * n, fraction * inside) / b) ** n
+
+
+@pytest.mark.parametrize("n", [0.5, 1.0, 2.0])
+def test_radii_and_areas_match_the_sersic_growth_curve(sersic, n):
+    img = sersic(n, 4.0, npix=69, flux=1000.0) + 3.0  # a sky offset the border removes
+    values, flags = fast_features(img[None])
+    assert flags[0] & int(MorphFlag.BLANK_IMAGE | MorphFlag.NO_SOURCE) == 0
+    for f, name in zip((0.2, 0.5, 0.8), ("fast_r20", "fast_r50", "fast_r80"), strict=True):
+        # The curve of growth stops at r_max = 34.5 px; the areas count the whole square stamp.
+        assert _col(values, name)[0] == pytest.approx(_sersic_radius(n, 4.0, f, 34.5), rel=0.05, abs=0.3)
+        # A circular, monotonic profile: the brightest pixels holding f fill the disc of radius r_f.
+        area = _col(values, f"fast_area{int(f * 100)}")[0]
+        assert area == pytest.approx(np.pi * _sersic_radius(n, 4.0, f, 34.5 * 1.13) ** 2, rel=0.1, abs=3.0)
+
+
+def test_ellipticity_of_an_elliptical_gaussian(sersic):
+    img = sersic(0.5, 5.0, q=0.5, beta_deg=30.0)
+    values, _ = fast_features(img[None])
+    assert _col(values, "fast_ellipticity")[0] == pytest.approx(0.5, abs=0.02)
+    assert _col(values, "fast_asymmetry_stamp")[0] == pytest.approx(0.0, abs=0.01)
+
+
+def test_asymmetry_sees_an_off_centre_clump(sersic):
+    smooth = sersic(1.0, 5.0, noise=0.01, seed=1)
+    clumpy = smooth + sersic(0.5, 1.0, flux=300.0, offset=(6.0, 3.0))
+    values, _ = fast_features(np.stack([smooth, clumpy]))
+    a = _col(values, "fast_asymmetry_r50")
+    assert abs(a[0]) < 0.05 and a[1] > 0.2
+
+
+def test_values_do_not_depend_on_flux_scale_or_zero_point(sersic):
+    stack = np.stack([sersic(n, r, noise=0.05, seed=s) for s, (n, r) in enumerate([(1, 4), (3, 6), (0.5, 8)])])
+    v1, f1 = fast_features(stack)
+    v2, f2 = fast_features(1e-3 * stack - 7.5)
+    np.testing.assert_array_equal(f1, f2)
+    np.testing.assert_allclose(v1, v2, rtol=1e-7, atol=1e-9, equal_nan=True)
+
+
+def test_blank_and_bad_stamps_give_nan_and_a_flag_without_touching_the_others(sersic):
+    good = sersic(1.0, 4.0, noise=0.05, seed=3)
+    holed = good.copy()
+    holed[30:33, 30:33] = np.nan
+    stack = np.stack([good, np.zeros_like(good), np.full_like(good, 5.0), np.full_like(good, np.nan), holed])
+    values, flags = fast_features(stack)
+    alone, _ = fast_features(good[None])
+    np.testing.assert_allclose(values[0], alone[0], rtol=1e-10)
+    for i in (1, 2, 3):
+        assert flags[i] & int(MorphFlag.BLANK_IMAGE)
+        assert np.isnan(values[i]).all()
+    assert flags[4] & int(MorphFlag.BAD_PIXELS)
+    assert np.isfinite(_col(values, "fast_r50")[4])
+
+
+def test_extract_and_transformer_take_the_fast_set(sersic):
+    stack = np.stack([sersic(1.0, 4.0, noise=0.05, seed=s) for s in range(3)] + [np.zeros((69, 69))])
+    df = extract_features(stack, feature_set="fast")
+    assert list(df.columns) == ["galaxy_id", *FAST_COLUMNS, "flag"]
+    assert len(df) == 4 and df["flag"].iloc[3] & int(MorphFlag.BLANK_IMAGE)
+    X = MorphologyFeatures(scale="linear", feature_set="fast").fit_transform(stack)
+    assert X.shape == (4, len(FAST_COLUMNS) + 1)
+    np.testing.assert_allclose(X[:, :-1], df[list(FAST_COLUMNS)].to_numpy(), equal_nan=True)
+
+
+def test_cli_extract_fast_feature_set(sersic, tmp_path):
+    from featuremass.cli import main
+    from featuremass.features.batch import read_feature_table
+
+    imgs = tmp_path / "imgs.npy"
+    np.save(imgs, np.stack([sersic(1.0, 4.0, noise=0.05, seed=s) for s in range(2)]))
+    out = tmp_path / "f.parquet"
+    assert main(["extract", "--images", str(imgs), "--feature-set", "fast", "--out", str(out)]) == 0
+    df, meta = read_feature_table(out)
+    assert list(df.columns) == ["galaxy_id", *FAST_COLUMNS, "flag"] and meta["feature_set"] == "fast"
+    assert main(["extract", "--images", str(imgs), "--feature-set", "fast", "--backend", "statmorph",
+                 "--out", str(tmp_path / "g.parquet")]) == 2
