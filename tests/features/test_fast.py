@@ -10,6 +10,7 @@ from featuremass.features.batch import extract_features
 from featuremass.features.fast import FAST_COLUMNS, fast_features
 from featuremass.features.flags import MorphFlag
 from featuremass.features.transformer import MorphologyFeatures
+from featuremass.io.stretch import STRETCH_COLUMNS
 
 
 def _col(values, name):
@@ -76,8 +77,8 @@ def test_blank_and_bad_stamps_give_nan_and_a_flag_without_touching_the_others(se
 
 def test_extract_and_transformer_take_the_fast_set(sersic):
     stack = np.stack([sersic(1.0, 4.0, noise=0.05, seed=s) for s in range(3)] + [np.zeros((69, 69))])
-    df = extract_features(stack, feature_set="fast")
-    assert list(df.columns) == ["galaxy_id", *FAST_COLUMNS, "flag"]
+    df = extract_features(stack, scale="linear", feature_set="fast")
+    assert list(df.columns) == ["galaxy_id", *FAST_COLUMNS, *STRETCH_COLUMNS, "flag"]
     assert len(df) == 4 and df["flag"].iloc[3] & int(MorphFlag.BLANK_IMAGE)
     X = MorphologyFeatures(scale="linear", feature_set="fast").fit_transform(stack)
     assert X.shape == (4, len(FAST_COLUMNS) + 1)
@@ -93,6 +94,7 @@ def test_cli_extract_fast_feature_set(sersic, tmp_path):
     out = tmp_path / "f.parquet"
     assert main(["extract", "--images", str(imgs), "--feature-set", "fast", "--out", str(out)]) == 0
     df, meta = read_feature_table(out)
-    assert list(df.columns) == ["galaxy_id", *FAST_COLUMNS, "flag"] and meta["feature_set"] == "fast"
+    assert list(df.columns) == ["galaxy_id", *FAST_COLUMNS, *STRETCH_COLUMNS, "flag"]
+    assert meta["feature_set"] == "fast"
     assert main(["extract", "--images", str(imgs), "--feature-set", "fast", "--backend", "statmorph",
                  "--out", str(tmp_path / "g.parquet")]) == 2
