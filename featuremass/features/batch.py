@@ -598,10 +598,13 @@ def extract_cli(args) -> None:
 
     images, names = getattr(args, "images", None), getattr(args, "names", None)
     if images is not None:  # refuse complex/text stacks, non-seed-log "seed-log", uint64 ids
-        stack, _ = _image_source(Path(images))
-        # HDF5 and folders are checked on their first rows: they are never read whole here
-        rows = (load_npy(images, mmap=True) if stack.kind == "npy"
-                else stack.read(0, min(stack.stack_shape()[0], 1000)))
+        path = Path(images)
+        if path.is_dir() or path.suffix.lower() in (".h5", ".hdf5"):
+            # HDF5 and folders are checked on their first rows: never read whole here
+            stack, _ = _image_source(path)
+            rows = stack.read(0, min(stack.stack_shape()[0], 1000))
+        else:
+            rows = load_npy(images, mmap=True)
         check_image_stack(rows, images, getattr(args, "scale", None))
     if names is not None:
         as_int64_ids(load_npy(names, mmap=False), names)

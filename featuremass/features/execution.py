@@ -167,9 +167,10 @@ def _npy_backing_file(images) -> str | None:
     if full.shape[1:] != images.shape[1:] or len(full) < len(images) or full.dtype != images.dtype:
         return None
     # a slice that does not start at row 0 would be read at the wrong rows
+    nan = images.dtype.kind in "fc"
     if len(images) and not (
-        np.array_equal(full[0], images[0], equal_nan=True)
-        and np.array_equal(full[len(images) - 1], images[-1], equal_nan=True)
+        np.array_equal(full[0], images[0], equal_nan=nan)
+        and np.array_equal(full[len(images) - 1], images[-1], equal_nan=nan)
     ):
         return None
     return str(images.filename)
