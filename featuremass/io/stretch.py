@@ -462,6 +462,14 @@ def estimate_dynamic_range(stretched: np.ndarray, *, scale_factor: float = DEFAU
     return _dynamic_range_sorted(np.sort(u[np.isfinite(u)].ravel()), scale_factor)
 
 
+def _sorted_percentile(v: np.ndarray, q: float) -> float:
+    """``np.percentile(v, 100 q)`` (linear interpolation) of an array already sorted."""
+    pos = q * (v.size - 1)
+    i = int(pos)
+    j = min(i + 1, v.size - 1)
+    return float(v[i] + (pos - i) * (v[j] - v[i]))
+
+
 def _dynamic_range_sorted(u: np.ndarray, scale_factor: float) -> float:
     """:func:`estimate_dynamic_range` of the finite stretched values ``(y + 1) / 2``, sorted."""
     if u.size < 10:
@@ -481,7 +489,7 @@ def _dynamic_range_sorted(u: np.ndarray, scale_factor: float) -> float:
 
     lo, hi = 0.05, 12.0
     # Closed-form start from the sky quartiles (exact for a Gaussian sky).
-    q25, q75 = np.percentile(u, [25.0, 75.0])
+    q25, q75 = _sorted_percentile(u, 0.25), _sorted_percentile(u, 0.75)
     if q75 > q25:
         def iqr_excess(R: float) -> float:
             return (np.exp(q75 * R * ln10) - np.exp(q25 * R * ln10)) / 1.349 - target
@@ -628,30 +636,32 @@ def _level_bins(u: np.ndarray, valid: np.ndarray):
         return empty
     s = np.log(np.abs(resid[ok]))
     lev = level[ok]
-    order = np.argsort(lev)
-    lev = lev[order]
+    lev_sorted = np.sort(lev)
     # The top 1% (the brightest core) would stretch the bins over levels that
     # hold a handful of pixels each.
-    lo = lev[int(0.01 * (lev.size - 1))]
-    hi = lev[int(0.99 * (lev.size - 1))]
+    lo = lev_sorted[int(0.01 * (lev.size - 1))]
+    hi = lev_sorted[int(0.99 * (lev.size - 1))]
     if not hi > lo:
         return empty
-    edges = np.searchsorted(lev, np.linspace(lo, hi, _N_LEVEL_BINS + 1)[1:-1])
-    bounds = np.concatenate(([0], edges, [int(np.searchsorted(lev, hi, side="right"))]))
+    inner = np.linspace(lo, hi, _N_LEVEL_BINS + 1)[1:-1]
+    edges = np.searchsorted(lev_sorted, inner)
+    bounds = np.concatenate(([0], edges, [int(np.searchsorted(lev_sorted, hi, side="right"))]))
     counts = np.diff(bounds)
-    # One sort by (bin, value) gives every bin's median by indexing; the bin
-    # index is folded into one float key (offset by more than the values'
-    # range), which sorts ten times faster than np.lexsort.
-    bin_of = np.repeat(np.arange(counts.size), counts)
-    s_in = s[order][: bounds[-1]]
-    s_min = s_in.min() if s_in.size else 0.0
-    span = (s_in.max() - s_min + 1.0) if s_in.size else 1.0
-    s_sorted = s_in[np.argsort(bin_of * span + (s_in - s_min), kind="stable")]
+    # Every bin's median by indexing one sorted array: the bin index is folded
+    # into the sort key, offset by more than the values' range (no argsort, no
+    # lexsort; the bin of a level is where it falls among the edges).
+    inside = lev <= hi
+    bin_of = np.searchsorted(inner, lev[inside], side="right")
+    s_in = s[inside].astype(np.float64)
+    s_min = s_in.min()
+    span = s_in.max() - s_min + 1.0
+    s_sorted = np.sort(bin_of * span + (s_in - s_min))
     keep = counts >= _MIN_BIN_PIXELS
     starts, sizes = bounds[:-1][keep], counts[keep]
-    lower = s_sorted[starts + (sizes - 1) // 2]
-    upper = s_sorted[starts + sizes // 2]
-    return lev[starts + sizes // 2], (lower + upper) / 2.0, sizes.astype(np.float64)
+    offset = np.flatnonzero(keep) * span - s_min
+    lower = s_sorted[starts + (sizes - 1) // 2] - offset
+    upper = s_sorted[starts + sizes // 2] - offset
+    return lev_sorted[starts + sizes // 2], (lower + upper) / 2.0, sizes.astype(np.float64)
 
 
 def _log_slope(levels, meds, weights) -> tuple[float, float]:
@@ -676,19 +686,27 @@ def _asinh_scale(levels, meds, weights, u_sky: float) -> float:
     if levels.size < 3:
         return float("nan")
     w = weights / weights.sum()
-
-    def spread(log_d):
-        t = meds + _log_cosh(np.exp(log_d) * (levels - u_sky))
-        return float(np.sum(w * (t - np.sum(w * t)) ** 2))
-
-    res = optimize.minimize_scalar(spread, bounds=(np.log(0.05), np.log(60.0)), method="bounded",
-                                   options={"xatol": 1e-3})
+    dl = np.ascontiguousarray(levels - u_sky, dtype=np.float64)
+    meds = np.ascontiguousarray(meds, dtype=np.float64)
+    res = optimize.minimize_scalar(_asinh_spread, bounds=(np.log(0.05), np.log(60.0)), method="bounded",
+                                   args=(dl, meds, w), options={"xatol": 1e-3})
     return float(np.exp(res.x))
 
 
-def _log_cosh(x):
-    ax = np.abs(x)
-    return ax + np.log1p(np.exp(-2.0 * ax)) - np.log(2.0)
+@njit(cache=True)
+def _asinh_spread(log_d, dl, meds, w):
+    """Weighted variance of ``meds + log cosh(D dl)`` (what :func:`_asinh_scale` flattens)."""
+    d = np.exp(log_d)
+    mean = 0.0
+    t = np.empty(dl.size)
+    for i in range(dl.size):
+        ax = abs(d * dl[i])
+        t[i] = meds[i] + ax + np.log1p(np.exp(-2.0 * ax)) - np.log(2.0)
+        mean += w[i] * t[i]
+    out = 0.0
+    for i in range(dl.size):
+        out += w[i] * (t[i] - mean) ** 2
+    return out
 
 
 def _lower_tail_excess(values_sorted: np.ndarray) -> float:
@@ -713,9 +731,15 @@ def _lower_tail_excess(values_sorted: np.ndarray) -> float:
     return float(abs(np.log((med - q2) / (med - q1) / 2.0)))
 
 
-def _to_sky_units(x: np.ndarray, finite: np.ndarray, *, subtract: bool = True) -> np.ndarray:
-    """``x`` minus its robust sky level, over the robust sky sigma (NaN off ``finite``)."""
-    sky, sigma = robust_sky(x[finite])
+def _to_sky_units(x: np.ndarray, finite: np.ndarray, *, subtract: bool = True,
+                  x_sorted: np.ndarray | None = None) -> np.ndarray:
+    """``x`` minus its robust sky level, over the robust sky sigma (NaN off ``finite``).
+
+    ``x_sorted``, when given, holds the finite values of ``x`` sorted (every
+    inverse is monotone, so it is the inverse of the sorted stamp), which
+    saves a sort.
+    """
+    sky, sigma = robust_sky(x[finite]) if x_sorted is None else _robust_sky_sorted(x_sorted)
     if not (np.isfinite(sigma) and sigma > 0):
         sigma = float(np.std(x[finite])) or 1.0
     out = (x - (sky if subtract and np.isfinite(sky) else 0.0)) / sigma
@@ -796,15 +820,16 @@ def invert_stretch(stretched: np.ndarray, kind: str = "auto") -> Inversion:
     if kind == "asinh":
         return _invert_asinh(u, finite, levels, meds, weights, uncertain=False)
     R, R_err = _log_slope(levels, meds, weights)
+    # Every inverse is monotone: one sort of the stamp serves every candle and sky level.
+    u_sorted = np.sort(u[finite])
     if kind == "shifted-log":
-        return _invert_shifted(u, finite, R, R_err)
+        return _invert_shifted(u, finite, R, R_err, u_sorted)
     # auto, no pile-up at the floor
     if not np.isfinite(R) or R <= 3.0 * R_err or R <= 0.05:
         return Inversion(_to_sky_units(u, finite), "linear", float("nan"), 0.0, not np.isfinite(R))
-    shifted = _invert_shifted(u, finite, R, R_err)
+    shifted = _invert_shifted(u, finite, R, R_err, u_sorted)
     # The asinh candle is the costly step: score asinh with its homoscedastic
     # D and invert it fully only if it wins.
-    u_sorted = np.sort(u[finite])
     u_sky0, _ = _robust_sky_sorted(u_sorted)
     D = _asinh_scale(levels, meds, weights, u_sky0)
     if not np.isfinite(D):
@@ -819,7 +844,7 @@ def invert_stretch(stretched: np.ndarray, kind: str = "auto") -> Inversion:
     score_asinh = _lower_tail_excess(np.sinh(D * (u_sorted - u_sky)))
     if score_shifted <= score_asinh:
         return shifted
-    asinh = _invert_asinh(u, finite, levels, meds, weights, uncertain=False)
+    asinh = _invert_asinh(u, finite, levels, meds, weights, uncertain=False, u_sorted=u_sorted)
     # A stamp that follows the seed convention under one family only is that
     # family's, whatever the (noisier) sky-shape score says.
     if shifted.seed_convention and not asinh.seed_convention:
@@ -842,17 +867,20 @@ def _agrees(candle: float, fitted: float, fitted_err: float) -> bool:
     return _AGREE_LOW * fitted - 2.0 * fitted_err <= candle <= _AGREE_HIGH * fitted + 2.0 * fitted_err
 
 
-def _invert_shifted(u, finite, R, R_err) -> Inversion:
+def _invert_shifted(u, finite, R, R_err, u_sorted=None) -> Inversion:
     if not np.isfinite(R) or R <= 0:
         return Inversion(_to_sky_units(u, finite), "shifted-log", float("nan"), 0.0, True)
     # The seed convention (softening k = 1 sky sigma) pins R exactly through
     # the sky noise (:func:`estimate_dynamic_range`); take it when the
     # homoscedastic fit agrees, so that stamps made that way invert exactly.
-    R_seed = _dynamic_range_sorted(np.sort(u[finite]), DEFAULT_SCALE_FACTOR)
+    if u_sorted is None:
+        u_sorted = np.sort(u[finite])
+    R_seed = _dynamic_range_sorted(u_sorted, DEFAULT_SCALE_FACTOR)
     seed_ok = _agrees(R_seed, R, R_err)
     uncertain = not seed_ok and not (np.isfinite(R_err) and R_err <= 0.2 * R)
     R = float(np.clip(R_seed if seed_ok else R, 0.05, 12.0))
-    return Inversion(_to_sky_units(_log_inverse(u, R), finite), "shifted-log", R, 0.0, uncertain, seed_ok)
+    x = _to_sky_units(_log_inverse(u, R), finite, x_sorted=_log_inverse(u_sorted, R))
+    return Inversion(x, "shifted-log", R, 0.0, uncertain, seed_ok)
 
 
 def _near_sky(u_sorted: np.ndarray) -> np.ndarray:
@@ -920,8 +948,9 @@ def _asinh_candle(u_sorted: np.ndarray, u_sky: float, D0: float) -> tuple[float,
     return D_prev, _asinh_sky(u_sorted, D_prev, u_sky)
 
 
-def _invert_asinh(u, finite, levels, meds, weights, *, uncertain) -> Inversion:
-    u_sorted = np.sort(u[finite])
+def _invert_asinh(u, finite, levels, meds, weights, *, uncertain, u_sorted=None) -> Inversion:
+    if u_sorted is None:
+        u_sorted = np.sort(u[finite])
     u_sky, _ = _robust_sky_sorted(u_sorted)
     D = _asinh_scale(levels, meds, weights, u_sky)
     if not np.isfinite(D):
@@ -934,7 +963,8 @@ def _invert_asinh(u, finite, levels, meds, weights, *, uncertain) -> Inversion:
     else:
         uncertain = True
         u_sky = _asinh_sky(u_sorted, D, u_sky)
-    return Inversion(_to_sky_units(np.sinh(D * (u - u_sky)), finite), "asinh", D, 0.0, uncertain, seed_ok)
+    x = _to_sky_units(np.sinh(D * (u - u_sky)), finite, x_sorted=np.sinh(D * (u_sorted - u_sky)))
+    return Inversion(x, "asinh", D, 0.0, uncertain, seed_ok)
 
 
 def _invert_clipped(u, finite, floor, floor_fraction) -> Inversion:
