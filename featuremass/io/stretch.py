@@ -733,9 +733,76 @@ def _asinh_scale(levels, meds, weights, u_sky: float) -> float:
     w = weights / weights.sum()
     dl = np.ascontiguousarray(levels - u_sky, dtype=np.float64)
     meds = np.ascontiguousarray(meds, dtype=np.float64)
-    res = optimize.minimize_scalar(_asinh_spread, bounds=(np.log(0.05), np.log(60.0)), method="bounded",
-                                   args=(dl, meds, w), options={"xatol": 1e-3})
-    return float(np.exp(res.x))
+    return float(np.exp(_asinh_spread_min(np.log(0.05), np.log(60.0), 1e-3, dl, meds, w)))
+
+
+@njit(cache=True)
+def _asinh_spread_min(x1, x2, xatol, dl, meds, w):
+    """SciPy's bounded Brent minimiser (``minimize_scalar(method="bounded")``) of :func:`_asinh_spread`."""
+    sqrt_eps = np.sqrt(2.2e-16)
+    golden_mean = 0.5 * (3.0 - np.sqrt(5.0))
+    a, b = x1, x2
+    fulc = a + golden_mean * (b - a)
+    nfc, xf = fulc, fulc
+    rat = e = 0.0
+    fx = _asinh_spread(xf, dl, meds, w)
+    num = 1
+    ffulc = fnfc = fx
+    xm = 0.5 * (a + b)
+    tol1 = sqrt_eps * abs(xf) + xatol / 3.0
+    tol2 = 2.0 * tol1
+    while abs(xf - xm) > (tol2 - 0.5 * (b - a)):
+        golden = True
+        if abs(e) > tol1:
+            golden = False
+            r = (xf - nfc) * (fx - ffulc)
+            q = (xf - fulc) * (fx - fnfc)
+            p = (xf - fulc) * q - (xf - nfc) * r
+            q = 2.0 * (q - r)
+            if q > 0.0:
+                p = -p
+            q = abs(q)
+            r = e
+            e = rat
+            if abs(p) < abs(0.5 * q * r) and p > q * (a - xf) and p < q * (b - xf):
+                rat = (p + 0.0) / q
+                x = xf + rat
+                if (x - a) < tol2 or (b - x) < tol2:
+                    si = np.sign(xm - xf) + ((xm - xf) == 0)
+                    rat = tol1 * si
+            else:
+                golden = True
+        if golden:
+            e = (a - xf) if xf >= xm else (b - xf)
+            rat = golden_mean * e
+        si = np.sign(rat) + (rat == 0)
+        x = xf + si * max(abs(rat), tol1)
+        fu = _asinh_spread(x, dl, meds, w)
+        num += 1
+        if fu <= fx:
+            if x >= xf:
+                a = xf
+            else:
+                b = xf
+            fulc, ffulc = nfc, fnfc
+            nfc, fnfc = xf, fx
+            xf, fx = x, fu
+        else:
+            if x < xf:
+                a = x
+            else:
+                b = x
+            if fu <= fnfc or nfc == xf:
+                fulc, ffulc = nfc, fnfc
+                nfc, fnfc = x, fu
+            elif fu <= ffulc or fulc == xf or fulc == nfc:
+                fulc, ffulc = x, fu
+        xm = 0.5 * (a + b)
+        tol1 = sqrt_eps * abs(xf) + xatol / 3.0
+        tol2 = 2.0 * tol1
+        if num >= 500:
+            break
+    return xf
 
 
 @njit(cache=True)

@@ -385,3 +385,21 @@ def test_compiled_censored_fit_matches_scipy_nelder_mead():
             v[:1000] += rng.exponential(3.0, 1000)
         v = np.maximum(v, 0.0)
         np.testing.assert_allclose(censored_sky(v, 0.0), _censored_sky_py(v, 0.0), rtol=1e-9, atol=1e-12)
+
+
+def test_compiled_bounded_minimiser_matches_scipy():
+    from scipy import optimize
+
+    from featuremass.io.stretch import _asinh_spread, _asinh_spread_min
+
+    rng = np.random.default_rng(13)
+    bounds = (np.log(0.05), np.log(60.0))
+    for _ in range(50):
+        n = int(rng.integers(3, 17))
+        dl = rng.uniform(-0.3, 0.8, n)
+        meds = rng.normal(0.0, 1.0, n) - np.log(np.cosh(rng.uniform(1.0, 20.0) * dl))
+        w = rng.uniform(1.0, 5.0, n)
+        w /= w.sum()
+        ref = optimize.minimize_scalar(_asinh_spread, bounds=bounds, method="bounded", args=(dl, meds, w),
+                                       options={"xatol": 1e-3}).x
+        assert _asinh_spread_min(*bounds, 1e-3, dl, meds, w) == pytest.approx(ref, abs=1e-12)
