@@ -272,8 +272,8 @@ def main(argv=None) -> int:
     lines = ["# `--scale auto`: stretch detection, invariance, cost, usable rows", "", provenance_md, "",
              f"Total run time {time.perf_counter() - t_start:.0f} s. The simulated stamps are featuremass's "
              f"survey (test split, seed {args.seed}, {len(linear)} galaxies at 69 px), linear flux stretched "
-             "here with `apply_stretch` (softening one sky sigma). Measured on the stretch branch alone "
-             "(sky, segmentation and Petrosian code as on main at 84bb0c8).", ""]
+             "here with `apply_stretch` (softening one sky sigma). Measured on the fm-stretch2 branch "
+             "(sky, segmentation and Petrosian code of fm-prep, merged from main).", ""]
     lines += ["## 1. Detection accuracy (GalSim Sérsic galaxies)", "",
               markdown(det, index=False, digits=2), ""]
     summary = agree.agg(["min", "median"]).T
