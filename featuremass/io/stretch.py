@@ -1120,7 +1120,7 @@ def _clipped_candle(values: np.ndarray, R0: float, *, clip: float = 3.0) -> floa
     ``-clip``) comes from the censored-Gaussian fit (:func:`censored_sky`) at
     the first ``R``. This needs no model of the censored values' shape, only
     their number, which the stamp keeps exactly. Measured on 30 GalSim
-    galaxies that fill much of the stamp: within 2% of the true ``R``
+    galaxies that fill much of the stamp: within 3% of the true ``R``
     (rms 1%), where matching the robust sigma of a re-imputed sky (the MAD,
     which depends on how the censored values spread) was off by up to 22%.
     NaN when the surviving values do not reach that rank.
