@@ -292,11 +292,11 @@ def _cnn_and_hybrid(out, splits, tables, plan, seed, n_jobs, metrics, pred, echo
     _history_figure(model.history_, out / "figures" / "cnn_training.png")
 
     cols = morphology_columns(tables["train"])
-    hybrid = HybridRegressor(npix=plan.npix, cnn=model, n_components=16, seed=seed,
+    hybrid = HybridRegressor(npix=plan.npix, cnn=model, prefit=True, n_components=16, seed=seed,
                              gbm_params={"n_jobs": min(n_jobs, 2)})
-    hybrid.fit(tr.images, tables["train"][cols], tr.target,
+    hybrid.fit(tr.images, tr.target, features=tables["train"][cols],
                val=(va.images, tables["val"][cols], va.target))
-    ph = hybrid.predict(te.images, tables["test"][cols])
+    ph = hybrid.predict(te.images, features=tables["test"][cols])
     rep = regression_report(te.target, ph, n_boot=plan.n_boot, random_state=seed)
     hybrid.save(out / "models" / "hybrid_image", metrics={"test": rep})
     metrics["hybrid_image"] = rep

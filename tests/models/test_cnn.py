@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from sklearn.exceptions import NotFittedError
 
 from featuremass.compat import has_module
 from featuremass.errors import FeaturemassError, MissingDependencyError
@@ -146,7 +147,7 @@ def test_bad_input_is_a_clear_error(tmp_path):
         CNNRegressor(npix=20, epochs=1).fit(images, y)
     with pytest.raises(FeaturemassError, match="extra_inputs=True"):
         CNNRegressor(npix=16, extra_inputs=True, epochs=1).fit(images, y)
-    with pytest.raises(FeaturemassError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         CNNRegressor(npix=16).predict(images)
     with pytest.raises(FeaturemassError, match="no model.json"):
         CNNRegressor.load(tmp_path)

@@ -34,7 +34,7 @@ def test_hybrid_end_to_end_on_a_tiny_survey(tmp_path):
 
     model = HybridRegressor(npix=32, epochs=1, n_components=4, extra_inputs=True, seed=0,
                             gbm_params={"min_child_samples": 5, "n_jobs": 1})
-    model.fit(tr.images, feats["train"][cols], tr.target, extra=extra["train"],
+    model.fit(tr.images, tr.target, features=feats["train"][cols], extra=extra["train"],
               val=(va.images, feats["val"][cols], va.target, extra["val"]))
     assert model.feature_names_[:4] == ["cnn_pc00", "cnn_pc01", "cnn_pc02", "cnn_pc03"]
     assert model.feature_names_[4:4 + len(cols)] == cols
