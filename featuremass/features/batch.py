@@ -624,13 +624,10 @@ class _SimpleConfig:
 
 
 def _with_psf(config, fwhm):
+    # MorphologyConfig and _SimpleConfig both name it psf_fwhm_px.
     if config is None:
         return _SimpleConfig(psf_fwhm_px=float(fwhm))
-    names = {f.name for f in dataclasses.fields(config)}
-    for name in ("psf_fwhm_px", "psf_fwhm"):
-        if name in names:
-            return dataclasses.replace(config, **{name: float(fwhm)})
-    raise FeaturemassError("this MorphologyConfig has no PSF option; drop --psf-fwhm")
+    return dataclasses.replace(config, psf_fwhm_px=float(fwhm))
 
 
 def summarize(df: pd.DataFrame, out=None) -> str:
