@@ -37,6 +37,7 @@ class MorphFlag(enum.IntFlag):
     LOW_SN = 1 << 19  #: S/N per pixel below 2.5 (statmorph's threshold for reliable CAS)
     MULTIPLE_SOURCES = 1 << 20  #: a second bright source overlaps the galaxy (merger or blend)
     BACKEND_ERROR = 1 << 21  #: an unexpected error inside the backend; all features NaN
+    SKY_UNCERTAIN = 1 << 22  #: too little clean sky: level from the outer profile or the border mode (warning)
     STRETCH_UNCERTAIN = 1 << 23  #: the stretch detection or its inverse's parameter is uncertain (--scale auto)
 
 

@@ -23,6 +23,7 @@ from featuremass.features import cas, geometry, gini_m20, mid, radii, shape_asym
 from featuremass.features.flags import MorphFlag
 from featuremass.features.profile import PROFILE_COLUMNS, PROFILE_FAMILY
 from featuremass.features.segmentation import (
+    asymmetric_excess,
     detection_mask,
     detection_smoothing,
     segment_central_source,
@@ -169,6 +170,15 @@ class MorphologyConfig:
 
 _NAN = float("nan")
 
+#: A detection is a source (masked from the sky, a neighbour) only if its smoothed
+#: peak exceeds this many detection-noise sigmas; fainter ones are mostly noise,
+#: and masking noise peaks biases the sky low.
+NEIGHBOUR_PEAK_NSIGMA = 4.5
+
+#: A sky whose clipped sigma exceeds this many times the noise of pixel-to-pixel
+#: differences is smooth light, not sky (correlated noise makes the ratio ~1.3).
+SMOOTH_SKY_RATIO = 2.0
+
 #: Bits of :attr:`PreparedSource.flag` after which nothing more is measured.
 SERIOUS_PREP_FLAGS = int(MorphFlag.BLANK_IMAGE | MorphFlag.SKY_FAILED | MorphFlag.NO_SOURCE)
 
@@ -255,6 +265,8 @@ class PreparedSource:
     blend_flux_ratio : float
     flag : int
         Bits set so far; a serious bit means nothing more can be measured.
+    detection_sigma : float
+        Noise of the detection image (the stamp smoothed by a 1 px Gaussian).
     """
 
     data: np.ndarray | None
@@ -269,6 +281,7 @@ class PreparedSource:
     n_blended: int
     blend_flux_ratio: float
     flag: int
+    detection_sigma: float = float("nan")
 
 
 def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) -> PreparedSource:
@@ -278,12 +291,28 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
     (:func:`~featuremass.features.statmorph_backend.measure_galaxy_statmorph`
     with ``segmentation="native"``) can measure the very same pixels.
 
-    The sky is the sigma-clipped mean (:func:`featuremass.features.sky.estimate_sky`)
-    of the pixels outside every detection, dilated. On stamps that the
-    galaxy fills (the seed's D25 crops) the pixels outside a 2-sigma detection
-    still hold the galaxy's faint outskirts and the sky comes out ~0.4 sigma
-    high, so the sky is re-measured outside a deeper (1-sigma, smoothed)
-    detection map whenever enough pixels (``sky.MIN_SKY_PIXELS``) survive it.
+    1. A first sky level and sigma from the sigma-clipped stamp
+       (:func:`featuremass.features.sky.estimate_sky`).
+    2. The detection image (the stamp smoothed by a 1 px Gaussian) is
+       thresholded at ``detect_nsigma`` times its own noise, measured on it
+       (:func:`featuremass.features.sky.detection_noise`), which holds for
+       correlated noise; detections of at least 10 px peaking above
+       :data:`NEIGHBOUR_PEAK_NSIGMA` are grown down to
+       1 noise sigma (hysteresis) and dilated, and the sky is the clipped
+       mean of the pixels outside them. This is done twice, the second time
+       with the detection noise measured on the sky pixels alone.
+    3. If those sky pixels still brighten towards the galaxy (a 5-sigma
+       gradient, :func:`~featuremass.features.sky.sky_gradient`) the level is
+       the asymptote of their radial profile
+       (:func:`~featuremass.features.sky.profile_sky`) when a smooth tail
+       fits them and its asymptote is lower;
+       if fewer than ``sky.MIN_SKY_PIXELS`` remain, or their spread is over
+       :data:`SMOOTH_SKY_RATIO` times the pixel-to-pixel noise (a galaxy
+       filling its stamp), the level is the asymptote of the outer third's profile, or
+       the mode of the stamp border, and the noise comes from differences of
+       pixels two apart. Either sets ``SKY_UNCERTAIN`` (a warning: the
+       galaxy is still measured).
+
     ``FILLS_STAMP`` (segment over half the stamp) and ``EDGE_TOUCH`` are
     warnings only.
     """
@@ -307,30 +336,79 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
     sky0 = sky.estimate_sky(img, exclude=bad)
     if not np.isfinite(sky0.sigma):
         return fail(MorphFlag.SKY_FAILED)
+    ny, nx = img.shape
+    center = ((nx - 1) / 2.0, (ny - 1) / 2.0)
     # One convolution serves every detection map (the smoothing is linear).
     smooth_img, smooth_valid = detection_smoothing(img, bad)
-    # Pixels outside every detection (dilated) are the sky; the central
-    # segmentation itself is needed only once, at the final sky level.
-    shallow = detection_mask(smooth_img - sky0.median * smooth_valid, sky0.sigma, nsigma=config.detect_nsigma)
-    sky1 = sky.estimate_sky(img, exclude=bad | shallow)
-    if not np.isfinite(sky1.sigma):
-        if shallow.mean() > 0.5:
+    # Pixels near the stamp edge are smoothed with zeros beyond it: quieter than the sky.
+    not_interior = bad | (smooth_valid < 0.99)
+    level, sigma = sky0.median, sky0.sigma
+    noise_s = sky.detection_noise(smooth_img - level * smooth_valid, exclude=not_interior)
+    sky_pixels = None
+    for _ in range(2):
+        detection = smooth_img - level * smooth_valid
+        sources = detection_mask(
+            detection, sigma, nsigma=config.detect_nsigma, smoothed_sigma=noise_s, grow_nsigma=1.0,
+            peak_nsigma=NEIGHBOUR_PEAK_NSIGMA,
+        )
+        est = sky.estimate_sky(img, exclude=bad | sources)
+        if not np.isfinite(est.sigma):
+            sky_pixels = None
+            break
+        previous = (level, noise_s)
+        level, sigma, sky_pixels = est.mean, est.sigma, ~(bad | sources)
+        measured = sky.detection_noise(smooth_img - level * smooth_valid, exclude=not_interior | sources)
+        if np.isfinite(measured):
+            noise_s = measured
+        # A second pass only matters when the first moved the threshold.
+        if abs(level - previous[0]) < 0.05 * sigma and abs(noise_s / previous[1] - 1.0) < 0.05:
+            break
+    uncertain = False
+    pixel_noise = _difference_sigma(img, bad)
+    if sky_pixels is not None and sigma > SMOOTH_SKY_RATIO * pixel_noise:
+        # The "sky" varies far more than neighbouring pixels do: it is smooth
+        # galaxy light spread over the whole stamp, not noise.
+        sky_pixels = None
+    if sky_pixels is None:
+        # Too little sky left: a galaxy filling its stamp.
+        if sources.mean() > 0.5:
             flag |= MorphFlag.FILLS_STAMP
-        return fail(MorphFlag.SKY_FAILED)
-    deep = detection_mask(smooth_img - sky1.mean * smooth_valid, sky1.sigma, nsigma=1.0)
-    sky2 = sky.estimate_sky(img, exclude=bad | deep | shallow)
-    if np.isfinite(sky2.sigma):
-        sky1 = sky.SkyEstimate(sky2.mean, sky2.median, sky1.sigma, sky2.n_pixels)
-    level = sky1.mean if config.subtract_sky else 0.0
+        uncertain = True
+        level = sky.profile_sky(img, center, exclude=bad)
+        if not np.isfinite(level):
+            border = np.zeros(img.shape, dtype=bool)
+            border[:3], border[-3:], border[:, :3], border[:, -3:] = True, True, True, True
+            level = sky.mode_sky(img[border & ~bad])
+        sigma = pixel_noise
+        noise_s = None
+        if not (np.isfinite(level) and np.isfinite(sigma) and sigma > 0):
+            return fail(MorphFlag.SKY_FAILED)
+    else:
+        white = sigma / (2.0 * np.sqrt(np.pi))
+        correlation = (noise_s / white) ** 2 if np.isfinite(noise_s) else 1.0
+        if sky.sky_gradient(img, center, sky_pixels, sigma, correlation=correlation) > 5.0:
+            # The "sky" still holds the galaxy's wings: extrapolate them away.
+            tail = sky.profile_sky(
+                img, center, exclude=~sky_pixels, r_in=0.0, sigma=sigma, correlation=correlation
+            )
+            if np.isfinite(tail) and tail < level - 0.1 * sigma:
+                level = max(tail, level - 2.0 * sigma)
+                uncertain = True
+    if uncertain:
+        flag |= MorphFlag.SKY_UNCERTAIN
+    sky_mean = level
+    level = level if config.subtract_sky else 0.0
     seg = segment_central_source(
         img - level,
-        sky1.sigma,
+        sigma,
         mask=bad,
         nsigma=config.detect_nsigma,
         smoothed=smooth_img - level * smooth_valid,
+        smoothed_sigma=noise_s,
+        peak_nsigma=NEIGHBOUR_PEAK_NSIGMA,
     )
     if not seg.found:
-        return fail(MorphFlag.NO_SOURCE, sky1.mean, sky1.sigma)
+        return fail(MorphFlag.NO_SOURCE, sky_mean, sigma)
     if seg.touches_edge:
         flag |= MorphFlag.EDGE_TOUCH
     if seg.segmap.sum() > 0.5 * img.size:
@@ -340,9 +418,24 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
     total_mask = bad | seg.neighbour_mask
     data = np.where(total_mask, 0.0, img - level)
     return PreparedSource(
-        data, float(level), float(sky1.sigma), float(sky1.mean), seg.segmap, total_mask, bad,
+        data, float(level), float(sigma), float(sky_mean), seg.segmap, total_mask, bad,
         seg.neighbour_mask, seg.n_masked_neighbours, seg.n_blended, seg.blend_flux_ratio, int(flag),
+        float(noise_s) if noise_s is not None and np.isfinite(noise_s) else float(sigma / (2.0 * np.sqrt(np.pi))),
     )
+
+
+def _difference_sigma(img: np.ndarray, bad: np.ndarray) -> float:
+    """Pixel noise from differences of pixels two apart along rows, ``1.4826 median|d| / sqrt 2``.
+
+    Blind to smooth light (a galaxy's profile changes little over 2 px
+    outside its core); differences of noise have zero median.
+    """
+    ok = ~(bad[:, 2:] | bad[:, :-2])
+    d = np.abs(img[:, 2:] - img[:, :-2])[ok]
+    if d.size < 10:
+        return float("nan")
+    k = d.size // 2
+    return float(1.4826 * np.partition(d, k)[k] / np.sqrt(2.0))
 
 
 def _measure(img, user_mask, config, out) -> int:
@@ -386,7 +479,10 @@ def _measure(img, user_mask, config, out) -> int:
     (ax, ay), asym = cas.asymmetry_center(
         data, (xc, yc), mask=total_mask, r_aperture=1.5 * rp_centroid, sky_sigma=sigma
     )
-    if not np.isfinite(ax) or math.hypot(ax - xc, ay - yc) > max(0.25 * rp_centroid, 2.0):
+    # statmorph keeps its asymmetry centre wherever it lands; on clumpy or blended
+    # galaxies it lies a few px from the centroid, and only a jump of a whole
+    # Petrosian radius means the minimum found another component.
+    if not np.isfinite(ax) or math.hypot(ax - xc, ay - yc) > max(rp_centroid, 2.0):
         if np.isfinite(ax):
             flag |= MorphFlag.ASYMMETRY_FAILED  # drifted away: fall back on the centroid
         ax, ay = xc, yc
@@ -394,6 +490,8 @@ def _measure(img, user_mask, config, out) -> int:
     center = (ax, ay)
     out["xc_asymmetry"], out["yc_asymmetry"] = ax, ay
     out["asymmetry"] = asym
+    if not flag & MorphFlag.CONTAMINATED and _blended_neighbour(prep, center, rp_centroid):
+        flag |= MorphFlag.CONTAMINATED
     if not np.isfinite(asym):
         flag |= MorphFlag.ASYMMETRY_FAILED
     cov_a = geometry.covariance(no_bg, center)
@@ -522,6 +620,17 @@ def _parametric(data, mask, center, ellip, theta, out, config, sigma) -> MorphFl
             if k != "flag" and k in out:
                 out[k] = v
     return flag
+
+
+def _blended_neighbour(prep: PreparedSource, center, rpetro: float) -> bool:
+    """Whether light within 2 Petrosian radii breaks the galaxy's point symmetry (a blended neighbour)."""
+    from scipy import ndimage as ndi
+
+    smooth = ndi.gaussian_filter(prep.data, 1.0, mode="constant")
+    ny, nx = smooth.shape
+    yy, xx = np.ogrid[:ny, :nx]
+    near = (xx - center[0]) ** 2 + (yy - center[1]) ** 2 <= (2.0 * rpetro) ** 2
+    return asymmetric_excess(smooth, center, prep.segmap & near, prep.detection_sigma, mask=prep.mask) > 0
 
 
 def _mask_near(mask: np.ndarray, center, radius: float) -> bool:
