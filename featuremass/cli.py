@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,15 @@ log = logging.getLogger("featuremass")
 
 def _npix_list(values):
     return [int(v) for v in values]
+
+
+def _add_scheduler(p, what: str) -> None:
+    p.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help=f"{what} on Dask: tcp://HOST:PORT of a running dask.distributed scheduler, or "
+             "'local' to start a LocalCluster of -j worker processes on 127.0.0.1 "
+             "(needs the dask extra; default: this machine, without Dask)",
+    )
 
 
 def _int_at_least(low: int):
@@ -204,7 +214,7 @@ def _add_extract(sub):
     src.add_argument("--npix", type=int, help="image size within --data")
     src.add_argument("--split", choices=["train", "val", "test"], help="split within --data")
     src.add_argument("--train-size", default=None, help="train file label (10000, 30000, all)")
-    src.add_argument("--images", type=Path, help="an (n, ny, nx) .npy stack")
+    src.add_argument("--images", type=Path, help="an (n, ny, nx) .npy stack, an HDF5 file (datasets data, sdss_id) or a folder of 2-D .npy stamps")
     src.add_argument("--names", type=Path, help="ids for --images (default 0..n-1)")
     p.add_argument("--scale", choices=_SCALE_CHOICES, default=None, help=_SCALE_HELP)
     p.add_argument("--backend", choices=["native", "statmorph"], default="native")
@@ -224,6 +234,7 @@ def _add_extract(sub):
     p.add_argument("--drop-invalid", action="store_true",
                    help="with --data: drop galaxies with a missing id or an invalid M/L "
                         "(non-finite or <= 0) instead of stopping, and say how many")
+    _add_scheduler(p, "measure the chunks; --out is then a folder of one Parquet file per chunk,")
 
 
 def _run_extract(args):
@@ -260,6 +271,7 @@ def _add_train(sub):
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     p.add_argument("--drop-invalid", action="store_true",
                    help="drop galaxies whose M/L is non-finite or <= 0 instead of stopping")
+    _add_scheduler(p, "train with lightgbm.dask (model saved like a local one)")
 
 
 def _run_train(args):
@@ -298,11 +310,13 @@ def _add_predict(sub):
     p.add_argument("--scale", choices=_SCALE_CHOICES, default="auto", help=_SCALE_HELP)
     p.add_argument("--data", type=Path, help="dataset folder for extra inputs and L_g")
     p.add_argument("-j", "--jobs", type=_JOBS, default=1, help="worker processes (default 1)")
-    p.add_argument("--out", required=True, type=Path, help="output .csv or .parquet")
+    p.add_argument("--out", required=True, type=Path,
+                   help="output .csv or .parquet (with --scheduler: a folder of Parquet parts)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--impute", action="store_true",
                    help="predict seriously flagged galaxies too, through LightGBM's missing-value "
                         "path (default: their M/L is NaN and their flag is kept)")
+    _add_scheduler(p, "predict partition by partition")
 
 
 def _run_predict(args):
@@ -439,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # dask.distributed sets its own logger to INFO when imported (inside the
+    # commands); its config, read at that import, follows -v like the rest
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "info" if args.verbose else "warning")
     run = {name: fn for name, _, fn in COMMANDS}[args.command]
     try:
         run(args)

@@ -2,19 +2,26 @@
 
 :func:`extract_features` streams an ``(n, ny, nx)`` stack (a memory map is
 never read whole) in chunks, measures each galaxy with the chosen backend in
-this process or in worker processes, and writes one row per input galaxy,
-keyed by ``galaxy_id``, with every feature column and the integer ``flag``.
+this process, a local pool or on a Dask cluster (the executors of
+:mod:`featuremass.features.execution`, which all call one chunk function), and
+writes one row per input galaxy, keyed by ``galaxy_id``, with every feature
+column and the integer ``flag``.
 
 Robustness rules
 ----------------
 * One galaxy's failure never stops the batch: any exception while measuring
   it gives a row of NaN with ``MorphFlag.BACKEND_ERROR``.
 * With ``out``, each finished chunk is written to ``OUT.parts/part-NNNNNN.parquet``
-  holding a fingerprint of its galaxy ids and of every parameter that affects
-  the result. An interrupted run, started again, reuses the parts whose
-  fingerprint matches and recomputes the rest. The final table is written to
-  a temporary file and moved into place with :func:`os.replace` (atomic on
-  POSIX), then the parts are removed.
+  holding a fingerprint of its galaxy ids, of a BLAKE2b hash of its pixels, of
+  the source and of every parameter that affects the result. An interrupted
+  run, started again, hashes each finished chunk's pixels anew, reuses the
+  parts whose fingerprint matches and recomputes the rest. The final table is
+  written to a temporary file and moved into place with :func:`os.replace`
+  (atomic on POSIX), then the parts are removed.
+* A partitioned output (``partitioned=True``, what ``--scheduler`` writes) is a
+  folder of the same part files, kept, plus ``_featuremass.json`` written last;
+  ``pandas.read_parquet`` and ``dask.dataframe.read_parquet`` read it, and so
+  does :func:`read_feature_table`, in chunk order.
 * The Parquet key-value metadata ``featuremass`` holds JSON with the
   featuremass version, backend, parameters, input description, number of
   galaxies and date; :func:`read_feature_table` returns it.
@@ -22,7 +29,7 @@ Robustness rules
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -53,6 +60,9 @@ FEATURE_SETS = ("full", "fast")
 #: Scale modes (see :data:`featuremass.io.stretch.SCALE_MODES`); ``auto`` is the default.
 SCALES = ("auto", "seed-log", "linear", "shifted-log", "clipped-log", "asinh")
 ID_COLUMN = "galaxy_id"
+#: The run description of a partitioned table, beside its part files (the
+#: leading underscore keeps Parquet readers from taking it for data).
+DATASET_METADATA = "_featuremass.json"
 
 
 # --------------------------------------------------------------------------- measuring one galaxy
@@ -148,23 +158,14 @@ def _fast_chunk(images, scale) -> np.ndarray:
     return np.concatenate([values, meta, flags[:, None].astype(np.float64)], axis=1)
 
 
-def _worker_init():
-    # Each worker is one core's worth of work; BLAS threads would oversubscribe.
-    try:
-        from threadpoolctl import threadpool_limits
+def _measure_rows(images, *, feature_set, backend, scale, config, columns, psf_fwhm=None):
+    """The measuring function every executor calls on a chunk's pixels.
 
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        pass
-
-
-def _worker_task(source, start, stop, backend, scale, config, columns, psf_fwhm=None):
-    """Measure rows [start, stop) of ``source``: a .npy path (memory-mapped) or an array."""
-    if isinstance(source, str):
-        images = np.load(source, mmap_mode="r", allow_pickle=False)[start:stop]
-    else:
-        images = source
-    return start, _measure_chunk(images, backend, scale, config, columns, psf_fwhm)
+    ``psf_fwhm`` is the chunk's own slice of the per-galaxy PSF table (or None).
+    """
+    if feature_set == "fast":
+        return _fast_chunk(images, scale)
+    return _measure_chunk(images, backend, scale, config, columns, psf_fwhm)
 
 
 # --------------------------------------------------------------------------- parameters and parts
@@ -190,10 +191,12 @@ def _jsonable(v):
     return v
 
 
-def _fingerprint(ids: np.ndarray, params: dict) -> str:
+def _fingerprint(ids: np.ndarray, params: dict, pixel_digest: str) -> str:
+    """What a finished chunk was measured on: its ids, its pixels, the source and parameters."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    h.update(pixel_digest.encode())
     return h.hexdigest()
 
 
@@ -217,21 +220,25 @@ def _write_parquet_atomic(df: pd.DataFrame, path: Path, meta: dict) -> None:
             tmp.unlink()
 
 
-def _read_part(path: Path, fingerprint: str, n_rows: int):
-    """The part's DataFrame if it exists, is readable and matches; else None."""
+def _read_part(path: Path, start: int, stop: int):
+    """``(DataFrame, metadata)`` of a finished part covering rows [start, stop), or None."""
     if not path.is_file():
         return None
     try:
-        df, meta = read_feature_table(path)
+        df, meta = _read_parquet_file(path)
     except (FeaturemassError, OSError, ValueError):
         return None
-    if meta.get("fingerprint") != fingerprint or len(df) != n_rows:
+    if (meta.get("start"), meta.get("stop")) != (start, stop) or len(df) != stop - start:
         return None
-    return df
+    return df, meta
 
 
 def read_feature_table(path) -> tuple[pd.DataFrame, dict]:
     """Read a feature table and its ``featuremass`` metadata.
+
+    ``path`` is a Parquet file, or the folder a partitioned extract wrote
+    (``part-NNNNNN.parquet`` files plus ``_featuremass.json``), read in chunk
+    order.
 
     Returns
     -------
@@ -241,13 +248,20 @@ def read_feature_table(path) -> tuple[pd.DataFrame, dict]:
     Raises
     ------
     DataError
-        When the file is missing or not a readable Parquet file.
+        When the file is missing or not a readable Parquet file, or the folder
+        holds an unfinished extract.
     """
-    import pyarrow.parquet as pq
-
     path = Path(path)
+    if path.is_dir():
+        return _read_dataset(path)
     if not path.is_file():
         raise DataError(f"feature table not found: {path}")
+    return _read_parquet_file(path)
+
+
+def _read_parquet_file(path: Path) -> tuple[pd.DataFrame, dict]:
+    import pyarrow.parquet as pq
+
     try:
         table = pq.read_table(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
@@ -260,42 +274,46 @@ def read_feature_table(path) -> tuple[pd.DataFrame, dict]:
     return table.to_pandas(), meta
 
 
+def _read_dataset(folder: Path) -> tuple[pd.DataFrame, dict]:
+    meta_path = folder / DATASET_METADATA
+    if not meta_path.is_file():
+        raise DataError(
+            f"{folder} is a folder without {DATASET_METADATA}: not a finished partitioned feature "
+            "table (an interrupted extract finishes when run again)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        parts = [folder / name for name in meta["parts"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{meta_path} is damaged: {exc!r}") from None
+    missing = [p.name for p in parts if not p.is_file()]
+    if missing:
+        raise DataError(f"{folder}: {len(missing)} part files are missing, e.g. {missing[:3]}")
+    frames = [_read_parquet_file(p)[0] for p in parts]
+    if not frames:
+        return pd.DataFrame(columns=[ID_COLUMN, *feature_columns(), "flag"]), meta
+    return pd.concat(frames, ignore_index=True), meta
+
+
 # --------------------------------------------------------------------------- the batch
 
 
-def _npy_source(images) -> str | None:
-    """Path of the .npy file backing ``images`` (rows 0..n-1 of it), or None.
-
-    Workers then memory-map the file themselves and only slice indices travel.
-    """
-    if not isinstance(images, np.memmap) or not getattr(images, "filename", None):
-        return None
-    try:
-        full = np.load(images.filename, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):
-        return None
-    if full.shape[1:] != images.shape[1:] or len(full) < len(images) or full.dtype != images.dtype:
-        return None
-    if len(images) and not (
-        np.array_equal(full[0], images[0], equal_nan=True)
-        and np.array_equal(full[len(images) - 1], images[-1], equal_nan=True)
-    ):
-        return None
-    return str(images.filename)
-
-
 def _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size, feature_set="full"):
+    """``(ImageSource, (n, ny, nx), ids)`` after checking every argument."""
+    from featuremass.features.execution import ImageSource
+
     if isinstance(images, str | os.PathLike):
         from featuremass.io.layout import load_npy
 
         images = load_npy(images, mmap=True)
-    if not hasattr(images, "shape") or not hasattr(images, "__getitem__"):
+    if not isinstance(images, ImageSource) and (
+        not hasattr(images, "shape") or not hasattr(images, "__getitem__")
+    ):
         images = np.asarray(images)
-    if len(images.shape) != 3:
-        raise FeaturemassError(
-            f"images must be an (n, ny, nx) stack; got shape {tuple(images.shape)}"
-        )
-    n = int(images.shape[0])
+    source = ImageSource.of(images)
+    shape = source.stack_shape()
+    if len(shape) != 3:
+        raise FeaturemassError(f"images must be an (n, ny, nx) stack; got shape {shape}")
+    n = int(shape[0])
     if ids is None:
         ids = np.arange(n, dtype=np.int64)
     ids = np.asarray(ids)
@@ -319,7 +337,7 @@ def _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size, feature_se
         raise FeaturemassError(f"n_jobs must be >= 1; got {n_jobs}")
     if int(chunk_size) < 1:
         raise FeaturemassError(f"chunk_size must be >= 1; got {chunk_size}")
-    return images, ids
+    return source, shape, ids
 
 
 def extract_features(
@@ -337,13 +355,17 @@ def extract_features(
     resume: bool = True,
     progress: bool = False,
     input_description=None,
+    executor=None,
+    partitioned: bool = False,
 ) -> pd.DataFrame:
     """Measure every galaxy of an image stack; one row per galaxy.
 
     Parameters
     ----------
-    images : array-like of shape (n, ny, nx), or path to a .npy file
-        A memory map is streamed chunk by chunk, never read whole.
+    images : array-like of shape (n, ny, nx), path to a .npy file, or ImageSource
+        A memory map is streamed chunk by chunk, never read whole; an
+        :class:`~featuremass.features.execution.ImageSource` also names an
+        HDF5 dataset or a folder of ``.npy`` stamps.
     ids : array-like of int, optional
         One unique id per image (``galaxy_id``); default ``0 .. n-1``.
     scale : str
@@ -367,17 +389,25 @@ def extract_features(
         PSF FWHM in pixels, one per image (from a PSF table): replaces the
         config's ``psf_fwhm_px`` galaxy by galaxy; NaN keeps the config's.
     n_jobs : int
-        Worker processes; 1 runs in this process.
+        Worker processes when no ``executor`` is given; 1 runs in this process.
     chunk_size : int
         Galaxies per chunk (the unit of parallel work and of resuming).
     out : path, optional
-        Write the table here (Parquet), with resumable parts next to it.
+        Write the table here: one Parquet file with resumable parts in
+        ``OUT.parts/`` beside it, or with ``partitioned=True`` a folder of one
+        Parquet file per chunk plus ``_featuremass.json``.
     resume : bool
-        Reuse matching finished parts of an interrupted run (default True).
+        Reuse finished chunks of an interrupted run (default True) when their
+        galaxy ids, pixel content (BLAKE2b), source and parameters all match.
     progress : bool
         Show a tqdm progress bar.
     input_description : dict, optional
         What the images are (recorded in the metadata).
+    executor : LocalExecutor or DaskExecutor, optional
+        Where chunks run (see :func:`featuremass.features.execution.open_executor`);
+        by default a local pool of ``n_jobs`` opened and closed by this call.
+    partitioned : bool
+        Write ``out`` as a partitioned folder (what ``--scheduler`` does).
 
     Returns
     -------
@@ -388,9 +418,13 @@ def extract_features(
     Raises
     ------
     FeaturemassError
-        For a bad argument (shape, ids, scale, backend, n_jobs, chunk_size).
+        For a bad argument (shape, ids, scale, backend, n_jobs, chunk_size),
+        or a Dask scheduler lost mid-run (finished chunks are kept).
     """
-    images, ids = _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size, feature_set)
+    from featuremass.features.execution import LocalExecutor, open_executor
+
+    source, shape, ids = _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size,
+                                          feature_set)
     if psf_fwhm is not None:
         psf_fwhm = np.asarray(psf_fwhm, dtype=np.float64)
         if psf_fwhm.shape != ids.shape:
@@ -413,63 +447,89 @@ def extract_features(
         "feature_set": feature_set,
         "scale": scale,
         "config": _config_dict(config),
-        "image_shape": [int(s) for s in images.shape[1:]],
+        "image_shape": [int(s) for s in shape[1:]],
+        "source": source.describe(),
     }
+    # what every chunk is measured with; new measuring options go here and in
+    # _measure_chunk's signature, and travel to every worker unchanged
+    measure_params = {"feature_set": feature_set, "backend": backend, "scale": scale,
+                      "config": config, "columns": columns}
+
+    def _chunk_fingerprint(start, stop, digest):
+        chunk = params if psf_fwhm is None else {**params, "psf_fwhm": psf_fwhm[start:stop].tolist()}
+        return _fingerprint(ids[start:stop], chunk, digest)
+
     out = Path(out) if out is not None else None
     parts_dir = None
     if out is not None:
         if not out.parent.is_dir():
             raise FeaturemassError(f"output folder does not exist: {out.parent}")
-        parts_dir = _parts_dir(out)
+        if partitioned and out.exists() and not out.is_dir():
+            raise FeaturemassError(f"{out} is a file; a partitioned table is written as a folder")
+        if not partitioned and out.is_dir():
+            raise FeaturemassError(f"{out} is a folder; give a .parquet file name")
+        parts_dir = out if partitioned else _parts_dir(out)
         if not resume and parts_dir.exists():
-            shutil.rmtree(parts_dir)
+            for old in parts_dir.glob("part-*.parquet"):
+                old.unlink()
         parts_dir.mkdir(exist_ok=True)
+        if partitioned:
+            # an unfinished folder must not read as a finished table
+            (parts_dir / DATASET_METADATA).unlink(missing_ok=True)
 
     t_start = time.perf_counter()
-    starts = list(range(0, n, int(chunk_size)))
+    chunk_size = int(chunk_size)
+    starts = list(range(0, n, chunk_size))
+    bounds = {start: min(start + chunk_size, n) for start in starts}
     results: dict[int, np.ndarray] = {}
-    todo = []
-    for k, start in enumerate(starts):
-        stop = min(start + int(chunk_size), n)
-        fp = _fingerprint(ids[start:stop], params if psf_fwhm is None else
-                          {**params, "psf_fwhm": psf_fwhm[start:stop].tolist()})
-        if parts_dir is not None and resume:
-            df = _read_part(parts_dir / f"part-{k:06d}.parquet", fp, stop - start)
-            if df is not None and list(df.columns) == [ID_COLUMN, *columns, "flag"]:
-                results[start] = df[[*columns, "flag"]].to_numpy(dtype=np.float64)
-                continue
-        todo.append((k, start, stop, fp))
-    if results:
-        log.info("resuming: %d of %d chunks already done", len(results), len(starts))
-
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    with contextlib.ExitStack() as stack:
+        if executor is None:
+            executor = stack.enter_context(open_executor(n_jobs))
+        candidates = {}
+        if parts_dir is not None and resume:
+            for start in starts:
+                found = _read_part(parts_dir / _part_name(start // chunk_size), start, bounds[start])
+                if found is not None and list(found[0].columns) == [ID_COLUMN, *columns, "flag"]:
+                    candidates[start] = found
+        if candidates:
+            # the pixels are hashed again where they are read, so a part made
+            # from other images with the same ids and shape is never reused
+            keys = sorted(candidates)
+            digests = executor.digests(source, [(s, bounds[s]) for s in keys])
+            for start, digest in zip(keys, digests, strict=True):
+                df, meta = candidates[start]
+                if meta.get("fingerprint") == _chunk_fingerprint(start, bounds[start], digest):
+                    results[start] = df[[*columns, "flag"]].to_numpy(dtype=np.float64)
+            log.info("resuming: %d of %d chunks already done", len(results), len(starts))
+        todo = [(start, bounds[start]) for start in starts if start not in results]
 
-        bar = tqdm(total=n, unit="gal", desc=f"extract ({backend})")
-        bar.update(sum(len(v) for v in results.values()))
+        if progress:
+            from tqdm.auto import tqdm
 
-    def finish(k, start, stop, fp, arr):
-        results[start] = arr
-        if parts_dir is not None:
-            part = _to_frame(ids[start:stop], arr, columns)
-            _write_parquet_atomic(part, parts_dir / f"part-{k:06d}.parquet",
-                                  {"fingerprint": fp, "chunk": k, "start": start, "stop": stop})
-        if bar is not None:
-            bar.update(stop - start)
+            bar = stack.enter_context(tqdm(total=n, unit="gal", desc=f"extract ({backend})"))
+            bar.update(sum(len(v) for v in results.values()))
 
-    try:
-        if int(n_jobs) == 1 or len(todo) <= 1 or feature_set == "fast":
-            for k, start, stop, fp in todo:
-                arr = (_fast_chunk(images[start:stop], scale) if feature_set == "fast"
-                       else _measure_chunk(images[start:stop], backend, scale, config, columns,
-                                           None if psf_fwhm is None else psf_fwhm[start:stop]))
-                finish(k, start, stop, fp, arr)
-        else:
-            _run_parallel(images, todo, int(n_jobs), backend, scale, config, columns, finish, psf_fwhm)
-    finally:
-        if bar is not None:
-            bar.close()
+        def chunk_params(start, stop):
+            # per-galaxy inputs travel with their chunk only
+            return {} if psf_fwhm is None else {"psf_fwhm": psf_fwhm[start:stop]}
+
+        def finish(start, stop, digest, arr):
+            results[start] = arr
+            if parts_dir is not None:
+                part = _to_frame(ids[start:stop], arr, columns)
+                fp = _chunk_fingerprint(start, stop, digest)
+                _write_parquet_atomic(part, parts_dir / _part_name(start // chunk_size),
+                                      {"fingerprint": fp, "chunk": start // chunk_size,
+                                       "start": start, "stop": stop, "pixel_digest": digest})
+            if bar is not None:
+                bar.update(stop - start)
+
+        if feature_set == "fast" and isinstance(executor, LocalExecutor):
+            # the fast tier is batched NumPy: worker processes would cost more than they save
+            executor = stack.enter_context(LocalExecutor(1))
+        executor.map_chunks(source, todo, _measure_rows, measure_params, finish,
+                            chunk_params=chunk_params)
 
     table = np.concatenate([results[s] for s in starts]) if starts else np.empty((0, len(columns) + 1))
     df = _to_frame(ids, table, columns)
@@ -488,33 +548,34 @@ def extract_features(
             # wall time of this call and how much it measured (a resumed run
             # measures only the chunks that were missing)
             "seconds": round(time.perf_counter() - t_start, 3),
-            "n_measured": int(sum(stop - start for _, start, stop, _ in todo)),
-            "n_jobs": int(n_jobs),
+            "n_measured": int(sum(stop - start for start, stop in todo)),
+            "n_jobs": int(getattr(executor, "n_workers", n_jobs)),
+            "executor": type(executor).__name__,
         }
-        _write_parquet_atomic(df, out, meta)
-        shutil.rmtree(parts_dir, ignore_errors=True)
+        if partitioned:
+            names = [_part_name(k) for k in range(len(starts))]
+            for stale in set(p.name for p in parts_dir.glob("part-*.parquet")) - set(names):
+                (parts_dir / stale).unlink()
+            _write_json_atomic(parts_dir / DATASET_METADATA,
+                               {**meta, "chunk_size": chunk_size, "parts": names})
+        else:
+            _write_parquet_atomic(df, out, meta)
+            shutil.rmtree(parts_dir, ignore_errors=True)
     return df
 
 
-def _run_parallel(images, todo, n_jobs, backend, scale, config, columns, finish, psf_fwhm=None):
-    source = _npy_source(images)
-    by_start = {start: (k, start, stop, fp) for k, start, stop, fp in todo}
-    pending = list(todo)
-    with concurrent.futures.ProcessPoolExecutor(max_workers=n_jobs, initializer=_worker_init) as pool:
-        running = set()
-        # At most two chunks per worker in flight: in-memory stacks travel as
-        # slices, so memory stays bounded by chunk size, not dataset size.
-        while pending or running:
-            while pending and len(running) < 2 * n_jobs:
-                k, start, stop, fp = pending.pop(0)
-                src = source if source is not None else np.asarray(images[start:stop])
-                psf = None if psf_fwhm is None else psf_fwhm[start:stop]
-                running.add(pool.submit(_worker_task, src, start, stop, backend, scale, config, columns, psf))
-            done, running = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-            for fut in done:
-                start, arr = fut.result()
-                k, start, stop, fp = by_start[start]
-                finish(k, start, stop, fp, arr)
+def _part_name(chunk: int) -> str:
+    return f"part-{chunk:06d}.parquet"
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, default=str))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _to_frame(ids, arr, columns) -> pd.DataFrame:
@@ -537,13 +598,31 @@ def extract_cli(args) -> None:
 
     images, names = getattr(args, "images", None), getattr(args, "names", None)
     if images is not None:  # refuse complex/text stacks, non-seed-log "seed-log", uint64 ids
-        check_image_stack(load_npy(images, mmap=True), images, getattr(args, "scale", None))
+        path = Path(images)
+        if path.is_dir() or path.suffix.lower() in (".h5", ".hdf5"):
+            # HDF5 and folders are checked on their first rows: never read whole here
+            stack, _ = _image_source(path)
+            rows = stack.read(0, min(stack.stack_shape()[0], 1000))
+        else:
+            rows = load_npy(images, mmap=True)
+        check_image_stack(rows, images, getattr(args, "scale", None))
     if names is not None:
         as_int64_ids(load_npy(names, mmap=False), names)
     folder = getattr(args, "scheduler", None) is not None  # a Dask run writes a folder of parts
+    # an unfinished partitioned table of an interrupted run is resumed, not replaced
+    resuming = folder and _unfinished_dataset(Path(args.out))
     with guarded_output(args.out, inputs=[images, names], folder=folder,
-                        overwrite=getattr(args, "overwrite", False)):
+                        overwrite=getattr(args, "overwrite", False) or resuming):
         _extract_cli(args)
+
+
+def _unfinished_dataset(folder: Path) -> bool:
+    """Whether ``folder`` holds only the parts of an interrupted partitioned extract."""
+    if not folder.is_dir() or (folder / DATASET_METADATA).exists():
+        return False
+    names = [p.name for p in folder.iterdir()]
+    return all(n.startswith("part-") and n.endswith(".parquet") or n.startswith(".")
+               for n in names)
 
 
 def _extract_cli(args) -> None:
@@ -554,8 +633,9 @@ def _extract_cli(args) -> None:
             "give exactly one input: either --data DIR --npix N --split S, or --images FILE.npy"
             + (" (both were given)" if data_mode else "")
         )
+    scheduler = getattr(args, "scheduler", None)
     out = Path(args.out)
-    if out.suffix != ".parquet":
+    if scheduler is None and out.suffix != ".parquet":
         raise FeaturemassError(f"--out must end in .parquet; got {out}")
     if data_mode:
         missing = [f"--{a}" for a in ("data", "npix", "split") if getattr(args, a, None) is None]
@@ -574,17 +654,15 @@ def _extract_cli(args) -> None:
     else:
         if args.images is None:
             raise FeaturemassError("--names needs --images")
-        from featuremass.io.layout import load_npy
-
-        images = load_npy(args.images, mmap=True)
-        if images.ndim != 3:
-            raise DataError(f"{args.images} has shape {images.shape}; expected (n, ny, nx)")
-        ids = None
+        images, ids = _image_source(Path(args.images))
         if args.names is not None:
+            from featuremass.io.layout import load_npy
+
+            n = images.stack_shape()[0]
             ids = np.asarray(load_npy(args.names, mmap=False))
-            if ids.ndim != 1 or len(ids) != len(images) or not np.issubdtype(ids.dtype, np.integer):
+            if ids.ndim != 1 or len(ids) != n or not np.issubdtype(ids.dtype, np.integer):
                 raise DataError(
-                    f"{args.names} must hold {len(images)} integer ids (one per image in "
+                    f"{args.names} must hold {n} integer ids (one per image in "
                     f"{args.images}); got dtype {ids.dtype}, shape {ids.shape}"
                 )
         scale = args.scale or "auto"
@@ -607,13 +685,43 @@ def _extract_cli(args) -> None:
         table_ids = np.arange(len(images), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
         psf_fwhm = read_psf_table(args.psf_table, table_ids)
         description["psf_table"] = str(args.psf_table)
-    df = extract_features(
-        images, ids, scale=scale, backend=args.backend, feature_set=getattr(args, "feature_set", "full"),
-        config=config, psf_fwhm=psf_fwhm, n_jobs=args.jobs,
-        chunk_size=args.chunk_size, out=out, resume=not args.no_resume, progress=True,
-        input_description=description,
-    )
+    from featuremass.features.execution import open_executor, terminate_on_signals
+
+    with terminate_on_signals(), open_executor(args.jobs, scheduler) as executor:
+        df = extract_features(
+            images, ids, scale=scale, backend=args.backend,
+            feature_set=getattr(args, "feature_set", "full"), config=config, psf_fwhm=psf_fwhm,
+            n_jobs=args.jobs, chunk_size=args.chunk_size, out=out, resume=not args.no_resume,
+            progress=True, input_description=description, executor=executor,
+            partitioned=scheduler is not None,
+        )
     print(summarize(df, out))
+
+
+def _image_source(path: Path):
+    """``(ImageSource, ids or None)`` of ``--images``: a .npy stack, an HDF5 file or a .npy folder."""
+    from featuremass.features.execution import ImageSource
+
+    if path.is_dir():
+        return ImageSource.npy_dir(path), None
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        import h5py
+
+        from featuremass.io.formats import HDF5_IDS_KEY, HDF5_IMAGES_KEY
+
+        source = ImageSource.hdf5(path, HDF5_IMAGES_KEY)
+        shape = source.stack_shape()
+        if len(shape) != 3:
+            raise DataError(f"{path}:{HDF5_IMAGES_KEY} has shape {shape}; expected (n, ny, nx)")
+        with h5py.File(path, "r") as fh:
+            ids = np.asarray(fh[HDF5_IDS_KEY][...]) if HDF5_IDS_KEY in fh else None
+        return source, ids
+    from featuremass.io.layout import load_npy
+
+    images = load_npy(path, mmap=True)
+    if images.ndim != 3:
+        raise DataError(f"{path} has shape {images.shape}; expected (n, ny, nx)")
+    return ImageSource.of(images), None
 
 
 @dataclasses.dataclass(frozen=True)

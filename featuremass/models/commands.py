@@ -7,6 +7,7 @@ library, prints a short summary (or JSON), and raises
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -200,8 +201,14 @@ def fit_model(X, y, ids, *, kind: str = "lgbm", input_set: str = "image", X_val=
               n_estimators: int = 2000, learning_rate: float = 0.05, cv: int = 0,
               noise_seed: int | None = None, intervals: bool = True, n_boot: int = 200,
               source: dict | None = None, scale: str | None = None,
-              feature_engine_version: int | None = FEATURE_ENGINE_VERSION):
+              feature_engine_version: int | None = FEATURE_ENGINE_VERSION, client=None,
+              local_cluster: bool = False):
     """Fit a point model, its conformal intervals and (optionally) K-fold CV.
+
+    With a Dask ``client`` the LightGBM point model is trained on the cluster
+    (:func:`featuremass.models.dask_gbm.fit_gbm_dask`, on the same splits) and
+    the intervals are split-conformal on its residuals, which needs no further
+    training; ``local_cluster`` says the cluster runs on 127.0.0.1 only.
 
     The validation split is divided (seeded) into an early-stopping half and a
     calibration half; without one, :data:`AUTO_VAL_FRACTION` of the training
@@ -236,10 +243,17 @@ def fit_model(X, y, ids, *, kind: str = "lgbm", input_set: str = "image", X_val=
     X_cal, y_cal = X_val.iloc[cal_rows], y_val[cal_rows]
     est = make_estimator(kind, loss=loss, target=target, seed=seed, n_jobs=n_jobs,
                          n_estimators=n_estimators, learning_rate=learning_rate)
-    est.fit(X_fit, y_fit, X_val=X_stop, y_val=y_stop)
+    if client is not None:
+        if kind != "lgbm" or cv:
+            raise FeaturemassError("--scheduler trains --model lgbm without --cv")
+        from featuremass.models.dask_gbm import fit_gbm_dask
+
+        est = fit_gbm_dask(client, est, X_fit, y_fit, X_stop, y_stop, local_cluster=local_cluster)
+    else:
+        est.fit(X_fit, y_fit, X_val=X_stop, y_val=y_stop)
     conformal = None
     if intervals:
-        if kind == "lgbm":
+        if kind == "lgbm" and client is None:
             qparams = {k: v for k, v in est.get_params().items() if k not in ("loss", "alpha")}
             conformal = ConformalIntervals(method="cqr", quantile_params=qparams)
         else:
@@ -295,6 +309,7 @@ def train_cli(args) -> None:
     table, record = _training_table(args.train, meta, args)
     design = build_design(table, args.inputs, metadata=meta, noise=noise, seed=args.seed,
                           require_target=True)
+    scheduler = getattr(args, "scheduler", None)
     X_val = y_val = None
     if args.val is not None:
         val_table, val_record = _training_table(args.val, meta, args)
@@ -309,18 +324,27 @@ def train_cli(args) -> None:
         y_val = vdesign.y
     uses_features = args.inputs != "extra"
     engine = record.get("feature_engine_version") if record else FEATURE_ENGINE_VERSION
-    model = fit_model(
-        design.X, design.y, design.ids, kind=args.model, input_set=args.inputs, X_val=X_val,
+    scheduler = getattr(args, "scheduler", None)
+    fit = dict(
+        kind=args.model, input_set=args.inputs, X_val=X_val,
         y_val=y_val, loss=args.loss, target=args.target, seed=args.seed,
         n_jobs=getattr(args, "jobs", 2) or 2,
         n_estimators=getattr(args, "n_estimators", 2000),
         learning_rate=getattr(args, "learning_rate", 0.05), cv=args.cv,
         noise_seed=args.seed if noise else None,
         source={"train_table": str(args.train), "val_table": str(args.val) if args.val else None,
-                "data": str(args.data)},
+                "data": str(args.data), "scheduler": scheduler},
         scale=record.get("scale") if uses_features else None,
         feature_engine_version=engine if uses_features else None,
     )
+    if scheduler is None:
+        model = fit_model(design.X, design.y, design.ids, **fit)
+    else:
+        from featuremass.features.execution import open_executor, terminate_on_signals
+
+        with terminate_on_signals(), open_executor(getattr(args, "jobs", 2) or 2, scheduler) as ex:
+            model = fit_model(design.X, design.y, design.ids, client=ex.client,
+                              local_cluster=scheduler == "local", **fit)
     with output_lock(args.out):
         save_model(args.out, model, overwrite=overwrite)
     cal = model.info["metrics"]["calibration"]["linear"]
@@ -461,7 +485,7 @@ def _write_table(df: pd.DataFrame, path: Path) -> Path:
 
 
 def features_from_images(images_path: Path, names_path: Path | None, *, scale: str = "auto",
-                         n_jobs: int = 1) -> pd.DataFrame:
+                         n_jobs: int = 1, executor=None) -> pd.DataFrame:
     """Measure the feature table of an ``(n, ny, nx)`` image stack."""
     from featuremass.features.batch import extract_features
     from featuremass.io.layout import load_npy
@@ -477,7 +501,8 @@ def features_from_images(images_path: Path, names_path: Path | None, *, scale: s
             raise DataError(f"{names_path} has {len(ids)} ids but {images_path} has {len(images)} images")
     else:
         ids = np.arange(len(images), dtype=np.int64)
-    table = extract_features(images, ids.astype(np.int64), scale=scale, n_jobs=n_jobs)
+    table = extract_features(images, ids.astype(np.int64), scale=scale, n_jobs=n_jobs,
+                             executor=executor)
     table.attrs["source"] = str(images_path)
     return table
 
@@ -504,6 +529,7 @@ def predict_table(model, table: pd.DataFrame, metadata: pd.DataFrame | None = No
 
 def predict_cli(args) -> None:
     """``featuremass predict``: M/L and intervals from a feature table or raw images."""
+    from featuremass.features.execution import open_executor, terminate_on_signals
     from featuremass.io.layout import check_image_stack, guarded_output, load_npy
     from featuremass.models.store import load_model
 
@@ -512,9 +538,17 @@ def predict_cli(args) -> None:
     if args.names is not None and args.images is None:
         raise FeaturemassError("--names goes with --images")
     inputs = [args.features, args.images, args.names, args.data]
-    folder = getattr(args, "scheduler", None) is not None  # a Dask run writes a folder of parts
-    with guarded_output(args.out, inputs=inputs, folder=folder,
-                        overwrite=getattr(args, "overwrite", False)):
+    scheduler = getattr(args, "scheduler", None)
+    if scheduler is not None and Path(args.out).suffix.lower() == ".csv":
+        raise FeaturemassError(f"with --scheduler, --out is a folder of Parquet parts, not {args.out}")
+    folder = scheduler is not None  # a Dask run writes a folder of parts
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(guarded_output(args.out, inputs=inputs, folder=folder,
+                                           overwrite=getattr(args, "overwrite", False)))
+        stack.enter_context(terminate_on_signals())
+        executor = None
+        if scheduler is not None:
+            executor = stack.enter_context(open_executor(args.jobs, scheduler))
         model = load_model(args.model)
         meta = _metadata(args, required=False, what="prediction")
         if args.features is not None:
@@ -526,11 +560,21 @@ def predict_cli(args) -> None:
                 raise SchemaError(f"{args.model} was trained on features measured with --scale "
                                   f"{model.scale}; pass --scale {model.scale} (not {scale})")
             check_image_stack(load_npy(args.images, mmap=True), args.images, scale)
-            table = features_from_images(args.images, args.names, scale=scale, n_jobs=args.jobs)
+            table = features_from_images(args.images, args.names, scale=scale, n_jobs=args.jobs,
+                                         executor=executor)
         if model.input_set != "extra":
             check_feature_values(table, morphology_columns(table),
                                  str(args.features or args.images), training=False)
-        pred = predict_table(model, table, meta, impute=getattr(args, "impute", False))
+        impute = getattr(args, "impute", False)
+        if executor is not None:
+            from featuremass.models.dask_gbm import predict_partitions
+
+            n, n_nan, n_parts = predict_partitions(executor.client, args.model, table, Path(args.out),
+                                                   meta, impute=impute)
+            print(f"{args.out}: {n} galaxies in {n_parts} Parquet parts"
+                  + (f" ({n_nan} with a serious flag get NaN M/L)" if n_nan else ""))
+            return
+        pred = predict_table(model, table, meta, impute=impute)
         path = _write_table(pred, args.out)
     n_nan = int(pred["ml_pred"].isna().sum())
     note = f" ({n_nan} with a serious flag get NaN M/L; --impute predicts them)" if n_nan else ""

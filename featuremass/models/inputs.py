@@ -123,7 +123,8 @@ def read_features(path: str | os.PathLike) -> pd.DataFrame:
     it is available. Checks that ``galaxy_id`` exists and is unique.
     """
     path = Path(path)
-    if not path.is_file():
+    # a folder is the partitioned table of a distributed extract
+    if not path.is_file() and not path.is_dir():
         raise DataError(f"feature table not found: {path}")
     if path.suffix.lower() == ".csv":
         try:
@@ -136,7 +137,10 @@ def read_features(path: str | os.PathLike) -> pd.DataFrame:
         except ImportError:  # the extractor is optional for hand-made tables
             read_feature_table = None
         try:
-            df = read_feature_table(path)[0] if read_feature_table else pd.read_parquet(path)
+            if read_feature_table:
+                df, record = read_feature_table(path)
+            else:
+                df, record = pd.read_parquet(path), {}
         except DataError:
             raise
         except Exception as exc:
@@ -152,6 +156,9 @@ def read_features(path: str | os.PathLike) -> pd.DataFrame:
     df = df.copy()
     df[ID_COLUMN] = ids.astype(np.int64)
     df.attrs["source"] = str(path)
+    if path.is_dir() and record:
+        # a partitioned table keeps its run record beside the parts, not in a file schema
+        df.attrs["featuremass"] = record
     return df
 
 
