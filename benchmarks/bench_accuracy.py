@@ -138,7 +138,7 @@ def design_matrix(table: pd.DataFrame, columns, extra=None, rows=None) -> pd.Dat
 
 
 def score(y, p, args) -> dict:
-    from featuremass.inspect.metrics import regression_report
+    from featuremass.models.metrics import regression_report
 
     rep = regression_report(y, p, n_boot=args.n_boot, random_state=args.seed)
     return {"rmse": rep["linear"]["rmse"]["value"], "rmse_ci": rep["linear"]["rmse"]["ci95"],
@@ -342,7 +342,7 @@ def cnn_training_lines(rows: list[dict], args) -> list[str]:
 
 def paired_lines(panels: dict, args) -> list[str]:
     """CNN and hybrid against LightGBM on the same test galaxies (paired bootstrap)."""
-    from featuremass.inspect.metrics import paired_difference, rmse
+    from featuremass.models.metrics import paired_difference, rmse
 
     lines = []
     for npix, n, inputs, model in sorted(panels, key=lambda k: (k[0], k[1], k[2])):

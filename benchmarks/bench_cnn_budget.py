@@ -77,12 +77,12 @@ def epoch_clock():
 
 
 def run(args) -> dict:
-    from featuremass.inspect.metrics import paired_difference, rmse
     from featuremass.io.layout import load_split
     from featuremass.models.cnn import CNNRegressor, extra_inputs_from_metadata
     from featuremass.models.gbm import GBMRegressor
     from featuremass.models.hybrid import HybridRegressor
     from featuremass.models.inputs import morphology_columns
+    from featuremass.models.metrics import paired_difference, rmse
 
     ds = {s: load_split(args.data, npix=args.npix, split=s) for s in ("train", "val", "test")}
     n = min(args.n_train, len(ds["train"]))

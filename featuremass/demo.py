@@ -121,12 +121,12 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
     from featuremass.features.batch import extract_features
     from featuremass.features.flags import is_good
     from featuremass.inspect.importance import importance_study
-    from featuremass.inspect.metrics import format_metric
     from featuremass.io.layout import load_split
     from featuremass.io.simulate import SurveyConfig
-    from featuremass.models.commands import evaluate_model, fit_model, predict_table
     from featuremass.models.inputs import build_design, load_metadata
+    from featuremass.models.metrics import format_metric
     from featuremass.models.store import save_model
+    from featuremass.models.workflow import evaluate_model, fit_model, predict_table
     from featuremass.report.html import build_report
 
     if echo is None:
@@ -273,10 +273,10 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
 
 
 def _cnn_and_hybrid(out, splits, tables, plan, seed, n_jobs, metrics, pred, echo) -> None:
-    from featuremass.inspect.metrics import format_metric, regression_report
     from featuremass.models.cnn import CNNRegressor
     from featuremass.models.hybrid import HybridRegressor
     from featuremass.models.inputs import morphology_columns
+    from featuremass.models.metrics import format_metric, regression_report
 
     tr, va, te = splits["train"], splits["val"], splits["test"]
     model = CNNRegressor(npix=plan.npix, epochs=plan.cnn_epochs, seed=seed)

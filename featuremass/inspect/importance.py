@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from featuremass.errors import FeaturemassError
-from featuremass.inspect.metrics import rmse
 from featuremass.models.inputs import NOISE_COLUMN
+from featuremass.models.metrics import rmse
 
 
 def _declared_families() -> dict:

@@ -136,8 +136,8 @@ def fit_gbm_dask(client, estimator: GBMRegressor, X_fit: pd.DataFrame, y_fit, X_
 
 
 def _predict_partition(part: pd.DataFrame, model_dir: str, metadata, impute: bool) -> pd.DataFrame:
-    from featuremass.models.commands import predict_table
     from featuremass.models.store import load_model
+    from featuremass.models.workflow import predict_table
 
     part = part.reset_index(drop=True)
     part.attrs["source"] = "a partition of the feature table"

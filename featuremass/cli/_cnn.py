@@ -50,9 +50,9 @@ def train(args) -> dict:
     folder; the same command run again after an interruption continues from the
     last completed epoch (or, if training had finished, only scores and saves).
     """
-    from featuremass.inspect.metrics import regression_report
     from featuremass.io.layout import check_output, load_split
     from featuremass.models.cnn import CNNRegressor
+    from featuremass.models.metrics import regression_report
     from featuremass.models.store import check_model_target
 
     overwrite = getattr(args, "overwrite", False)
@@ -110,7 +110,7 @@ def _predict(args, model, load_split) -> Path:
 def cnn_cli(args) -> None:
     """Dispatch ``featuremass cnn {train,predict}``."""
     from featuremass.compat import import_tensorflow
-    from featuremass.inspect.metrics import format_metric
+    from featuremass.models.metrics import format_metric
 
     # Fail first, with the install hint, when the cnn extra is missing.
     import_tensorflow(f"featuremass cnn {args.cnn_command}")
