@@ -6,6 +6,25 @@ import argparse
 import math
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: ...)`` to every option's help that does not state its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("%(default)" in text or "default" in text or not action.option_strings
+                or action.nargs == 0 or action.default in (None, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """The featuremass parser: every subcommand (``add_subparsers`` reuses the class) shows defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def npix_list(values):
     return [int(v) for v in values]
 

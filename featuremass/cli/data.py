@@ -64,7 +64,7 @@ def _add_fetch(sub):
             "paths and links are refused; an interrupted fetch leaves no half-written dataset."
         ),
     )
-    p.add_argument("--npix", type=int, choices=[69, 128], required=True)
+    p.add_argument("--npix", type=int, choices=[69, 128], required=True, help="stamp size to fetch")
     p.add_argument("--train", default="10000", choices=["10000", "30000", "all", "none"],
                    help="which training archive (default 10000; 'none' fetches val/test only)")
     p.add_argument("--no-valtest", action="store_true", help="skip the val/test archive")
@@ -97,11 +97,12 @@ def _add_cutout(sub):
     p.add_argument("--images", required=True, nargs="+", type=Path, help="FITS images with a WCS")
     p.add_argument("--catalog", required=True, type=Path, help="CSV or FITS table")
     p.add_argument("--out", required=True, type=Path, help="output dataset folder")
-    p.add_argument("--npix", type=int, default=69)
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--id-col", default="id")
-    p.add_argument("--ra-col", default="ra")
-    p.add_argument("--dec-col", default="dec")
+    p.add_argument("--npix", type=int, default=69, help="cutout side in pixels")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="split the cutouts are written as")
+    p.add_argument("--id-col", default="id", help="catalogue column with integer ids")
+    p.add_argument("--ra-col", default="ra", help="catalogue column with RA in degrees")
+    p.add_argument("--dec-col", default="dec", help="catalogue column with Dec in degrees")
     p.add_argument("--target-col", default=None, help="column with M/L (optional)")
     p.add_argument("--size-col", default=None, help="column with the angular size in arcsec")
     p.add_argument("--size-factor", type=float, default=2.0,

@@ -24,12 +24,14 @@ def _add_train(sub):
     p.add_argument("--inputs", default="image",
                    choices=["image", "image+dl", "image+dl+size", "extra"],
                    help="input set (default image)")
-    p.add_argument("--model", default="lgbm", choices=["lgbm", "ridge", "mean"])
-    p.add_argument("--loss", default="l2", choices=["l2", "l1"])
-    p.add_argument("--target", default="linear", choices=["linear", "log"])
+    p.add_argument("--model", default="lgbm", choices=["lgbm", "ridge", "mean"],
+                   help="LightGBM, or a baseline: ridge regression, the training mean")
+    p.add_argument("--loss", default="l2", choices=["l2", "l1"], help="training loss")
+    p.add_argument("--target", default="linear", choices=["linear", "log"],
+                   help="fit M/L or log10 M/L (predictions are M/L either way)")
     p.add_argument("--cv", type=cv_folds, default=0,
                    help="K-fold cross-validation folds (0: off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (splits, noise control, LightGBM)")
     p.add_argument("--n-estimators", type=int_at_least(1), default=2000,
                    help="maximum boosting rounds (early stopping usually ends sooner)")
     p.add_argument("--learning-rate", type=positive_float, default=0.05,
@@ -104,7 +106,7 @@ def _add_importance(sub):
     p.add_argument("--n-repeats", type=int_at_least(1), default=5,
                    help="shuffles per feature (permutation; default 5)")
     p.add_argument("--overwrite", action="store_true", help="write into an existing --out folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the permutations")
 
 
 def _run_importance(args):

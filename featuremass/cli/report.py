@@ -28,11 +28,11 @@ def _add_demo(sub):
         help="the main job: simulate, extract, train, explain, (CNN), report",
         description="Runs the whole pipeline on the embedded simulated survey and writes an HTML report.",
     )
-    p.add_argument("--out", type=Path, default=Path("demo-output"))
+    p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
     p.add_argument("--fast", action="store_true", help="a tiny survey, for tests")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the survey and the models")
     p.add_argument("--no-cnn", action="store_true", help="skip the CNN even if TensorFlow is installed")
-    p.add_argument("-j", "--jobs", type=JOBS, default=None)
+    p.add_argument("-j", "--jobs", type=JOBS, default=None, help="worker processes (default: all cores)")
 
 
 def _run_demo(args):

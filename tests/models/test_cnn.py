@@ -227,3 +227,30 @@ def test_interrupted_training_resumes_after_its_last_epoch(tmp_path):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
     assert resumed.best_epoch_ == whole.best_epoch_
+
+
+@pytest.mark.cnn
+@needs_tf
+def test_cnn_predict_takes_images_like_predict(tmp_path, capsys):
+    from featuremass.cli import main
+    from featuremass.models.cnn import CNNRegressor
+
+    images, y = _tiny(n=16)
+    model = CNNRegressor(npix=16, epochs=1, seed=0).fit(images, y)
+    model.save(tmp_path / "cnn")
+    np.save(tmp_path / "stack.npy", images)
+    np.save(tmp_path / "ids.npy", np.arange(100, 116))
+    rc = main(["cnn", "predict", "--model", str(tmp_path / "cnn"), "--images",
+               str(tmp_path / "stack.npy"), "--names", str(tmp_path / "ids.npy"),
+               "--out", str(tmp_path / "p.csv")])
+    assert rc == 0, capsys.readouterr().err
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert table["galaxy_id"].tolist() == list(range(100, 116))
+    np.testing.assert_allclose(table.iloc[:, 1], model.predict(images), rtol=1e-6)
+    # A stack of another size is a user error, exit status 2.
+    np.save(tmp_path / "small.npy", images[:, :8, :8])
+    rc = main(["cnn", "predict", "--model", str(tmp_path / "cnn"), "--images",
+               str(tmp_path / "small.npy"), "--out", str(tmp_path / "q.csv")])
+    assert rc == 2 and "trained on (16, 16)" in capsys.readouterr().err
