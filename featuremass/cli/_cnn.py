@@ -117,8 +117,12 @@ def _predict_images(args, model) -> Path:
                         f"({model.npix_}, {model.npix_}) px stamps")
     ids = (np.arange(len(images), dtype=np.int64) if args.names is None
            else as_int64_ids(load_npy(args.names, mmap=False), args.names, len(images)))
-    pred = model.predict(images)
-    return write_predictions(pd.DataFrame({"galaxy_id": ids, PRED_COLUMN: pred}), args.out)
+    flag = unpredictable_stamps(images)
+    pred = np.full(len(ids), np.nan)
+    if (flag == 0).any():
+        pred[flag == 0] = model.predict(np.asarray(images)[flag == 0])
+    table = pd.DataFrame({"galaxy_id": ids, PRED_COLUMN: pred, "flag": flag})
+    return write_predictions(table, args.out)
 
 
 def _predict(args, model, load_split) -> Path:
@@ -127,11 +131,41 @@ def _predict(args, model, load_split) -> Path:
     if ds.npix != model.npix:
         raise FeaturemassError(f"{args.model} was trained on {model.npix} px stamps; "
                                f"--npix {args.npix} was given")
-    pred = model.predict(ds.images, _extra(ds, model.extra_inputs))
-    table = pd.DataFrame({"galaxy_id": ds.ids, PRED_COLUMN: pred})
+    flag = unpredictable_stamps(ds.images)
+    pred = np.full(len(ds.ids), np.nan)
+    ok = flag == 0
+    if ok.any():
+        extra = _extra(ds, model.extra_inputs)
+        pred[ok] = model.predict(np.asarray(ds.images)[ok], None if extra is None else extra[ok])
+    if (~ok).any():
+        log.warning("%d of %d stamps are blank or hold non-finite pixels: their M/L is NaN (see 'flag')",
+                    int((~ok).sum()), len(ok))
+    table = pd.DataFrame({"galaxy_id": ds.ids, PRED_COLUMN: pred, "flag": flag})
     if "L_g" in ds.metadata.columns:
         table["stellar_mass"] = pred * ds.metadata["L_g"].to_numpy(dtype=np.float64)
     return write_predictions(table, args.out)
+
+
+def unpredictable_stamps(images) -> np.ndarray:
+    """Flag bits for stamps the CNN must not be given: blank or with non-finite pixels.
+
+    A constant (or all-NaN) stamp carries no galaxy, yet a network still maps
+    it to a confident-looking M/L; non-finite pixels poison every output.
+    Returns an int64 array of :class:`~featuremass.features.flags.MorphFlag`
+    bits, 0 where the stamp is fine.
+    """
+    from featuremass.features.flags import MorphFlag
+
+    stack = np.asarray(images)
+    flat = stack.reshape(len(stack), -1)
+    finite = np.isfinite(flat)
+    flag = np.where(finite.all(axis=1), 0, int(MorphFlag.BAD_PIXELS)).astype(np.int64)
+    with np.errstate(invalid="ignore"):
+        hi = np.where(finite, flat, -np.inf).max(axis=1)
+        lo = np.where(finite, flat, np.inf).min(axis=1)
+    blank = ~finite.any(axis=1) | (hi <= lo)
+    flag[blank] |= int(MorphFlag.BLANK_IMAGE)
+    return flag
 
 
 def cnn_cli(args) -> None:

@@ -43,8 +43,10 @@ of ``s``; :func:`inverse_seed_stretch` solves for the ``R`` that makes this so
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
+from numba import njit
 from scipy import optimize
 
 from featuremass.errors import FeaturemassError
@@ -75,6 +77,94 @@ def _robust_sky_sorted(values: np.ndarray, *, n_iter: int = 5, clip: float = 3.0
     """:func:`robust_sky` of finite values already sorted in increasing order.
 
     Each clipping pass keeps a contiguous run ``values[lo:hi]``, so the median
+    is an index lookup, the kept run is found by binary search and the MAD by
+    a bisection over the two sorted sides (:func:`_median_mad_sorted`): no pass
+    over the data. Compiled (every inverse calls it tens of times per stamp);
+    :func:`_robust_sky_sorted_py` is its NumPy reference.
+    """
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    med, sigma = _robust_sky_kernel(values, int(n_iter), float(clip))
+    return float(med), float(sigma)
+
+
+def _median_mad_sorted(values: np.ndarray, lo: int, hi: int) -> tuple[float, float]:
+    """Median and ``1.4826 * MAD`` of the sorted run ``values[lo:hi]`` (as ``np.median``)."""
+    med, sigma = _median_mad_kernel(np.ascontiguousarray(values, dtype=np.float64), int(lo), int(hi))
+    return float(med), float(sigma)
+
+
+@njit(cache=True)
+def _bisect(values, x, lo, hi, right):
+    """``np.searchsorted(values[lo:hi], x, side) + lo`` on a sorted array."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if values[mid] < x or (right and values[mid] == x):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _kth_deviation_kernel(values, lo, hi, split, med, k):
+    n_below, n_above = split - lo, hi - split
+    take = k + 1
+    i_lo, i_hi = max(0, take - n_above), min(take, n_below)
+    i, j = 0, take
+    while True:
+        i = (i_lo + i_hi) // 2
+        j = take - i
+        if i < n_below and j > 0 and values[split + j - 1] - med > med - values[split - 1 - i]:
+            i_lo = i + 1
+        elif i > 0 and j < n_above and med - values[split - i] > values[split + j] - med:
+            i_hi = i - 1
+        else:
+            break
+    last_below = med - values[split - i] if i > 0 else -np.inf
+    last_above = values[split + j - 1] - med if j > 0 else -np.inf
+    return max(last_below, last_above)
+
+
+@njit(cache=True)
+def _median_mad_kernel(values, lo, hi):
+    n = hi - lo
+    mid = lo + n // 2
+    med = values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2.0
+    split = min(max(_bisect(values, med, 0, values.size, False), lo), hi)
+    k = n // 2
+    if n % 2:
+        mad = _kth_deviation_kernel(values, lo, hi, split, med, k)
+    else:
+        mad = (_kth_deviation_kernel(values, lo, hi, split, med, k - 1)
+               + _kth_deviation_kernel(values, lo, hi, split, med, k)) / 2.0
+    return med, 1.4826 * mad
+
+
+@njit(cache=True)
+def _robust_sky_kernel(values, n_iter, clip):
+    n = values.size
+    if n < 10:
+        return np.nan, np.nan
+    lo, hi = 0, n
+    med, sigma = _median_mad_kernel(values, lo, hi)
+    for _ in range(n_iter):
+        if sigma <= 0:
+            break
+        new_lo = max(_bisect(values, med - clip * sigma, 0, n, True), lo)
+        new_hi = min(_bisect(values, med + clip * sigma, 0, n, False), hi)
+        if (new_lo == lo and new_hi == hi) or new_hi - new_lo < 10:
+            break
+        lo, hi = new_lo, new_hi
+        med, sigma = _median_mad_kernel(values, lo, hi)
+    if sigma <= 0:  # quantised or constant sky: fall back on the plain std
+        sigma = np.std(values[lo:hi])
+    return med, sigma
+
+
+def _robust_sky_sorted_py(values: np.ndarray, *, n_iter: int = 5, clip: float = 3.0) -> tuple[float, float]:
+    """NumPy reference of :func:`_robust_sky_sorted` (the tests hold the kernel to it).
+
+    Each clipping pass keeps a contiguous run ``values[lo:hi]``, so the median
     is an index lookup and the kept run is found by binary search; only the
     MAD needs a pass over the run (``np.partition``).
     """
@@ -82,7 +172,7 @@ def _robust_sky_sorted(values: np.ndarray, *, n_iter: int = 5, clip: float = 3.0
     if n < 10:
         return float("nan"), float("nan")
     lo, hi = 0, n
-    med, sigma = _median_mad_sorted(values, lo, hi)
+    med, sigma = _median_mad_sorted_py(values, lo, hi)
     for _ in range(n_iter):
         if sigma <= 0:
             break
@@ -92,13 +182,13 @@ def _robust_sky_sorted(values: np.ndarray, *, n_iter: int = 5, clip: float = 3.0
         if (new_lo == lo and new_hi == hi) or new_hi - new_lo < 10:
             break
         lo, hi = new_lo, new_hi
-        med, sigma = _median_mad_sorted(values, lo, hi)
+        med, sigma = _median_mad_sorted_py(values, lo, hi)
     if sigma <= 0:  # quantised or constant sky: fall back on the plain std
         sigma = float(np.std(values[lo:hi]))
     return med, sigma
 
 
-def _median_mad_sorted(values: np.ndarray, lo: int, hi: int) -> tuple[float, float]:
+def _median_mad_sorted_py(values: np.ndarray, lo: int, hi: int) -> tuple[float, float]:
     """Median and ``1.4826 * MAD`` of the sorted run ``values[lo:hi]`` (as ``np.median``).
 
     The absolute deviations below and above the median are two sorted
@@ -112,13 +202,13 @@ def _median_mad_sorted(values: np.ndarray, lo: int, hi: int) -> tuple[float, flo
     split = min(max(int(np.searchsorted(values, med, side="left")), lo), hi)
     k = n // 2
     if n % 2:
-        mad = _kth_deviation(values, lo, hi, split, med, k)
+        mad = _kth_deviation_py(values, lo, hi, split, med, k)
     else:
-        mad = (_kth_deviation(values, lo, hi, split, med, k - 1) + _kth_deviation(values, lo, hi, split, med, k)) / 2.0
+        mad = (_kth_deviation_py(values, lo, hi, split, med, k - 1) + _kth_deviation_py(values, lo, hi, split, med, k)) / 2.0
     return med, 1.4826 * mad
 
 
-def _kth_deviation(values: np.ndarray, lo: int, hi: int, split: int, med: float, k: int) -> float:
+def _kth_deviation_py(values: np.ndarray, lo: int, hi: int, split: int, med: float, k: int) -> float:
     """``k``-th smallest (0-based) of ``|v - med|`` over the sorted run ``values[lo:hi]``.
 
     ``below[i] = med - values[split - 1 - i]`` and ``above[j] = values[split + j] - med``
@@ -363,6 +453,23 @@ def estimate_dynamic_range(stretched: np.ndarray, *, scale_factor: float = DEFAU
     return _dynamic_range_sorted(np.sort(u[np.isfinite(u)].ravel()), scale_factor)
 
 
+@njit(cache=True)
+def _log_inverse_sigma(u, R, buf):
+    """Robust sky sigma of ``10**(u R) - 1`` for sorted ``u`` (written into ``buf``, no allocation)."""
+    scale = R * np.log(10.0)
+    for i in range(u.size):
+        buf[i] = np.expm1(u[i] * scale)
+    return _robust_sky_kernel(buf, 5, 3.0)[1]
+
+
+def _sorted_percentile(v: np.ndarray, q: float) -> float:
+    """``np.percentile(v, 100 q)`` (linear interpolation) of an array already sorted."""
+    pos = q * (v.size - 1)
+    i = int(pos)
+    j = min(i + 1, v.size - 1)
+    return float(v[i] + (pos - i) * (v[j] - v[i]))
+
+
 def _dynamic_range_sorted(u: np.ndarray, scale_factor: float) -> float:
     """:func:`estimate_dynamic_range` of the finite stretched values ``(y + 1) / 2``, sorted."""
     if u.size < 10:
@@ -375,14 +482,16 @@ def _dynamic_range_sorted(u: np.ndarray, scale_factor: float) -> float:
         if cand.size >= 10:
             u = cand
 
+    u = np.ascontiguousarray(u, dtype=np.float64)
+    buf = np.empty_like(u)
+
     def excess(R: float) -> float:
         # The map is increasing, so the recovered values stay sorted.
-        _, sigma = _robust_sky_sorted(np.expm1(u * R * ln10))
-        return sigma - target
+        return _log_inverse_sigma(u, R, buf) - target
 
     lo, hi = 0.05, 12.0
     # Closed-form start from the sky quartiles (exact for a Gaussian sky).
-    q25, q75 = np.percentile(u, [25.0, 75.0])
+    q25, q75 = _sorted_percentile(u, 0.25), _sorted_percentile(u, 0.75)
     if q75 > q25:
         def iqr_excess(R: float) -> float:
             return (np.exp(q75 * R * ln10) - np.exp(q25 * R * ln10)) / 1.349 - target
@@ -517,44 +626,84 @@ def _level_bins(u: np.ndarray, valid: np.ndarray):
     empty = (np.empty(0), np.empty(0), np.empty(0))
     if min(u.shape) < 3:
         return empty
-    # d2/dx2 d2/dy2 (the 3 x 3 kernel [[1, -2, 1], [-2, 4, -2], [1, -2, 1]]) and
-    # the 3 x 3 mean, by slicing.
-    d2y = u[:-2] - 2.0 * u[1:-1] + u[2:]
-    resid = d2y[:, :-2] - 2.0 * d2y[:, 1:-1] + d2y[:, 2:]
-    sy = u[:-2] + u[1:-1] + u[2:]
-    level = (sy[:, :-2] + sy[:, 1:-1] + sy[:, 2:]) / 9.0
-    vy = valid[:-2] & valid[1:-1] & valid[2:]
-    ok = vy[:, :-2] & vy[:, 1:-1] & vy[:, 2:] & (resid != 0)
-    if ok.sum() < 3 * _MIN_BIN_PIXELS:
+    s, lev = _residual_levels(np.ascontiguousarray(u, dtype=np.float64), np.ascontiguousarray(valid, dtype=np.bool_))
+    if s.size < 3 * _MIN_BIN_PIXELS:
         return empty
-    s = np.log(np.abs(resid[ok]))
-    lev = level[ok]
-    order = np.argsort(lev)
-    lev = lev[order]
+    lev_sorted = np.sort(lev)
     # The top 1% (the brightest core) would stretch the bins over levels that
     # hold a handful of pixels each.
-    lo = lev[int(0.01 * (lev.size - 1))]
-    hi = lev[int(0.99 * (lev.size - 1))]
+    lo = lev_sorted[int(0.01 * (lev.size - 1))]
+    hi = lev_sorted[int(0.99 * (lev.size - 1))]
     if not hi > lo:
         return empty
-    edges = np.searchsorted(lev, np.linspace(lo, hi, _N_LEVEL_BINS + 1)[1:-1])
-    bounds = np.concatenate(([0], edges, [int(np.searchsorted(lev, hi, side="right"))]))
+    inner = np.linspace(lo, hi, _N_LEVEL_BINS + 1)[1:-1]
+    edges = np.searchsorted(lev_sorted, inner)
+    bounds = np.concatenate(([0], edges, [int(np.searchsorted(lev_sorted, hi, side="right"))]))
     counts = np.diff(bounds)
-    # One sort by (bin, value) gives every bin's median by indexing.
-    bin_of = np.repeat(np.arange(counts.size), counts)
-    s_in = s[order][: bounds[-1]]
-    s_sorted = s_in[np.lexsort((s_in, bin_of))]
+    # Every bin's median by indexing one sorted array: the bin index is folded
+    # into the sort key, offset by more than the values' range (no argsort, no
+    # lexsort; the bin of a level is where it falls among the edges).
+    inside = lev <= hi
+    bin_of = np.searchsorted(inner, lev[inside], side="right")
+    s_in = s[inside].astype(np.float64)
+    s_min = s_in.min()
+    span = s_in.max() - s_min + 1.0
+    s_sorted = np.sort(bin_of * span + (s_in - s_min))
     keep = counts >= _MIN_BIN_PIXELS
     starts, sizes = bounds[:-1][keep], counts[keep]
-    lower = s_sorted[starts + (sizes - 1) // 2]
-    upper = s_sorted[starts + sizes // 2]
-    return lev[starts + sizes // 2], (lower + upper) / 2.0, sizes.astype(np.float64)
+    offset = np.flatnonzero(keep) * span - s_min
+    lower = s_sorted[starts + (sizes - 1) // 2] - offset
+    upper = s_sorted[starts + sizes // 2] - offset
+    return lev_sorted[starts + sizes // 2], (lower + upper) / 2.0, sizes.astype(np.float64)
+
+
+@njit(cache=True)
+def _residual_levels(u, valid):
+    """``log|r|`` and the 3 x 3 mean level of every interior pixel whose 3 x 3 is ``valid`` and ``r != 0``.
+
+    ``r`` is ``d2/dx2 d2/dy2``, the 3 x 3 kernel ``[[1, -2, 1], [-2, 4, -2],
+    [1, -2, 1]]``, in row-major order of the centre pixel.
+    """
+    ny, nx = u.shape
+    s = np.empty((ny - 2) * (nx - 2))
+    lev = np.empty((ny - 2) * (nx - 2))
+    n = 0
+    for i in range(1, ny - 1):
+        for j in range(1, nx - 1):
+            ok = True
+            for di in range(-1, 2):
+                for dj in range(-1, 2):
+                    if not valid[i + di, j + dj]:
+                        ok = False
+            if not ok:
+                continue
+            a = u[i - 1, j - 1] - 2.0 * u[i, j - 1] + u[i + 1, j - 1]
+            b = u[i - 1, j] - 2.0 * u[i, j] + u[i + 1, j]
+            c = u[i - 1, j + 1] - 2.0 * u[i, j + 1] + u[i + 1, j + 1]
+            r = a - 2.0 * b + c
+            if r == 0:
+                continue
+            t = ((u[i - 1, j - 1] + u[i, j - 1] + u[i + 1, j - 1]) + (u[i - 1, j] + u[i, j] + u[i + 1, j])
+                 + (u[i - 1, j + 1] + u[i, j + 1] + u[i + 1, j + 1]))
+            s[n] = np.log(abs(r))
+            lev[n] = t / 9.0
+            n += 1
+    return s[:n], lev[:n]
 
 
 def _log_slope(levels, meds, weights) -> tuple[float, float]:
     """``R`` (dex) that flattens ``meds + R ln10 levels``, and its standard error."""
     if levels.size < 3 or np.ptp(levels) <= 0:
         return float("nan"), float("nan")
+    slope, err = _weighted_line(np.ascontiguousarray(levels, dtype=np.float64),
+                                np.ascontiguousarray(meds, dtype=np.float64),
+                                np.ascontiguousarray(weights, dtype=np.float64))
+    return float(slope), float(err)
+
+
+@njit(cache=True)
+def _weighted_line(levels, meds, weights):
+    """Compiled body of :func:`_log_slope` (sixteen points: NumPy's per-call overhead dominated)."""
     w = weights / weights.sum()
     lm = np.sum(w * levels)
     mm = np.sum(w * meds)
@@ -565,7 +714,7 @@ def _log_slope(levels, meds, weights) -> tuple[float, float]:
     dof = max(levels.size - 2, 1)
     var = np.sum(weights * resid**2) / dof / np.sum(weights * (levels - lm) ** 2)
     ln10 = np.log(10.0)
-    return float(-slope / ln10), float(np.sqrt(var) / ln10)
+    return -slope / ln10, np.sqrt(var) / ln10
 
 
 def _asinh_scale(levels, meds, weights, u_sky: float) -> float:
@@ -573,19 +722,94 @@ def _asinh_scale(levels, meds, weights, u_sky: float) -> float:
     if levels.size < 3:
         return float("nan")
     w = weights / weights.sum()
-
-    def spread(log_d):
-        t = meds + _log_cosh(np.exp(log_d) * (levels - u_sky))
-        return float(np.sum(w * (t - np.sum(w * t)) ** 2))
-
-    res = optimize.minimize_scalar(spread, bounds=(np.log(0.05), np.log(60.0)), method="bounded",
-                                   options={"xatol": 1e-3})
-    return float(np.exp(res.x))
+    dl = np.ascontiguousarray(levels - u_sky, dtype=np.float64)
+    meds = np.ascontiguousarray(meds, dtype=np.float64)
+    return float(np.exp(_asinh_spread_min(np.log(0.05), np.log(60.0), 1e-3, dl, meds, w)))
 
 
-def _log_cosh(x):
-    ax = np.abs(x)
-    return ax + np.log1p(np.exp(-2.0 * ax)) - np.log(2.0)
+@njit(cache=True)
+def _asinh_spread_min(x1, x2, xatol, dl, meds, w):
+    """SciPy's bounded Brent minimiser (``minimize_scalar(method="bounded")``) of :func:`_asinh_spread`."""
+    sqrt_eps = np.sqrt(2.2e-16)
+    golden_mean = 0.5 * (3.0 - np.sqrt(5.0))
+    a, b = x1, x2
+    fulc = a + golden_mean * (b - a)
+    nfc, xf = fulc, fulc
+    rat = e = 0.0
+    fx = _asinh_spread(xf, dl, meds, w)
+    num = 1
+    ffulc = fnfc = fx
+    xm = 0.5 * (a + b)
+    tol1 = sqrt_eps * abs(xf) + xatol / 3.0
+    tol2 = 2.0 * tol1
+    while abs(xf - xm) > (tol2 - 0.5 * (b - a)):
+        golden = True
+        if abs(e) > tol1:
+            golden = False
+            r = (xf - nfc) * (fx - ffulc)
+            q = (xf - fulc) * (fx - fnfc)
+            p = (xf - fulc) * q - (xf - nfc) * r
+            q = 2.0 * (q - r)
+            if q > 0.0:
+                p = -p
+            q = abs(q)
+            r = e
+            e = rat
+            if abs(p) < abs(0.5 * q * r) and p > q * (a - xf) and p < q * (b - xf):
+                rat = (p + 0.0) / q
+                x = xf + rat
+                if (x - a) < tol2 or (b - x) < tol2:
+                    si = np.sign(xm - xf) + ((xm - xf) == 0)
+                    rat = tol1 * si
+            else:
+                golden = True
+        if golden:
+            e = (a - xf) if xf >= xm else (b - xf)
+            rat = golden_mean * e
+        si = np.sign(rat) + (rat == 0)
+        x = xf + si * max(abs(rat), tol1)
+        fu = _asinh_spread(x, dl, meds, w)
+        num += 1
+        if fu <= fx:
+            if x >= xf:
+                a = xf
+            else:
+                b = xf
+            fulc, ffulc = nfc, fnfc
+            nfc, fnfc = xf, fx
+            xf, fx = x, fu
+        else:
+            if x < xf:
+                a = x
+            else:
+                b = x
+            if fu <= fnfc or nfc == xf:
+                fulc, ffulc = nfc, fnfc
+                nfc, fnfc = x, fu
+            elif fu <= ffulc or fulc == xf or fulc == nfc:
+                fulc, ffulc = x, fu
+        xm = 0.5 * (a + b)
+        tol1 = sqrt_eps * abs(xf) + xatol / 3.0
+        tol2 = 2.0 * tol1
+        if num >= 500:
+            break
+    return xf
+
+
+@njit(cache=True)
+def _asinh_spread(log_d, dl, meds, w):
+    """Weighted variance of ``meds + log cosh(D dl)`` (what :func:`_asinh_scale` flattens)."""
+    d = np.exp(log_d)
+    mean = 0.0
+    t = np.empty(dl.size)
+    for i in range(dl.size):
+        ax = abs(d * dl[i])
+        t[i] = meds[i] + ax + np.log1p(np.exp(-2.0 * ax)) - np.log(2.0)
+        mean += w[i] * t[i]
+    out = 0.0
+    for i in range(dl.size):
+        out += w[i] * (t[i] - mean) ** 2
+    return out
 
 
 def _lower_tail_excess(values_sorted: np.ndarray) -> float:
@@ -610,9 +834,15 @@ def _lower_tail_excess(values_sorted: np.ndarray) -> float:
     return float(abs(np.log((med - q2) / (med - q1) / 2.0)))
 
 
-def _to_sky_units(x: np.ndarray, finite: np.ndarray, *, subtract: bool = True) -> np.ndarray:
-    """``x`` minus its robust sky level, over the robust sky sigma (NaN off ``finite``)."""
-    sky, sigma = robust_sky(x[finite])
+def _to_sky_units(x: np.ndarray, finite: np.ndarray, *, subtract: bool = True,
+                  x_sorted: np.ndarray | None = None) -> np.ndarray:
+    """``x`` minus its robust sky level, over the robust sky sigma (NaN off ``finite``).
+
+    ``x_sorted``, when given, holds the finite values of ``x`` sorted (every
+    inverse is monotone, so it is the inverse of the sorted stamp), which
+    saves a sort.
+    """
+    sky, sigma = robust_sky(x[finite]) if x_sorted is None else _robust_sky_sorted(x_sorted)
     if not (np.isfinite(sigma) and sigma > 0):
         sigma = float(np.std(x[finite])) or 1.0
     out = (x - (sky if subtract and np.isfinite(sky) else 0.0)) / sigma
@@ -693,15 +923,16 @@ def invert_stretch(stretched: np.ndarray, kind: str = "auto") -> Inversion:
     if kind == "asinh":
         return _invert_asinh(u, finite, levels, meds, weights, uncertain=False)
     R, R_err = _log_slope(levels, meds, weights)
+    # Every inverse is monotone: one sort of the stamp serves every candle and sky level.
+    u_sorted = np.sort(u[finite])
     if kind == "shifted-log":
-        return _invert_shifted(u, finite, R, R_err)
+        return _invert_shifted(u, finite, R, R_err, u_sorted)
     # auto, no pile-up at the floor
     if not np.isfinite(R) or R <= 3.0 * R_err or R <= 0.05:
         return Inversion(_to_sky_units(u, finite), "linear", float("nan"), 0.0, not np.isfinite(R))
-    shifted = _invert_shifted(u, finite, R, R_err)
+    shifted = _invert_shifted(u, finite, R, R_err, u_sorted)
     # The asinh candle is the costly step: score asinh with its homoscedastic
     # D and invert it fully only if it wins.
-    u_sorted = np.sort(u[finite])
     u_sky0, _ = _robust_sky_sorted(u_sorted)
     D = _asinh_scale(levels, meds, weights, u_sky0)
     if not np.isfinite(D):
@@ -716,7 +947,7 @@ def invert_stretch(stretched: np.ndarray, kind: str = "auto") -> Inversion:
     score_asinh = _lower_tail_excess(np.sinh(D * (u_sorted - u_sky)))
     if score_shifted <= score_asinh:
         return shifted
-    asinh = _invert_asinh(u, finite, levels, meds, weights, uncertain=False)
+    asinh = _invert_asinh(u, finite, levels, meds, weights, uncertain=False, u_sorted=u_sorted)
     # A stamp that follows the seed convention under one family only is that
     # family's, whatever the (noisier) sky-shape score says.
     if shifted.seed_convention and not asinh.seed_convention:
@@ -739,17 +970,20 @@ def _agrees(candle: float, fitted: float, fitted_err: float) -> bool:
     return _AGREE_LOW * fitted - 2.0 * fitted_err <= candle <= _AGREE_HIGH * fitted + 2.0 * fitted_err
 
 
-def _invert_shifted(u, finite, R, R_err) -> Inversion:
+def _invert_shifted(u, finite, R, R_err, u_sorted=None) -> Inversion:
     if not np.isfinite(R) or R <= 0:
         return Inversion(_to_sky_units(u, finite), "shifted-log", float("nan"), 0.0, True)
     # The seed convention (softening k = 1 sky sigma) pins R exactly through
     # the sky noise (:func:`estimate_dynamic_range`); take it when the
     # homoscedastic fit agrees, so that stamps made that way invert exactly.
-    R_seed = _dynamic_range_sorted(np.sort(u[finite]), DEFAULT_SCALE_FACTOR)
+    if u_sorted is None:
+        u_sorted = np.sort(u[finite])
+    R_seed = _dynamic_range_sorted(u_sorted, DEFAULT_SCALE_FACTOR)
     seed_ok = _agrees(R_seed, R, R_err)
     uncertain = not seed_ok and not (np.isfinite(R_err) and R_err <= 0.2 * R)
     R = float(np.clip(R_seed if seed_ok else R, 0.05, 12.0))
-    return Inversion(_to_sky_units(_log_inverse(u, R), finite), "shifted-log", R, 0.0, uncertain, seed_ok)
+    x = _to_sky_units(_log_inverse(u, R), finite, x_sorted=_log_inverse(u_sorted, R))
+    return Inversion(x, "shifted-log", R, 0.0, uncertain, seed_ok)
 
 
 def _near_sky(u_sorted: np.ndarray) -> np.ndarray:
@@ -817,8 +1051,9 @@ def _asinh_candle(u_sorted: np.ndarray, u_sky: float, D0: float) -> tuple[float,
     return D_prev, _asinh_sky(u_sorted, D_prev, u_sky)
 
 
-def _invert_asinh(u, finite, levels, meds, weights, *, uncertain) -> Inversion:
-    u_sorted = np.sort(u[finite])
+def _invert_asinh(u, finite, levels, meds, weights, *, uncertain, u_sorted=None) -> Inversion:
+    if u_sorted is None:
+        u_sorted = np.sort(u[finite])
     u_sky, _ = _robust_sky_sorted(u_sorted)
     D = _asinh_scale(levels, meds, weights, u_sky)
     if not np.isfinite(D):
@@ -831,7 +1066,8 @@ def _invert_asinh(u, finite, levels, meds, weights, *, uncertain) -> Inversion:
     else:
         uncertain = True
         u_sky = _asinh_sky(u_sorted, D, u_sky)
-    return Inversion(_to_sky_units(np.sinh(D * (u - u_sky)), finite), "asinh", D, 0.0, uncertain, seed_ok)
+    x = _to_sky_units(np.sinh(D * (u - u_sky)), finite, x_sorted=np.sinh(D * (u_sorted - u_sky)))
+    return Inversion(x, "asinh", D, 0.0, uncertain, seed_ok)
 
 
 def _invert_clipped(u, finite, floor, floor_fraction) -> Inversion:
@@ -860,41 +1096,47 @@ def _invert_clipped(u, finite, floor, floor_fraction) -> Inversion:
     return Inversion(out, "clipped-log", R, floor_fraction, uncertain)
 
 
-def _clipped_candle(values: np.ndarray, R0: float) -> float:
-    """``R`` for which the recovered image's robust sky sigma is one softening, or NaN.
+def _clipped_candle(values: np.ndarray, R0: float, *, clip: float = 3.0) -> float:
+    """``R`` of the seed convention ``a = sigma`` from the sky level the forward stretch clipped at.
 
-    That is the seed convention ``a = sigma`` of :func:`apply_stretch`, whose
-    sigma is :func:`robust_sky` of the *unclipped* image. The censored pixels
-    are put back at the expected order statistics of a censored-Gaussian fit
-    (Helsel 2005, ch. 6), below every surviving value, and :func:`robust_sky`
-    is taken on that. The fit is made once per round at the current ``R``;
-    for nearby ``R`` the put-back values scale with the slope of the inverse
-    at the floor (``R ln 10``), which keeps the robust sigma a smooth function
-    of ``R`` whose crossing of one is found by bisection. Two rounds.
+    :func:`apply_stretch` clips at the sky level of :func:`robust_sky`: the
+    median of its last clipped run, which spans ``clip`` sky sigmas either
+    side, i.e. ``[-clip, clip]`` in units of the softening ``a = sigma``. So
+    the run holds as many values in ``(0, clip)`` as at or below the floor,
+    and nearly every censored value lies in the run (a sky pixel falls below
+    ``-clip`` sigma with probability 0.13%). The censored count therefore
+    names the surviving value that sat at ``+clip``: with ``n_cens`` values at
+    the floor, ``10**(u_k R) - 1 = clip`` for the ``k = n_cens - n_tail``-th
+    smallest surviving ``u``, where ``n_tail`` (censored values below
+    ``-clip``) comes from the censored-Gaussian fit (:func:`censored_sky`) at
+    the first ``R``. This needs no model of the censored values' shape, only
+    their number, which the stamp keeps exactly. Measured on 30 GalSim
+    galaxies that fill much of the stamp: within 3% of the true ``R``
+    (rms 1%), where matching the robust sigma of a re-imputed sky (the MAD,
+    which depends on how the censored values spread) was off by up to 22%.
+    NaN when the surviving values do not reach that rank.
     """
     from scipy import special
 
     v = np.sort(values)
     n_cens = int(np.searchsorted(v, 0.0, side="right"))
-    if n_cens == 0:
+    surviving = v[n_cens:]
+    if n_cens < 10 or surviving.size < n_cens:
         return float("nan")
-    R = R0
-    for _ in range(2):
-        mu, sigma = censored_sky(_log_inverse(v, R), 0.0)
-        if not (np.isfinite(sigma) and sigma > 0):
-            return float("nan")
-        p = (np.arange(n_cens) + 0.5) / n_cens * special.ndtr(-mu / sigma)
-        below = np.minimum(mu + sigma * special.ndtri(p), 0.0) / R  # per unit of R
+    target = np.log10(1.0 + clip)
 
-        def excess(r, below=below):
-            return _robust_sky_sorted(np.concatenate((below * r, _log_inverse(v[n_cens:], r))))[1] - DEFAULT_SCALE_FACTOR
+    def at_rank(k):
+        k = int(np.clip(k, 1, surviving.size))
+        return target / surviving[k - 1] if surviving[k - 1] > 0 else float("nan")
 
-        lo, hi = 0.5 * R, 2.0 * R
-        f_lo, f_hi = excess(lo), excess(hi)
-        if not (np.isfinite(f_lo) and np.isfinite(f_hi)) or f_lo > 0 or f_hi < 0:
-            return float("nan")
-        R = float(optimize.brentq(excess, lo, hi, xtol=1e-3 * R))
-    return float(np.clip(R, 0.05, 12.0))
+    R = at_rank(n_cens)
+    if not np.isfinite(R):
+        return float("nan")
+    mu, sigma = censored_sky(_log_inverse(v, R), 0.0)
+    if np.isfinite(sigma) and sigma > 0:
+        tail = special.ndtr((-clip - mu) / sigma) / max(special.ndtr(-mu / sigma), 1e-12)
+        R = at_rank(round(n_cens * (1.0 - min(tail, 0.5))))
+    return float(np.clip(R, 0.05, 12.0)) if np.isfinite(R) else float("nan")
 
 
 def _ros_start(v: np.ndarray, n_cens: int) -> tuple[float, float]:
@@ -910,9 +1152,11 @@ def _ros_start(v: np.ndarray, n_cens: int) -> tuple[float, float]:
     stop = min(n_cens + max(int(0.25 * n), 20), n)
     if stop - n_cens < 10:
         return float("nan"), float("nan")
-    ranks = np.arange(n_cens, stop)
-    slope, intercept = np.polyfit(special.ndtri((ranks + 0.5) / n), v[n_cens:stop], 1)
-    return float(intercept), float(slope)
+    q = special.ndtri((np.arange(n_cens, stop) + 0.5) / n)
+    y = v[n_cens:stop]
+    qc = q - q.mean()
+    slope = float(np.dot(qc, y - y.mean()) / np.dot(qc, qc))  # least-squares line
+    return float(y.mean() - slope * q.mean()), slope
 
 
 def _impute_floor(x, floor, finite, mu, sigma, rng) -> np.ndarray:
@@ -985,7 +1229,27 @@ def censored_sky(
     -------
     (mu, sigma) : tuple of float
         NaN, NaN when fewer than 20 uncensored values lie near the floor.
+        The fit is compiled; :func:`_censored_sky_py` is its SciPy reference.
     """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = np.sort(v[np.isfinite(v)])
+    n_cens = int(np.searchsorted(v, floor, side="right"))
+    above = v[n_cens:]
+    nan = float("nan")
+    if n_cens == 0:
+        return robust_sky(v) if v.size >= 10 else (nan, nan)
+    if above.size < 20:
+        return nan, nan
+    mu, sigma = _ros_start(v, n_cens) if start is None else start
+    if not (np.isfinite(mu) and sigma > 0):
+        return nan, nan
+    mu, sigma = _censored_fit_kernel(np.ascontiguousarray(above), n_cens, float(floor), float(mu),
+                                     float(sigma), int(n_iter), float(tol))
+    return float(mu), float(sigma)
+
+
+def _censored_sky_py(values, floor, *, n_iter=2, start=None, tol=1e-3):
+    """NumPy/SciPy reference of :func:`censored_sky` (histogram + Nelder-Mead of SciPy)."""
     from scipy import special
 
     v = np.asarray(values, dtype=np.float64).ravel()
@@ -1026,4 +1290,110 @@ def censored_sky(
         mu, sigma = float(res.x[0]), float(np.exp(res.x[1]))
         if not (np.isfinite(mu) and sigma > 0):
             return nan, nan
+    return mu, sigma
+
+
+@njit(cache=True)
+def _censored_nll(mu, log_sigma, edges, counts, n_cens):
+    """Minus the log likelihood of :func:`censored_sky` (censored count, binned survivors, truncated at the top)."""
+    sigma = np.exp(log_sigma)
+    nb = edges.size
+    cdf = np.empty(nb)
+    for i in range(nb):
+        cdf[i] = 0.5 * math.erfc(-((edges[i] - mu) / sigma) / np.sqrt(2.0))
+    total = cdf[nb - 1]
+    if not total > 0:
+        return 1e300
+    out = n_cens * np.log(max(cdf[0] / total, 1e-300))
+    for i in range(nb - 1):
+        out += counts[i] * np.log(max(cdf[i + 1] - cdf[i], 1e-300) / total)
+    return -out
+
+
+@njit(cache=True)
+def _nelder_mead_2d(x0, y0, dx, dy, edges, counts, n_cens, tol, maxiter):
+    """SciPy's Nelder-Mead (``minimize(method="Nelder-Mead")``, not adaptive) in two dimensions."""
+    sim = np.empty((3, 2))
+    sim[0, 0], sim[0, 1] = x0, y0
+    sim[1, 0], sim[1, 1] = x0 + dx, y0
+    sim[2, 0], sim[2, 1] = x0, y0 + dy
+    fsim = np.empty(3)
+    for k in range(3):
+        fsim[k] = _censored_nll(sim[k, 0], sim[k, 1], edges, counts, n_cens)
+    _sort_simplex(sim, fsim)
+    for _ in range(maxiter):
+        spread_x = max(max(abs(sim[1, 0] - sim[0, 0]), abs(sim[1, 1] - sim[0, 1])),
+                       max(abs(sim[2, 0] - sim[0, 0]), abs(sim[2, 1] - sim[0, 1])))
+        spread_f = max(abs(fsim[0] - fsim[1]), abs(fsim[0] - fsim[2]))
+        if spread_x <= tol and spread_f <= tol:
+            break
+        xb0 = (sim[0, 0] + sim[1, 0]) / 2.0
+        xb1 = (sim[0, 1] + sim[1, 1]) / 2.0
+        xr0, xr1 = 2.0 * xb0 - sim[2, 0], 2.0 * xb1 - sim[2, 1]
+        fxr = _censored_nll(xr0, xr1, edges, counts, n_cens)
+        shrink = False
+        if fxr < fsim[0]:
+            xe0, xe1 = 3.0 * xb0 - 2.0 * sim[2, 0], 3.0 * xb1 - 2.0 * sim[2, 1]
+            fxe = _censored_nll(xe0, xe1, edges, counts, n_cens)
+            if fxe < fxr:
+                sim[2, 0], sim[2, 1], fsim[2] = xe0, xe1, fxe
+            else:
+                sim[2, 0], sim[2, 1], fsim[2] = xr0, xr1, fxr
+        elif fxr < fsim[1]:
+            sim[2, 0], sim[2, 1], fsim[2] = xr0, xr1, fxr
+        elif fxr < fsim[2]:
+            xc0, xc1 = 1.5 * xb0 - 0.5 * sim[2, 0], 1.5 * xb1 - 0.5 * sim[2, 1]
+            fxc = _censored_nll(xc0, xc1, edges, counts, n_cens)
+            if fxc <= fxr:
+                sim[2, 0], sim[2, 1], fsim[2] = xc0, xc1, fxc
+            else:
+                shrink = True
+        else:
+            xc0, xc1 = 0.5 * xb0 + 0.5 * sim[2, 0], 0.5 * xb1 + 0.5 * sim[2, 1]
+            fxc = _censored_nll(xc0, xc1, edges, counts, n_cens)
+            if fxc < fsim[2]:
+                sim[2, 0], sim[2, 1], fsim[2] = xc0, xc1, fxc
+            else:
+                shrink = True
+        if shrink:
+            for k in range(1, 3):
+                sim[k, 0] = sim[0, 0] + 0.5 * (sim[k, 0] - sim[0, 0])
+                sim[k, 1] = sim[0, 1] + 0.5 * (sim[k, 1] - sim[0, 1])
+                fsim[k] = _censored_nll(sim[k, 0], sim[k, 1], edges, counts, n_cens)
+        _sort_simplex(sim, fsim)
+    return sim[0, 0], sim[0, 1]
+
+
+@njit(cache=True)
+def _sort_simplex(sim, fsim):
+    for i in range(1, 3):  # stable insertion sort of three vertices by value
+        j = i
+        while j > 0 and fsim[j] < fsim[j - 1]:
+            fsim[j], fsim[j - 1] = fsim[j - 1], fsim[j]
+            for d in range(2):
+                sim[j, d], sim[j - 1, d] = sim[j - 1, d], sim[j, d]
+            j -= 1
+
+
+@njit(cache=True)
+def _censored_fit_kernel(above, n_cens, floor, mu, sigma, n_iter, tol):
+    """The rounds of :func:`censored_sky` on the sorted uncensored values ``above``."""
+    for _ in range(n_iter):
+        top = max(mu + sigma, floor + sigma)
+        n_top = _bisect(above, top, 0, above.size, True)
+        if n_top < 20:
+            return np.nan, np.nan
+        edges = np.linspace(floor, top, 17)
+        counts = np.zeros(16)
+        # the values are sorted: bin edges by binary search (last bin closed, as np.histogram)
+        prev = _bisect(above, edges[0], 0, n_top, False)
+        for k in range(1, 16):
+            nxt = _bisect(above, edges[k], prev, n_top, False)
+            counts[k - 1] = nxt - prev
+            prev = nxt
+        counts[15] = n_top - prev
+        m, log_s = _nelder_mead_2d(mu, np.log(sigma), 0.1 * sigma, 0.1, edges, counts, n_cens, tol, 200)
+        mu, sigma = m, np.exp(log_s)
+        if not (np.isfinite(mu) and sigma > 0):
+            return np.nan, np.nan
     return mu, sigma

@@ -78,25 +78,47 @@ def test_no_stretch_metadata_reaches_the_model_inputs(tables):
 
 #: The issue's target: every default model input, every stretch.
 TARGET = 0.95
-#: Where the target is not met yet (measured on this sample; see the report of
-#: the stretch work): these floors catch regressions, they do not claim the
-#: target. asinh with a softening of one sky sigma leaves D weakly determined
-#: (the recovered sky sigma moves by ~1% over 10% of D), which smoothness, a
-#: noise-level statistic, feels (measured 0.90). A clipped sky loses the
-#: negative half of the noise: the imputed floor and the dynamic range (within
-#: 2-8%) move the outer profile samples most (measured min 0.61, prof_mu_1p0).
-#: With the real-data sky of fm-prep (detection noise measured, hysteresis sky
-#: mask) the clipped-log profile samples fell from 0.60-0.63 to 0.47-0.50.
-SHORTFALL = {("asinh", "smoothness"): 0.85, ("clipped-log", None): 0.45}
+#: Where the target is not met (measured on this sample, with fm-prep's sky; see
+#: reports/stretch.md): these floors sit 0.03 under the measured value to catch
+#: regressions; they do not claim the target, which every other column and
+#: stretch must reach.
+#:
+#: - asinh, smoothness (measured 0.894): with a softening of one sky sigma, D
+#:   is weakly determined (the recovered sky sigma moves ~1% over 10% of D)
+#:   and smoothness, a noise-level statistic, feels it.
+#: - clipped-log (R is now within 3% of the truth, from the censored count):
+#:   the clip loses the noise realisation of the ~45% of pixels at the floor,
+#:   and the imputation draws a new one. Even an oracle imputation (true galaxy
+#:   light, true sky, true R, draws from the exact conditional distribution)
+#:   leaves min 0.78-0.89 with 1-6 columns under 0.95 over three draws
+#:   (prof_mu_1p0 0.84 on average), because these columns vary across the
+#:   galaxies hardly more than the noise moves them; the same galaxies under a
+#:   fresh noise realisation agree only to 0.60-0.70 (benchmarks/bench_stretch.py,
+#:   section 2b). Our imputation over three other seeds: min 0.83-0.85, 6-7
+#:   columns under 0.95. The stamp-seeded draw of this test is a poorer one:
+#:   smoothness 0.910, multimode 0.879, prof_mu_1p0 0.764, prof_mu_2p0 0.869,
+#:   prof_slope_outer 0.875, prof_slope_inner 0.930, gini_m20_merger 0.940,
+#:   prof_mu_0p25 0.946.
+SHORTFALL = {
+    ("asinh", "smoothness"): 0.86,
+    ("clipped-log", "smoothness"): 0.88,
+    ("clipped-log", "multimode"): 0.85,
+    ("clipped-log", "prof_mu_1p0"): 0.73,
+    ("clipped-log", "prof_mu_2p0"): 0.84,
+    ("clipped-log", "prof_slope_outer"): 0.84,
+    ("clipped-log", "prof_slope_inner"): 0.90,
+    ("clipped-log", "gini_m20_merger"): 0.91,
+    ("clipped-log", "prof_mu_0p25"): 0.91,
+}
 
 
 @pytest.mark.parametrize("kind", STRETCHES)
 def test_every_model_input_ranks_galaxies_alike_under_each_stretch(tables, kind):
     agreement = rank_agreement(tables)[kind]
     assert agreement.notna().all(), agreement[agreement.isna()]
-    floors = pd.Series(SHORTFALL.get((kind, None), TARGET), index=agreement.index)
+    floors = pd.Series(TARGET, index=agreement.index)
     for (k, col), floor in SHORTFALL.items():
-        if k == kind and col is not None:
+        if k == kind:
             floors[col] = floor
     low = agreement < floors
     assert not low.any(), agreement[low].round(3).to_dict()

@@ -6,6 +6,7 @@ import json
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
@@ -254,3 +255,43 @@ def test_cnn_predict_takes_images_like_predict(tmp_path, capsys):
     rc = main(["cnn", "predict", "--model", str(tmp_path / "cnn"), "--images",
                str(tmp_path / "small.npy"), "--out", str(tmp_path / "q.csv")])
     assert rc == 2 and "trained on (16, 16)" in capsys.readouterr().err
+
+
+def test_unpredictable_stamps_are_flagged():
+    from featuremass.cli._cnn import unpredictable_stamps
+    from featuremass.features.flags import MorphFlag
+
+    images, _ = _tiny(n=5)
+    images[1] = 0.3  # constant: no galaxy
+    images[2, 3, 4] = np.nan  # one bad pixel
+    images[3] = np.nan  # nothing finite
+    flag = unpredictable_stamps(images)
+    assert flag.tolist() == [0, int(MorphFlag.BLANK_IMAGE), int(MorphFlag.BAD_PIXELS),
+                             int(MorphFlag.BAD_PIXELS | MorphFlag.BLANK_IMAGE), 0]
+
+
+@pytest.mark.cnn
+@needs_tf
+def test_cnn_predict_gives_blank_stamps_no_ml(tmp_path):
+    from featuremass.cli import main
+    from featuremass.features.flags import MorphFlag
+    from featuremass.io.layout import write_metadata, write_split, write_split_labels
+    from featuremass.models.cnn import CNNRegressor
+
+    images, y = _tiny(n=24)
+    CNNRegressor(npix=16, epochs=1, batch_size=8).fit(images, y).save(tmp_path / "model")
+    test = images[:6].copy()
+    test[2] = -1.0  # a blank stamp
+    ids = np.arange(100, 106, dtype=np.int64)
+    write_split(tmp_path / "data", npix=16, split="test", images=test, ids=ids)
+    write_split_labels(tmp_path / "data", "test", ids)
+    write_metadata(tmp_path / "data", pd.DataFrame(
+        {"M/L": y[:6], "L_g": np.full(6, 1e10), "distance_Mpc": np.full(6, 100.0),
+         "galsize_kpc": np.full(6, 5.0)}, index=pd.Index(ids, name="SDSS_ID")))
+    out = tmp_path / "pred.csv"
+    assert main(["cnn", "predict", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data"),
+                 "--npix", "16", "--split", "test", "--out", str(out)]) == 0
+    pred = pd.read_csv(out)
+    assert np.isnan(pred["ml_pred"][2]) and pred["flag"][2] == int(MorphFlag.BLANK_IMAGE)
+    others = pred.drop(index=2)
+    assert np.isfinite(others["ml_pred"]).all() and (others["flag"] == 0).all()
