@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     # dask.distributed sets its own logger to INFO when imported (inside the
     # commands); its config, read at that import, follows -v like the rest
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "info" if args.verbose else "warning")
-    # TensorFlow's C++ start-up lines (CPU features, oneDNN, CUDA probes) only with -v
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "2")
+    # TensorFlow's C++ log lines (start-up probes, tf.data graph notices logged at ERROR level) only with -v
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "3")
     run = {name: fn for name, _, fn in COMMANDS}[args.command]
     try:
         run(args)
