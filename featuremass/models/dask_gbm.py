@@ -100,7 +100,12 @@ def fit_gbm_dask(client, estimator: GBMRegressor, X_fit: pd.DataFrame, y_fit, X_
         raise FeaturemassError(f"a local cluster must have its workers on {LOOPBACK}; found {hosts}")
     params = estimator.lgb_params()
     names = [str(c) for c in X_fit.columns]
-    n_parts = _partitions(client)
+    # LightGBM's own network (one listener per worker holding data) binds every
+    # interface, 0.0.0.0, and has no option to change that. On a cluster whose
+    # workers all live on this machine, the rows go to one worker instead:
+    # LightGBM then trains with num_machines = 1 and opens no socket at all.
+    # Only a cluster spread over several hosts uses LightGBM's network.
+    n_parts = 1 if hosts == [LOOPBACK] else _partitions(client)
 
     def frame(X, y):
         # y is given the same index as X so both split into the same partitions
