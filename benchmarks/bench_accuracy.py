@@ -138,7 +138,7 @@ def design_matrix(table: pd.DataFrame, columns, extra=None, rows=None) -> pd.Dat
 
 
 def score(y, p, args) -> dict:
-    from featuremass.inspect.metrics import regression_report
+    from featuremass.models.metrics import regression_report
 
     rep = regression_report(y, p, n_boot=args.n_boot, random_state=args.seed)
     return {"rmse": rep["linear"]["rmse"]["value"], "rmse_ci": rep["linear"]["rmse"]["ci95"],
@@ -239,12 +239,12 @@ def run_grid(args) -> tuple[list[dict], dict]:
                         cnn.save(cnn_dir)
                     elif model == "hybrid":
                         cnn = CNNRegressor.load(cnn_dir) if (cnn_dir / "model.keras").is_file() else None
-                        hyb = HybridRegressor(npix=npix, cnn=cnn, n_components=16,
+                        hyb = HybridRegressor(npix=npix, cnn=cnn, prefit=cnn is not None, n_components=16,
                                               extra_inputs=use_extra, epochs=args.epochs,
                                               seed=args.seed, gbm_params={"n_jobs": args.jobs})
                         ex = (lambda s, k=None, extra=extra: extra[s][:k]) if use_extra else (lambda s, k=None: None)
                         cols = tables.columns
-                        hyb.fit(ds["train"].images[:n], tables["train"][cols].iloc[:n], y["train"][:n],
+                        hyb.fit(ds["train"].images[:n], y["train"][:n], features=tables["train"][cols].iloc[:n],
                                 extra=ex("train", n),
                                 val=(ds["val"].images, tables["val"][cols], y["val"], ex("val"))
                                 if use_extra else (ds["val"].images, tables["val"][cols], y["val"]))
@@ -342,7 +342,7 @@ def cnn_training_lines(rows: list[dict], args) -> list[str]:
 
 def paired_lines(panels: dict, args) -> list[str]:
     """CNN and hybrid against LightGBM on the same test galaxies (paired bootstrap)."""
-    from featuremass.inspect.metrics import paired_difference, rmse
+    from featuremass.models.metrics import paired_difference, rmse
 
     lines = []
     for npix, n, inputs, model in sorted(panels, key=lambda k: (k[0], k[1], k[2])):

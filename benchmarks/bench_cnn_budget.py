@@ -77,12 +77,12 @@ def epoch_clock():
 
 
 def run(args) -> dict:
-    from featuremass.inspect.metrics import paired_difference, rmse
     from featuremass.io.layout import load_split
     from featuremass.models.cnn import CNNRegressor, extra_inputs_from_metadata
     from featuremass.models.gbm import GBMRegressor
     from featuremass.models.hybrid import HybridRegressor
     from featuremass.models.inputs import morphology_columns
+    from featuremass.models.metrics import paired_difference, rmse
 
     ds = {s: load_split(args.data, npix=args.npix, split=s) for s in ("train", "val", "test")}
     n = min(args.n_train, len(ds["train"]))
@@ -129,10 +129,10 @@ def run(args) -> dict:
                                "epochs_cap": args.epochs, "dir": str(cnn_dir), "reused": reused}
 
     t0 = time.perf_counter()
-    hyb = HybridRegressor(npix=args.npix, cnn=cnn, n_components=16, extra_inputs=use_extra,
+    hyb = HybridRegressor(npix=args.npix, cnn=cnn, prefit=True, n_components=16, extra_inputs=use_extra,
                           seed=args.seed, gbm_params={"n_jobs": args.jobs})
     val = (ds["val"].images, tables["val"][cols], y["val"]) + ((ex("val"),) if use_extra else ())
-    hyb.fit(ds["train"].images[:n], tables["train"][cols].iloc[:n], y["train"][:n],
+    hyb.fit(ds["train"].images[:n], y["train"][:n], features=tables["train"][cols].iloc[:n],
             extra=ex("train", n), val=val)
     pred["hybrid"] = {s: hyb.predict(ds[s].images, tables[s][cols], ex(s)) for s in ("val", "test")}
     result["models"]["hybrid"] = {"seconds": time.perf_counter() - t0}

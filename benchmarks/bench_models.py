@@ -109,9 +109,9 @@ def get_features(args, root: Path) -> dict:
 
 def fit_and_score(name, kind, input_set, tables, meta, args, *, noise=True, cv=0):
     """Fit one model on train (+ val), score on test. Returns (model, row, test arrays)."""
-    from featuremass.inspect.metrics import regression_report
-    from featuremass.models.commands import evaluate_model, fit_model
     from featuremass.models.inputs import align_columns, build_design
+    from featuremass.models.metrics import regression_report
+    from featuremass.models.workflow import evaluate_model, fit_model
 
     t0 = time.perf_counter()
     tr = build_design(tables["train"], input_set, metadata=meta, noise=noise, seed=args.seed,

@@ -118,10 +118,10 @@ def _scaling(data: Path, npix: int, chunk_size: int, workers=(1, 2)) -> tuple[li
 def _accuracy(data: Path, npix: int, seed: int, repeats: int) -> dict:
     from featuremass.features.batch import extract_features
     from featuremass.features.execution import DaskExecutor
-    from featuremass.inspect.metrics import regression_report
     from featuremass.io.layout import load_split
-    from featuremass.models.commands import fit_model
     from featuremass.models.inputs import build_design
+    from featuremass.models.metrics import regression_report
+    from featuremass.models.workflow import fit_model
 
     designs = {}
     for split in ("train", "val", "test"):

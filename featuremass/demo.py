@@ -121,12 +121,12 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
     from featuremass.features.batch import extract_features
     from featuremass.features.flags import is_good
     from featuremass.inspect.importance import importance_study
-    from featuremass.inspect.metrics import format_metric
     from featuremass.io.layout import load_split
     from featuremass.io.simulate import SurveyConfig
-    from featuremass.models.commands import evaluate_model, fit_model, predict_table
     from featuremass.models.inputs import build_design, load_metadata
+    from featuremass.models.metrics import format_metric
     from featuremass.models.store import save_model
+    from featuremass.models.workflow import evaluate_model, fit_model, predict_table
     from featuremass.report.html import build_report
 
     if echo is None:
@@ -273,10 +273,10 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
 
 
 def _cnn_and_hybrid(out, splits, tables, plan, seed, n_jobs, metrics, pred, echo) -> None:
-    from featuremass.inspect.metrics import format_metric, regression_report
     from featuremass.models.cnn import CNNRegressor
     from featuremass.models.hybrid import HybridRegressor
     from featuremass.models.inputs import morphology_columns
+    from featuremass.models.metrics import format_metric, regression_report
 
     tr, va, te = splits["train"], splits["val"], splits["test"]
     model = CNNRegressor(npix=plan.npix, epochs=plan.cnn_epochs, seed=seed)
@@ -292,11 +292,11 @@ def _cnn_and_hybrid(out, splits, tables, plan, seed, n_jobs, metrics, pred, echo
     _history_figure(model.history_, out / "figures" / "cnn_training.png")
 
     cols = morphology_columns(tables["train"])
-    hybrid = HybridRegressor(npix=plan.npix, cnn=model, n_components=16, seed=seed,
+    hybrid = HybridRegressor(npix=plan.npix, cnn=model, prefit=True, n_components=16, seed=seed,
                              gbm_params={"n_jobs": min(n_jobs, 2)})
-    hybrid.fit(tr.images, tables["train"][cols], tr.target,
+    hybrid.fit(tr.images, tr.target, features=tables["train"][cols],
                val=(va.images, tables["val"][cols], va.target))
-    ph = hybrid.predict(te.images, tables["test"][cols])
+    ph = hybrid.predict(te.images, features=tables["test"][cols])
     rep = regression_report(te.target, ph, n_boot=plan.n_boot, random_state=seed)
     hybrid.save(out / "models" / "hybrid_image", metrics={"test": rep})
     metrics["hybrid_image"] = rep

@@ -84,3 +84,43 @@ def test_parser_requires_a_command():
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args([])
     assert exc.value.code == 2
+
+
+def _options(parser, path=()):
+    """(command path, action) of every option of every (sub)command."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, (*path, name))
+        elif action.option_strings and not isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            yield path, action
+
+
+def test_every_option_explains_itself_and_its_default():
+    parser = build_parser()
+    silent, hidden_default = [], []
+    for path, action in _options(parser):
+        where = f"featuremass {' '.join(path)} {action.option_strings[-1]}"
+        if not action.help:
+            silent.append(where)
+            continue
+        shown = parser._get_formatter()._get_help_string(action) % {"default": action.default}
+        if action.nargs != 0 and action.default is not None and "default" not in shown:
+            hidden_default.append(where)
+    assert silent == []
+    assert hidden_default == []
+
+
+def test_a_failure_is_one_line_and_exit_status_1(monkeypatch, capsys, tmp_path):
+    import featuremass.cli.report as report_cli
+
+    def broken(run, out=None, benchmark=None):
+        raise RuntimeError("the renderer broke")
+
+    monkeypatch.setattr("featuremass.report.html.build_report", broken)
+    assert main(["report", "--run", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "failed: RuntimeError: the renderer broke" in err and "Traceback" not in err
+    assert report_cli.COMMANDS[0][0] == "report"

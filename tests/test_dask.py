@@ -135,8 +135,28 @@ def test_train_on_the_cluster_predict_without_it(cluster, tmp_path, capsys):
     test.to_parquet(tmp_path / "test.parquet", index=False)
     addr = cluster.scheduler_address
     model = tmp_path / "model"
-    assert main(["train", "--train", str(tmp_path / "train.parquet"), "--data", str(tmp_path),
-                 "--out", str(model), "--n-estimators", "80", "--scheduler", addr]) == 0
+    # every socket listening while the cluster trains: LightGBM's network would
+    # listen on 0.0.0.0, so on a loopback cluster it must not be used at all
+    with distributed.Client(addr) as client:
+        pids = {os.getpid(), *client.run(os.getpid).values()}
+    seen, training = set(), threading.Event()
+    training.set()
+
+    def watch():
+        while training.is_set():
+            seen.update(c.laddr.ip for c in psutil.net_connections(kind="inet")
+                        if c.status == psutil.CONN_LISTEN and c.pid in pids)
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert main(["train", "--train", str(tmp_path / "train.parquet"), "--data", str(tmp_path),
+                     "--out", str(model), "--n-estimators", "80", "--scheduler", addr]) == 0
+    finally:
+        training.clear()
+        watcher.join()
+    assert seen == {"127.0.0.1"}
     assert (model / "model.txt").is_file() and (model / "model.json").is_file()
     assert main(["predict", "--model", str(model), "--features", str(tmp_path / "test.parquet"),
                  "--data", str(tmp_path), "--out", str(tmp_path / "p.csv")]) == 0

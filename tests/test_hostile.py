@@ -874,7 +874,7 @@ def test_disk_full_while_replacing_a_model_keeps_the_old_one(world, tmp_path, mo
 
 def test_auto_tables_are_compatible_with_auto_models():
     from featuremass.errors import SchemaError
-    from featuremass.models.commands import check_compatible
+    from featuremass.models.workflow import check_compatible
 
     auto = SimpleNamespace(scale="auto", feature_engine_version=FEATURE_ENGINE_VERSION)
     check_compatible(auto, {"scale": "auto", "feature_engine_version": FEATURE_ENGINE_VERSION}, "t")

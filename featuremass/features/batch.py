@@ -49,7 +49,7 @@ from featuremass.features.flags import SERIOUS_FLAGS, MorphFlag
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "FEATURE_SETS", "METADATA_KEY", "SCALES", "extract_cli", "extract_features",
+__all__ = ["BACKENDS", "FEATURE_SETS", "METADATA_KEY", "SCALES", "extract_features",
            "feature_columns", "read_feature_table", "summarize"]
 
 #: Parquet key-value metadata key holding the run description (JSON).
@@ -119,7 +119,7 @@ def _measure_chunk(images, backend, scale, config, columns, psf_fwhm=None) -> np
                     extra_flag = int(MorphFlag.STRETCH_UNCERTAIN)
             cfg = config
             if psf_fwhm is not None and np.isfinite(psf_fwhm[i]):
-                cfg = _with_psf(config, float(psf_fwhm[i]))
+                cfg = with_psf(config, float(psf_fwhm[i]))
             with np.errstate(all="ignore"):
                 res = fn(img, config=cfg)
             res = {**res, **meta}
@@ -585,120 +585,7 @@ def _to_frame(ids, arr, columns) -> pd.DataFrame:
     return df
 
 
-# --------------------------------------------------------------------------- the CLI
-
-
-def extract_cli(args) -> None:
-    """``featuremass extract``: validate the arguments, extract, print a summary.
-
-    The output is refused when it is an input or exists without ``--overwrite``,
-    and is locked while being written, so a second extract to it is refused.
-    """
-    from featuremass.io.layout import as_int64_ids, check_image_stack, guarded_output, load_npy
-
-    images, names = getattr(args, "images", None), getattr(args, "names", None)
-    if images is not None:  # refuse complex/text stacks, non-seed-log "seed-log", uint64 ids
-        path = Path(images)
-        if path.is_dir() or path.suffix.lower() in (".h5", ".hdf5"):
-            # HDF5 and folders are checked on their first rows: never read whole here
-            stack, _ = _image_source(path)
-            rows = stack.read(0, min(stack.stack_shape()[0], 1000))
-        else:
-            rows = load_npy(images, mmap=True)
-        check_image_stack(rows, images, getattr(args, "scale", None))
-    if names is not None:
-        as_int64_ids(load_npy(names, mmap=False), names)
-    folder = getattr(args, "scheduler", None) is not None  # a Dask run writes a folder of parts
-    # an unfinished partitioned table of an interrupted run is resumed, not replaced
-    resuming = folder and _unfinished_dataset(Path(args.out))
-    with guarded_output(args.out, inputs=[images, names], folder=folder,
-                        overwrite=getattr(args, "overwrite", False) or resuming):
-        _extract_cli(args)
-
-
-def _unfinished_dataset(folder: Path) -> bool:
-    """Whether ``folder`` holds only the parts of an interrupted partitioned extract."""
-    if not folder.is_dir() or (folder / DATASET_METADATA).exists():
-        return False
-    names = [p.name for p in folder.iterdir()]
-    return all(n.startswith("part-") and n.endswith(".parquet") or n.startswith(".")
-               for n in names)
-
-
-def _extract_cli(args) -> None:
-    data_mode = any(getattr(args, a, None) is not None for a in ("data", "npix", "split", "train_size"))
-    images_mode = any(getattr(args, a, None) is not None for a in ("images", "names"))
-    if data_mode == images_mode:
-        raise FeaturemassError(
-            "give exactly one input: either --data DIR --npix N --split S, or --images FILE.npy"
-            + (" (both were given)" if data_mode else "")
-        )
-    scheduler = getattr(args, "scheduler", None)
-    out = Path(args.out)
-    if scheduler is None and out.suffix != ".parquet":
-        raise FeaturemassError(f"--out must end in .parquet; got {out}")
-    if data_mode:
-        missing = [f"--{a}" for a in ("data", "npix", "split") if getattr(args, a, None) is None]
-        if missing:
-            raise FeaturemassError(f"--data mode also needs {', '.join(missing)}")
-        if args.train_size is not None and args.split != "train":
-            raise FeaturemassError(f"--train-size applies to --split train only (got --split {args.split})")
-        from featuremass.io.layout import load_split
-
-        ds = load_split(args.data, npix=args.npix, split=args.split, train_size=args.train_size,
-                        mmap=True, drop_invalid=getattr(args, "drop_invalid", False))
-        images, ids = ds.images, ds.ids
-        scale = args.scale or "auto"
-        description = {"mode": "dataset", "data": str(args.data), "npix": int(args.npix),
-                       "split": args.split, "train_size": args.train_size, "file": str(ds.source)}
-    else:
-        if args.images is None:
-            raise FeaturemassError("--names needs --images")
-        images, ids = _image_source(Path(args.images))
-        if args.names is not None:
-            from featuremass.io.layout import load_npy
-
-            n = images.stack_shape()[0]
-            ids = np.asarray(load_npy(args.names, mmap=False))
-            if ids.ndim != 1 or len(ids) != n or not np.issubdtype(ids.dtype, np.integer):
-                raise DataError(
-                    f"{args.names} must hold {n} integer ids (one per image in "
-                    f"{args.images}); got dtype {ids.dtype}, shape {ids.shape}"
-                )
-        scale = args.scale or "auto"
-        description = {"mode": "images", "images": str(args.images),
-                       "names": None if args.names is None else str(args.names)}
-
-    config = None
-    if args.backend == "native":
-        from featuremass.features.measure import MorphologyConfig
-
-        config = MorphologyConfig()
-        if args.psf_fwhm is not None:
-            config = _with_psf(config, args.psf_fwhm)
-    elif args.psf_fwhm is not None:
-        config = _SimpleConfig(psf_fwhm_px=float(args.psf_fwhm))
-    psf_fwhm = None
-    if getattr(args, "psf_table", None) is not None:
-        from featuremass.io.psf_table import read_psf_table
-
-        table_ids = np.arange(len(images), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-        psf_fwhm = read_psf_table(args.psf_table, table_ids)
-        description["psf_table"] = str(args.psf_table)
-    from featuremass.features.execution import open_executor, terminate_on_signals
-
-    with terminate_on_signals(), open_executor(args.jobs, scheduler) as executor:
-        df = extract_features(
-            images, ids, scale=scale, backend=args.backend,
-            feature_set=getattr(args, "feature_set", "full"), config=config, psf_fwhm=psf_fwhm,
-            n_jobs=args.jobs, chunk_size=args.chunk_size, out=out, resume=not args.no_resume,
-            progress=True, input_description=description, executor=executor,
-            partitioned=scheduler is not None,
-        )
-    print(summarize(df, out))
-
-
-def _image_source(path: Path):
+def image_source(path: Path):
     """``(ImageSource, ids or None)`` of ``--images``: a .npy stack, an HDF5 file or a .npy folder."""
     from featuremass.features.execution import ImageSource
 
@@ -731,14 +618,11 @@ class _SimpleConfig:
     psf_fwhm_px: float | None = None
 
 
-def _with_psf(config, fwhm):
+def with_psf(config, fwhm):
+    # MorphologyConfig and _SimpleConfig both name it psf_fwhm_px.
     if config is None:
         return _SimpleConfig(psf_fwhm_px=float(fwhm))
-    names = {f.name for f in dataclasses.fields(config)}
-    for name in ("psf_fwhm_px", "psf_fwhm"):
-        if name in names:
-            return dataclasses.replace(config, **{name: float(fwhm)})
-    raise FeaturemassError("this MorphologyConfig has no PSF option; drop --psf-fwhm")
+    return dataclasses.replace(config, psf_fwhm_px=float(fwhm))
 
 
 def summarize(df: pd.DataFrame, out=None) -> str:

@@ -76,6 +76,9 @@ FAST_COLUMNS: tuple[str, ...] = (
     "fast_fill_2sigma",
     *(f"fast_sb_{str(k).replace('.', 'p')}r50" for k in PROFILE_RADII_R50),
 )
+#: Feature family of each column: the tier is one family (its columns mix radii,
+#: asymmetry and light concentration measured without a segmentation map).
+FAST_FAMILY = dict.fromkeys(FAST_COLUMNS, "fast tier")
 
 _MAD_TO_SIGMA = 1.482602218505602
 

@@ -68,18 +68,3 @@ def decode_flags(value: int) -> list[str]:
 def is_good(flags) -> np.ndarray:
     """Boolean mask: True where none of :data:`SERIOUS_FLAGS` is set."""
     return (np.asarray(flags, dtype=np.int64) & int(SERIOUS_FLAGS)) == 0
-
-
-def flag_table() -> list[tuple[int, str, str]]:
-    """(bit value, name, description) for every flag, for docs and reports."""
-    import inspect
-
-    src = inspect.getsource(MorphFlag)
-    out = []
-    for f in MorphFlag:
-        desc = ""
-        for line in src.splitlines():
-            if line.strip().startswith(f"{f.name} =") and "#:" in line:
-                desc = line.split("#:", 1)[1].strip()
-        out.append((int(f), f.name, desc))
-    return out

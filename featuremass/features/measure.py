@@ -21,14 +21,19 @@ import numpy as np
 from featuremass.errors import FeaturemassError
 from featuremass.features import cas, geometry, gini_m20, mid, radii, shape_asymmetry, sky
 from featuremass.features.flags import MorphFlag
-from featuremass.features.profile import PROFILE_COLUMNS
+from featuremass.features.profile import PROFILE_COLUMNS, PROFILE_FAMILY
 from featuremass.features.segmentation import (
     asymmetric_excess,
     detection_mask,
     detection_smoothing,
     segment_central_source,
 )
-from featuremass.features.sersic import BULGE_DISK_COLUMNS, SERSIC_COLUMNS
+from featuremass.features.sersic import (
+    BULGE_DISK_COLUMNS,
+    BULGE_DISK_FAMILY,
+    SERSIC_COLUMNS,
+    SERSIC_FAMILY,
+)
 
 #: Columns of the non-parametric part, in output order.
 NONPARAMETRIC_COLUMNS = (
@@ -70,10 +75,27 @@ NONPARAMETRIC_COLUMNS = (
     "n_masked_neighbours",
 )
 
+#: Feature family of each non-parametric column (for importance summed by family).
+NONPARAMETRIC_FAMILY = {
+    **dict.fromkeys((f"{q}_{centre}" for centre in ("centroid", "asymmetry")
+                     for q in ("xc", "yc", "ellipticity", "elongation", "orientation")), "geometry"),
+    **dict.fromkeys((f"{r}_{kind}" for r in ("rpetro", "rhalf", "rmax") for kind in ("circ", "ellip")),
+                    "radii"),
+    **dict.fromkeys(("r20", "r50", "r80"), "radii"),
+    **dict.fromkeys(("concentration", "asymmetry", "smoothness"), "CAS"),
+    **dict.fromkeys(("gini", "m20", "gini_m20_bulge", "gini_m20_merger"), "Gini-M20"),
+    **dict.fromkeys(("multimode", "intensity", "deviation"), "MID"),
+    **dict.fromkeys(("outer_asymmetry", "shape_asymmetry"), "shape asymmetry"),
+    **dict.fromkeys(("sn_per_pixel", "sky_mean", "sky_sigma", "n_masked_neighbours"), "sky/noise"),
+    "segmap_area_px": "geometry",
+}
+
 #: Every output column of :func:`measure_galaxy` except ``flag``, in order.
 FEATURE_COLUMNS: tuple[str, ...] = (
     NONPARAMETRIC_COLUMNS + tuple(SERSIC_COLUMNS) + tuple(BULGE_DISK_COLUMNS) + tuple(PROFILE_COLUMNS)
 )
+#: Feature family of every column of :data:`FEATURE_COLUMNS`.
+FEATURE_FAMILY = {**NONPARAMETRIC_FAMILY, **SERSIC_FAMILY, **BULGE_DISK_FAMILY, **PROFILE_FAMILY}
 
 #: Columns that describe where the galaxy sits in the stamp and how the stamp is
 #: oriented, not the galaxy: in an isotropic universe they carry no information

@@ -57,6 +57,8 @@ MIN_ANNULUS_PIXELS = 8
 PROFILE_COLUMNS = tuple(
     f"prof_mu_{str(k).replace('.', 'p')}" for k in PROFILE_RADII
 ) + tuple(SLOPE_RADII)
+#: Feature family of each column (for importance summed by family).
+PROFILE_FAMILY = dict.fromkeys(PROFILE_COLUMNS, "profile")
 
 
 def _elliptical_radius(shape, center, ellip, theta):

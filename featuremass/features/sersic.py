@@ -111,6 +111,10 @@ BULGE_DISK_COLUMNS = (
     "bd_chi2_dof",
 )
 
+#: Feature family of each column (for importance summed by family).
+SERSIC_FAMILY = dict.fromkeys(SERSIC_COLUMNS, "Sérsic")
+BULGE_DISK_FAMILY = dict.fromkeys(BULGE_DISK_COLUMNS, "bulge-disk")
+
 #: Allowed range of the Sérsic index; a fit that ends on it is flagged SERSIC_AT_BOUND.
 N_BOUNDS = (0.2, 8.0)
 

@@ -22,43 +22,28 @@ all and writes CSV tables (and, with ``plots=True``, PNG figures).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from featuremass.errors import FeaturemassError
-from featuremass.inspect.metrics import rmse
 from featuremass.models.inputs import NOISE_COLUMN
+from featuremass.models.metrics import rmse
 
-#: (family, regex on the column name), first match wins. Names follow the
-#: feature table of :mod:`featuremass.features.measure`.
-FAMILY_PATTERNS = (
-    ("control", rf"^{NOISE_COLUMN}$"),
-    ("extra inputs", r"^(distance_Mpc|L_g|galsize_kpc)$"),
-    ("sky/noise", r"^(sky|noise|snr|sn_|sn$|s2n|background|bkg|n_masked)"),
-    ("shape asymmetry", r"(shape_asym|outer_asym|^a_shape|^a_outer|^as_|^ao_)"),
-    ("Sérsic", r"^(sersic|n_sersic|sersic_)"),
-    ("bulge-disk", r"^(bd_|bulge|disk|b_t|bt_|bulge_to_total)"),
-    ("Gini-M20", r"^(gini|m20|gm20|f_gm20|s_gm20|b_gm20)"),
-    ("MID", r"^(multimode|intensity|deviation|mid_|m_mid|i_mid|d_mid)"),
-    ("CAS", r"^(concentration|asymmetry|smoothness|clumpiness|cas_|c_|a_|s_|conc)"),
-    ("radii", r"^(r\d+|rpetro|r_petro|petro|rhalf|r_half|r_max|rmax|half_light|radius)"),
-    ("profile", r"^(profile|prof_|mu_|sb_|surface_brightness|slope|color_grad|grad)"),
-    ("geometry", r"^(ellipticity|elongation|orientation|theta|axis_ratio|q_|xc|yc|x_|y_|"
-                 r"centroid|area|segmap|npix|flux|mag|pa_|position_angle|eccentricity)"),
-)
-FAMILIES = tuple(f for f, _ in FAMILY_PATTERNS) + ("other",)
-_COMPILED = tuple((f, re.compile(p, re.IGNORECASE)) for f, p in FAMILY_PATTERNS)
+
+def _declared_families() -> dict:
+    # Each feature module declares the family of its columns beside their names.
+    from featuremass.features.fast import FAST_FAMILY
+    from featuremass.features.measure import FEATURE_FAMILY
+    from featuremass.models.inputs import INPUT_FAMILY
+
+    return {**FEATURE_FAMILY, **FAST_FAMILY, **INPUT_FAMILY}
 
 
 def feature_family(name: str) -> str:
-    """The family of a feature column (``'other'`` when no pattern matches)."""
-    for family, pattern in _COMPILED:
-        if pattern.search(name):
-            return family
-    return "other"
+    """The family its module declares for a feature column (``'other'`` for any other column)."""
+    return _declared_families().get(name, "other")
 
 
 def _booster_of(model):

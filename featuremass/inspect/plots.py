@@ -37,8 +37,8 @@ def true_vs_predicted(y_true, y_pred, path, *, title: str = "", rmse=None, r2=No
     """
     from matplotlib.colors import LogNorm
 
-    from featuremass.inspect.metrics import r2_score
-    from featuremass.inspect.metrics import rmse as rmse_fn
+    from featuremass.models.metrics import r2_score
+    from featuremass.models.metrics import rmse as rmse_fn
 
     y_true = np.asarray(y_true, dtype=np.float64)
     y_pred = np.asarray(y_pred, dtype=np.float64)

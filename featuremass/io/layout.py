@@ -33,8 +33,6 @@ SPLITS = ("train", "val", "test")
 ID_COLUMN = "SDSS_ID"
 TARGET_COLUMN = "M/L"
 METADATA_COLUMNS = ("M/L", "L_g", "distance_Mpc", "galsize_kpc")
-#: Train-set sizes the seed ships as separate archives.
-SEED_TRAIN_SIZES = ("10000", "30000", "all")
 
 _TRAIN_RE = re.compile(r"^train_images_(\d+|all)\.npy$")
 

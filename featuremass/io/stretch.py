@@ -362,15 +362,6 @@ def _normalise(z: np.ndarray) -> np.ndarray:
     return np.clip(2.0 * (z - zmin) / (zmax - zmin) - 1.0, -1.0, 1.0)
 
 
-def _sky_pixels(u: np.ndarray) -> np.ndarray:
-    """Pixels of the stretched image that are sky: below a clipped threshold."""
-    values = u[np.isfinite(u)].ravel()
-    med, sigma = robust_sky(values)
-    if not np.isfinite(sigma) or sigma <= 0:
-        return values[values <= med]
-    return values[np.abs(values - med) < 3 * sigma]
-
-
 def inverse_seed_stretch(
     stretched: np.ndarray,
     *,

@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from featuremass.errors import FeaturemassError
-from featuremass.models.gbm import as_frame, forward_target, inverse_target
+from featuremass.models.gbm import as_frame, check_table, forward_target, inverse_target
 
 #: Ridge penalties tried when ``alpha=None``.
 DEFAULT_ALPHAS = tuple(10.0 ** np.arange(-3, 4.5, 0.5))
@@ -36,7 +36,14 @@ class MeanRegressor(RegressorMixin, BaseEstimator):
     def __init__(self, *, target: str = "linear"):
         self.target = target
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.regressor_tags.poor_score = True  # the baseline every model must beat: R^2 = 0
+        return tags
+
     def fit(self, X, y, *, X_val=None, y_val=None):
+        y = check_table(X, y, estimator=self, reset=True)
         X = as_frame(X)
         z = forward_target(y, self.target)
         if len(z) == 0:
@@ -48,6 +55,7 @@ class MeanRegressor(RegressorMixin, BaseEstimator):
 
     def predict_raw(self, X):
         check_is_fitted(self, "mean_")
+        check_table(X, estimator=self, reset=False)
         X = as_frame(X, list(self.feature_names_in_))
         return np.full(len(X), self.mean_)
 
@@ -100,13 +108,20 @@ class RidgeRegressor(RegressorMixin, BaseEstimator):
         self.alpha = alpha
         self.target = target
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # imputed with the training median
+        return tags
+
     def _standardise(self, X):
+        check_table(X, estimator=self, reset=False)
         A = as_frame(X, list(self.feature_names_in_)).to_numpy(np.float64)
         A = np.where(np.isfinite(A), A, self.impute_)
         A = np.clip(A, self.clip_low_, self.clip_high_)
         return (A - self.center_) / self.scale_
 
     def fit(self, X, y, *, X_val=None, y_val=None):
+        y = check_table(X, y, estimator=self, reset=True)
         X = as_frame(X)
         z = forward_target(y, self.target)
         A = X.to_numpy(np.float64)

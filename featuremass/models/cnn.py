@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from featuremass._version import __version__
 from featuremass.compat import import_tensorflow, optional_import
@@ -224,8 +226,8 @@ def _jsonable(value):
     return value
 
 
-class CNNRegressor:
-    """The seed's CNN for M/L, with an sklearn-like ``fit`` / ``predict``.
+class CNNRegressor(RegressorMixin, BaseEstimator):
+    """The seed's CNN for M/L, a scikit-learn regressor.
 
     Architecture and training follow the workshop (Dobbels et al. 2019): four
     convolutions with 2x max pooling, global max pooling, Dense 512, one
@@ -248,10 +250,16 @@ class CNNRegressor:
     epochs, so a training resumed from a backup draws exactly what an
     uninterrupted one would have.
 
+    **Input.** ``X`` is a stack of stamps ``(n, npix, npix)`` (or
+    ``(n, npix, npix, 1)``), or, when ``npix`` is set, the same stamps
+    flattened to ``(n, npix * npix)`` rows, so the model sits in any
+    scikit-learn pipeline or check that passes tables.
+
     Parameters
     ----------
-    npix : int
-        Stamp side in pixels.
+    npix : int, optional
+        Stamp side in pixels. Default: taken from the first stack ``fit``
+        sees; needed to read flattened ``(n, npix * npix)`` rows.
     extra_inputs : bool
         Concatenate extra scalar inputs (e.g. :func:`extra_inputs_from_metadata`)
         after global pooling; they are standardised with the training mean and
@@ -271,6 +279,10 @@ class CNNRegressor:
 
     Attributes
     ----------
+    npix_ : int
+        Stamp side the network was built for.
+    n_features_in_ : int
+        ``npix_ ** 2``, the width of flattened input rows.
     model_ : keras.Model
     history_ : dict of list
         Per-epoch ``loss``, ``val_loss``, ``learning_rate``.
@@ -285,7 +297,7 @@ class CNNRegressor:
     def __init__(
         self,
         *,
-        npix: int,
+        npix: int | None = None,
         extra_inputs: bool = False,
         epochs: int = 50,
         batch_size: int = 32,
@@ -305,16 +317,34 @@ class CNNRegressor:
 
     # ------------------------------------------------------------------ checks
 
-    def _check_images(self, images, what: str = "images") -> np.ndarray:
+    def _check_images(self, images, what: str = "images", *, npix: int | None = None) -> np.ndarray:
+        """``images`` as float32 ``(n, npix, npix, 1)``; flattened rows are unfolded."""
+        npix = npix if npix is not None else self.npix
+        if not hasattr(images, "shape") or getattr(images, "ndim", 0) == 2 or hasattr(images, "tocsr"):
+            # Tables (lists, DataFrames, sparse): scikit-learn's own checks and messages.
+            rows = check_array(images, dtype=np.float32, input_name="X", allow_nd=True)
+            if rows.ndim == 2:
+                if npix is None:
+                    raise DataError(f"{what} are flat rows of shape {rows.shape}; set npix to "
+                                    "read them as (n, npix, npix) stamps")
+                if rows.shape[1] != int(npix) ** 2:
+                    raise DataError(f"X has {rows.shape[1]} features, but CNNRegressor is expecting "
+                                    f"{int(npix) ** 2} features as input ({npix} x {npix} px)")
+                rows = rows.reshape(len(rows), int(npix), int(npix))
+            images = rows
         images = np.asarray(images)
         if images.ndim == 4 and images.shape[-1] == 1:
             images = images[..., 0]
-        if images.ndim != 3 or images.shape[1:] != (int(self.npix), int(self.npix)):
+        side = npix if npix is not None else (images.shape[1] if images.ndim == 3 else None)
+        if images.ndim != 3 or side is None or images.shape[1:] != (int(side), int(side)):
+            shown = "npix" if side is None else side
             raise DataError(
-                f"{what} have shape {images.shape}; the CNN expects (n, {self.npix}, {self.npix})"
+                f"{what} have shape {images.shape}; the CNN expects (n, {shown}, {shown})"
             )
         if len(images) == 0:
             raise DataError(f"{what} are empty")
+        if np.iscomplexobj(images):
+            raise DataError(f"{what} are complex; the CNN takes real pixels")
         bad = ~np.isfinite(images).all(axis=(1, 2))
         if bad.any():
             raise DataError(f"{what} hold non-finite pixels in rows {np.flatnonzero(bad)[:5].tolist()}")
@@ -342,12 +372,20 @@ class CNNRegressor:
             )
         return extra
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "model_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # A few epochs on scikit-learn's random check tables is no test of a CNN's skill.
+        tags.regressor_tags.poor_score = True
+        return tags
+
     def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise FeaturemassError("this CNNRegressor is not fitted yet; call fit() or load()")
+        check_is_fitted(self, msg="this CNNRegressor is not fitted yet; call fit() or load()")
 
     def _inputs(self, images, extra, what="images"):
-        x = self._check_images(images, what)
+        x = self._check_images(images, what, npix=self.npix_)
         e = self._check_extra(extra, len(x), what.replace("images", "extra"))
         if e is None:
             return x
@@ -358,13 +396,13 @@ class CNNRegressor:
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, images, y, *, extra=None, val=None, callbacks=None, backup_dir=None,
+    def fit(self, X, y, *, extra=None, val=None, callbacks=None, backup_dir=None,
             keep_backup: bool = False) -> CNNRegressor:
-        """Train on ``images`` (n, npix, npix) and M/L ``y``.
+        """Train on stamps ``X`` (n, npix, npix) and M/L ``y``.
 
         Parameters
         ----------
-        images : array, shape (n, npix, npix)
+        X : array, shape (n, npix, npix), or (n, npix * npix) when ``npix`` is set
             Seed-stretched stamps (any float; memory maps are fine).
         y : array, shape (n,)
         extra : array, shape (n, k), optional
@@ -394,12 +432,19 @@ class CNNRegressor:
         from featuremass.models import cnn_training
 
         extra_callbacks = list(callbacks or [])
-        y = np.asarray(y, dtype=np.float64).ravel()
-        x = self._check_images(images)
+        x = self._check_images(X)
+        if y is None:
+            raise DataError("CNNRegressor requires y to be passed, but the target y is None")
+        y = np.asarray(y, dtype=np.float64)
+        if y.ndim > 1 and y.shape[1:] != (1,):
+            raise DataError(f"y should be a 1d array, got an array of shape {y.shape} instead")
+        y = y.ravel()
         if len(y) != len(x) or not np.isfinite(y).all():
             raise DataError(f"y must hold {len(x)} finite values; got {y.shape} "
                             f"with {int((~np.isfinite(y)).sum())} non-finite")
         e = self._check_extra(extra, len(x))
+        self.npix_ = int(x.shape[1])
+        self.n_features_in_ = self.npix_ ** 2
         keras.utils.set_random_seed(int(self.seed))
         try:
             tf.config.experimental.enable_op_determinism()
@@ -415,7 +460,7 @@ class CNNRegressor:
             self.extra_mean_ = np.zeros(0)
             self.extra_std_ = np.ones(0)
         n_extra = 0 if e is None else e.shape[1]
-        model = build_cnn(self.npix, n_extra=n_extra, target_mean=self.target_mean_,
+        model = build_cnn(self.npix_, n_extra=n_extra, target_mean=self.target_mean_,
                           augment=self.augment)
         model.compile(optimizer=keras.optimizers.Nadam(learning_rate=self.learning_rate),
                       loss="mean_squared_error")
@@ -448,6 +493,7 @@ class CNNRegressor:
                    "params": {k: getattr(self, k) for k in (
                        "npix", "extra_inputs", "epochs", "batch_size", "learning_rate",
                        "augment", "seed")}}
+            run["params"]["npix"] = self.npix_
             backup = cnn_training.TrainingBackup(backup_dir, run, monitors)
             backup.restore(model)
         initial_epoch = backup.initial_epoch if backup else 0
@@ -491,17 +537,20 @@ class CNNRegressor:
 
     # ------------------------------------------------------------------ predict
 
-    def predict(self, images, extra=None, *, batch_size: int = 256) -> np.ndarray:
-        """Predicted M/L, shape (n,). Augmentation layers are inactive here."""
+    def predict(self, X, extra=None, *, batch_size: int = 256) -> np.ndarray:
+        """Predicted M/L, shape (n,), of stamps ``X`` (as in :meth:`fit`).
+
+        Augmentation layers are inactive here.
+        """
         self._check_fitted()
-        x = self._inputs(images, extra)
+        x = self._inputs(X, extra)
         out = self.model_.predict(x, batch_size=batch_size, verbose=0)
         return np.asarray(out, dtype=np.float64).ravel()
 
-    def embed(self, images, extra=None, *, batch_size: int = 256) -> np.ndarray:
+    def embed(self, X, extra=None, *, batch_size: int = 256) -> np.ndarray:
         """The 512-d penultimate-layer activations (the ``embedding`` layer), shape (n, 512)."""
         self._check_fitted()
-        x = self._inputs(images, extra)
+        x = self._inputs(X, extra)
         # One sub-model per fitted network: rebuilding it per call retraces the graph.
         if getattr(self, "_embedder", (None, None))[0] is not self.model_:
             keras = _keras()
@@ -523,7 +572,7 @@ class CNNRegressor:
             "keras_version": keras.__version__,
             "python_version": platform.python_version(),
             "params": {
-                "npix": int(self.npix), "extra_inputs": bool(self.extra_inputs),
+                "npix": int(self.npix_), "extra_inputs": bool(self.extra_inputs),
                 "epochs": int(self.epochs), "batch_size": int(self.batch_size),
                 "learning_rate": float(self.learning_rate), "augment": bool(self.augment),
                 "seed": int(self.seed),
@@ -588,6 +637,8 @@ class CNNRegressor:
                        epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
                        learning_rate=float(p["learning_rate"]), augment=bool(p["augment"]),
                        seed=int(p["seed"]))
+            self.npix_ = int(p["npix"])
+            self.n_features_in_ = self.npix_ ** 2
         with store.malformed(where, "input_scaling"):
             scaling = meta["input_scaling"]
             self.extra_mean_ = np.asarray(scaling["extra_mean"], dtype=np.float64)

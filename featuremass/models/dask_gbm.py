@@ -100,7 +100,12 @@ def fit_gbm_dask(client, estimator: GBMRegressor, X_fit: pd.DataFrame, y_fit, X_
         raise FeaturemassError(f"a local cluster must have its workers on {LOOPBACK}; found {hosts}")
     params = estimator.lgb_params()
     names = [str(c) for c in X_fit.columns]
-    n_parts = _partitions(client)
+    # LightGBM's own network (one listener per worker holding data) binds every
+    # interface, 0.0.0.0, and has no option to change that. On a cluster whose
+    # workers all live on this machine, the rows go to one worker instead:
+    # LightGBM then trains with num_machines = 1 and opens no socket at all.
+    # Only a cluster spread over several hosts uses LightGBM's network.
+    n_parts = 1 if hosts == [LOOPBACK] else _partitions(client)
 
     def frame(X, y):
         # y is given the same index as X so both split into the same partitions
@@ -136,8 +141,8 @@ def fit_gbm_dask(client, estimator: GBMRegressor, X_fit: pd.DataFrame, y_fit, X_
 
 
 def _predict_partition(part: pd.DataFrame, model_dir: str, metadata, impute: bool) -> pd.DataFrame:
-    from featuremass.models.commands import predict_table
     from featuremass.models.store import load_model
+    from featuremass.models.workflow import predict_table
 
     part = part.reset_index(drop=True)
     part.attrs["source"] = "a partition of the feature table"

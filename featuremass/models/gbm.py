@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.model_selection import KFold
+from sklearn.utils import check_array, check_consistent_length, column_or_1d
 from sklearn.utils.validation import check_is_fitted
 
-from featuremass.errors import DataError, FeaturemassError
+from featuremass.errors import DataError, FeaturemassError, SchemaError
 from featuremass.models.inputs import align_columns
 
 LOSSES = {"l2": "regression", "l1": "regression_l1", "quantile": "quantile"}
@@ -64,9 +65,37 @@ def inverse_target(z, target: str) -> np.ndarray:
     raise FeaturemassError(f"unknown target {target!r}; expected one of {TARGETS}")
 
 
+def check_table(X, y=None, *, estimator, reset: bool, min_samples: int = 1):
+    """scikit-learn's input checks on a feature table (and target), before any work.
+
+    Refuses sparse, complex, empty, infinite and ragged input, a table whose
+    width differs from the one seen in ``fit`` (unless ``reset``), and a
+    missing, non-finite, wrongly shaped or misaligned ``y``, with
+    scikit-learn's messages. NaN is allowed in ``X`` (an unmeasurable feature).
+    Returns ``y`` as a 1-D float array (or None).
+    """
+    name = type(estimator).__name__
+    table = check_array(X, dtype="numeric", ensure_all_finite="allow-nan",
+                        ensure_min_samples=min_samples, input_name="X", estimator=name)
+    # A DataFrame is aligned by column name later, with an error naming what is missing.
+    if not reset and not isinstance(X, pd.DataFrame) and table.shape[1] != estimator.n_features_in_:
+        raise SchemaError(f"X has {table.shape[1]} features, but {name} is expecting "
+                          f"{estimator.n_features_in_} features as input")
+    if y is None:
+        if reset:
+            raise FeaturemassError(f"{name} requires y to be passed, but the target y is None")
+        return None
+    y = column_or_1d(check_array(y, ensure_2d=False, dtype=np.float64, input_name="y",
+                                 estimator=name), warn=True)
+    check_consistent_length(table, y)
+    return y
+
+
 def as_frame(X, feature_names=None, *, source: str = "X") -> pd.DataFrame:
     """``X`` as a float DataFrame; with ``feature_names``, schema-checked and ordered."""
     if isinstance(X, pd.DataFrame):
+        if not all(isinstance(c, str) for c in X.columns):
+            X = X.rename(columns=str)  # feature names are strings (as saved in the model)
         if feature_names is not None:
             X = align_columns(X, feature_names, source=source)
         return X
@@ -162,6 +191,11 @@ class GBMRegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # NaN marks an unmeasurable feature; LightGBM routes it
+        return tags
+
     def lgb_params(self) -> dict:
         """The LightGBM parameter dict this estimator trains with."""
         if self.loss not in LOSSES:
@@ -196,6 +230,7 @@ class GBMRegressor(RegressorMixin, BaseEstimator):
         import lightgbm as lgb
 
         params = self.lgb_params()
+        y = check_table(X, y, estimator=self, reset=True, min_samples=2)
         X = as_frame(X)
         names = [str(c) for c in X.columns]
         z = forward_target(y, self.target)
@@ -243,11 +278,13 @@ class GBMRegressor(RegressorMixin, BaseEstimator):
 
     def _matrix(self, X) -> np.ndarray:
         check_is_fitted(self, "booster_")
+        check_table(X, estimator=self, reset=False)
         return as_frame(X, list(self.feature_names_in_)).to_numpy(np.float64)
 
     def predict_raw(self, X) -> np.ndarray:
         """Predictions in the fitted space (log10 M/L when ``target='log'``)."""
-        return self.booster_.predict(self._matrix(X), num_iteration=self.best_iteration_)
+        matrix = self._matrix(X)
+        return self.booster_.predict(matrix, num_iteration=self.best_iteration_)
 
     def predict(self, X) -> np.ndarray:
         """Predicted linear M/L."""

@@ -14,7 +14,8 @@ Caveat: when the CNN is trained on the same galaxies as the trees, its
 training-set embedding is more informative than on unseen galaxies, so the
 trees may lean on it too much; early stopping of LightGBM on the validation
 split (unseen by the CNN's weights, though used for its early stopping) limits
-the damage. Pass an already-fitted CNN trained elsewhere to avoid it.
+the damage. Pass an already-fitted CNN trained elsewhere with ``prefit=True``
+to avoid it (and to train no CNN twice).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from featuremass.errors import DataError, FeaturemassError, SchemaError
 from featuremass.models.cnn import CNNRegressor
@@ -55,21 +58,33 @@ def _as_frame(features, names=None, *, what="features") -> pd.DataFrame:
     return df.astype(np.float64).reset_index(drop=True)
 
 
-class HybridRegressor:
-    """CNN embedding (PCA-reduced) + morphology features -> LightGBM.
+class HybridRegressor(RegressorMixin, BaseEstimator):
+    """CNN embedding (PCA-reduced) + morphology features -> LightGBM (a scikit-learn regressor).
+
+    **Input.** ``fit(X, y, features=table)`` takes the stamps ``X`` (as
+    :class:`~featuremass.models.cnn.CNNRegressor` does) and the morphology
+    table beside them. Without ``features``, ``X`` is one table whose first
+    ``npix * npix`` columns are the flattened stamp and the rest the
+    morphology features, so the model sits in scikit-learn pipelines and checks.
 
     Parameters
     ----------
-    npix : int
-        Stamp side in pixels.
+    npix : int, optional
+        Stamp side in pixels (required for the one-table input).
     cnn : CNNRegressor, optional
-        A fitted CNN to embed with. Default: train a new one in :meth:`fit`.
+        The CNN to embed with. Without ``prefit`` a clone of it is trained in
+        :meth:`fit`; default ``CNNRegressor(npix, extra_inputs, epochs, seed,
+        verbose)``.
+    prefit : bool
+        ``cnn`` is already fitted: use it as it is and train only the PCA and
+        the trees (as ``CalibratedClassifierCV(cv="prefit")`` reuses its
+        estimator).
     n_components : int or None
         Principal components kept of the 512-d embedding (None: all 512).
     extra_inputs : bool
         Give the CNN and the trees the extra inputs (distance, L_g).
     epochs : int
-        Epochs of the CNN when it is trained here.
+        Epochs of the default CNN (without ``cnn``).
     gbm_params : dict, optional
         Parameters of the :class:`~featuremass.models.gbm.GBMRegressor` on top
         (its defaults otherwise: L2 loss, early stopping on ``val``).
@@ -79,6 +94,9 @@ class HybridRegressor:
     Attributes
     ----------
     cnn_ : CNNRegressor
+        The fitted CNN (``cnn`` itself with ``prefit``).
+    n_features_in_ : int
+        ``npix ** 2`` plus the morphology columns: the width of one-table input.
     pca_mean_, pca_components_ : ndarray
         The embedding projection ``(E - mean) @ components.T``.
     feature_names_ : list of str
@@ -86,11 +104,12 @@ class HybridRegressor:
     gbm_ : GBMRegressor
     """
 
-    def __init__(self, *, npix: int, cnn: CNNRegressor | None = None, n_components: int | None = 32,
-                 extra_inputs: bool = False, epochs: int = 50, gbm_params: dict | None = None,
-                 seed: int = 0, verbose: int = 0):
+    def __init__(self, *, npix: int | None = None, cnn: CNNRegressor | None = None,
+                 prefit: bool = False, n_components: int | None = 32, extra_inputs: bool = False,
+                 epochs: int = 50, gbm_params: dict | None = None, seed: int = 0, verbose: int = 0):
         self.npix = npix
         self.cnn = cnn
+        self.prefit = prefit
         self.n_components = n_components
         self.extra_inputs = extra_inputs
         self.epochs = epochs
@@ -98,7 +117,33 @@ class HybridRegressor:
         self.seed = seed
         self.verbose = verbose
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "gbm_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # morphology is NaN where unmeasurable
+        # A one-epoch CNN on scikit-learn's random check tables is no test of skill.
+        tags.regressor_tags.poor_score = True
+        return tags
+
     # ---------------------------------------------------------------- design
+
+    def _split(self, X, features, npix):
+        """``(stamps, morphology)`` from the two-part or the one-table input."""
+        if features is not None:
+            return X, features
+        if isinstance(X, pd.DataFrame):
+            raise FeaturemassError("pass the stamps as X and the morphology table as features=")
+        table = check_array(X, dtype=np.float64, ensure_all_finite="allow-nan", input_name="X")
+        if npix is None:
+            raise DataError("one-table input needs npix: the first npix * npix columns are the stamp")
+        width = int(npix) ** 2
+        if table.shape[1] <= width:
+            raise DataError(f"X has {table.shape[1]} features, but HybridRegressor is expecting "
+                            f"more than {width} features as input ({npix} x {npix} px stamp, "
+                            "then the morphology)")
+        return table[:, :width], table[:, width:]
 
     def _embedding(self, images, extra) -> np.ndarray:
         emb = self.cnn_.embed(images, extra if self.cnn_.extra_inputs else None)
@@ -117,23 +162,27 @@ class HybridRegressor:
 
     # ---------------------------------------------------------------- fit
 
-    def fit(self, images, features, y, *, extra=None, val=None) -> HybridRegressor:
-        """Train the CNN (unless given fitted), the PCA, then LightGBM.
+    def fit(self, X, y, *, features=None, extra=None, val=None) -> HybridRegressor:
+        """Train the CNN (unless ``prefit``), the PCA, then LightGBM.
 
         Parameters
         ----------
-        images : array (n, npix, npix)
-        features : DataFrame or array (n, k)
-            Morphology features aligned with ``images`` (``galaxy_id`` and
-            ``flag`` columns are dropped); NaN is allowed.
+        X : array (n, npix, npix), or the one table (n, npix * npix + k)
+            The stamps; see the class docstring for the one-table form.
         y : array (n,)
+        features : DataFrame or array (n, k), optional
+            Morphology features aligned with ``X`` (``galaxy_id`` and
+            ``flag`` columns are dropped); NaN is allowed.
         extra : array (n, m), optional
             Required when ``extra_inputs=True``.
         val : tuple ``(images, features, y[, extra])``, optional
             Early stopping of the CNN and of LightGBM.
         """
         t0 = time.perf_counter()
-        y = np.asarray(y, dtype=np.float64).ravel()
+        images, features = self._split(X, features, self.npix)
+        if y is None:
+            raise DataError("HybridRegressor requires y to be passed, but the target y is None")
+        y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y").ravel()
         if self.extra_inputs and extra is None:
             raise FeaturemassError("extra_inputs=True needs extra=(n, m) array")
         v_images = v_feats = v_y = v_extra = None
@@ -143,13 +192,15 @@ class HybridRegressor:
             v_images, v_feats, v_y = val[0], val[1], np.asarray(val[2], dtype=np.float64).ravel()
             v_extra = val[3] if len(val) == 4 else None
 
-        if self.cnn is not None:
-            if not hasattr(self.cnn, "model_"):
-                raise FeaturemassError("the cnn passed to HybridRegressor must be fitted")
+        if self.prefit:
+            if self.cnn is None:
+                raise FeaturemassError("prefit=True needs a fitted cnn")
+            check_is_fitted(self.cnn, msg="prefit=True needs a fitted cnn; this one is not")
             self.cnn_ = self.cnn
         else:
-            self.cnn_ = CNNRegressor(npix=self.npix, extra_inputs=self.extra_inputs,
-                                     epochs=self.epochs, seed=self.seed, verbose=self.verbose)
+            self.cnn_ = clone(self.cnn) if self.cnn is not None else CNNRegressor(
+                npix=self.npix, extra_inputs=self.extra_inputs, epochs=self.epochs,
+                seed=self.seed, verbose=self.verbose)
             cnn_val = None
             if val is not None:
                 cnn_val = (v_images, v_y, v_extra) if self.extra_inputs else (v_images, v_y)
@@ -171,6 +222,7 @@ class HybridRegressor:
         self.morph_names_ = list(_as_frame(features).columns)
         X = self._design(images, features, extra, self.morph_names_)
         self.feature_names_ = list(X.columns)
+        self.n_features_in_ = self.cnn_.npix_ ** 2 + len(self.morph_names_)
         Xv = yv = None
         if val is not None:
             Xv, yv = self._design(v_images, v_feats, v_extra, self.morph_names_), v_y
@@ -180,12 +232,18 @@ class HybridRegressor:
         return self
 
     def _check_fitted(self):
-        if not hasattr(self, "gbm_"):
-            raise FeaturemassError("this HybridRegressor is not fitted yet; call fit() or load()")
+        check_is_fitted(self, msg="this HybridRegressor is not fitted yet; call fit() or load()")
 
-    def predict(self, images, features, extra=None) -> np.ndarray:
-        """Predicted M/L, shape (n,)."""
+    def predict(self, X, features=None, extra=None) -> np.ndarray:
+        """Predicted M/L, shape (n,), of stamps ``X`` and their morphology (as in :meth:`fit`)."""
         self._check_fitted()
+        images, features = self._split(X, features, self.cnn_.npix_)
+        if features is not None and not isinstance(features, pd.DataFrame):
+            width = np.shape(features)[1] if np.ndim(features) == 2 else None
+            if width is not None and width != len(self.morph_names_):
+                raise SchemaError(f"X has {self.cnn_.npix_ ** 2 + width} features, but "
+                                  f"HybridRegressor is expecting {self.n_features_in_} features "
+                                  f"as input ({len(self.morph_names_)} morphology columns)")
         if self.extra_inputs and extra is None:
             raise FeaturemassError("this hybrid was trained with extra inputs; pass extra=")
         X = self._design(images, features, extra, self.morph_names_)
@@ -208,7 +266,7 @@ class HybridRegressor:
 
         self._check_fitted()
         fields = {
-            "params": {"npix": int(self.npix), "n_components": self.n_components,
+            "params": {"npix": int(self.cnn_.npix_), "n_components": self.n_components,
                        "extra_inputs": bool(self.extra_inputs), "epochs": int(self.epochs),
                        "seed": int(self.seed), "gbm_params": self.gbm_.get_params()},
             "feature_names": self.feature_names_,
@@ -256,5 +314,6 @@ class HybridRegressor:
         self.cnn_ = CNNRegressor.load(stored.path / CNN_DIR)
         self.feature_names_ = [str(c) for c in side["feature_names"]]
         self.morph_names_ = [str(c) for c in side["morphology_columns"]]
+        self.n_features_in_ = self.cnn_.npix_ ** 2 + len(self.morph_names_)
         self.metrics_ = side["metrics"]
         return self

@@ -90,6 +90,9 @@ EXTRA_INPUTS = {
     "extra": ("distance_Mpc", "L_g"),
 }
 INPUT_SETS = tuple(EXTRA_INPUTS)
+#: Feature family of the model inputs that are not measured on the image.
+INPUT_FAMILY = {NOISE_COLUMN: "control",
+                **dict.fromkeys(("distance_Mpc", "L_g", "galsize_kpc"), "extra inputs")}
 
 
 def check_input_set(name: str) -> str:

@@ -13,7 +13,7 @@ Run-folder layout
                            "target": {"mean", "std", "min", "median", "max"}, "config": {...}}
       commands.json        {"commands": [{"step", "command"}], "versions": {package: version},
                            "machine": str, "date": str, "seconds": {step: float}}
-      metrics.json         {model label: featuremass.inspect.metrics.regression_report(...)}
+      metrics.json         {model label: featuremass.models.metrics.regression_report(...)}
                            on the test split; optional "coverage": {"68": f, "95": f}
                            inside a model's entry
       predictions.parquet  galaxy_id, ml_true, ml_pred_<label> per model
@@ -237,7 +237,7 @@ def _prediction_columns(pred: pd.DataFrame) -> list[str]:
 
 
 def _true_vs_pred_png(y, p, label: str) -> bytes:
-    from featuremass.inspect.metrics import r2_score, rmse
+    from featuremass.models.metrics import r2_score, rmse
 
     fig = _new_figure(9.0, 3.9)
     ax1, ax2 = fig.subplots(1, 2)

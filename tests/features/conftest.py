@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import galsim
 import numpy as np
 import pytest
-
-galsim = pytest.importorskip("galsim")
 
 
 def render_sersic(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import galsim
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,8 +17,6 @@ from featuremass.features.batch import extract_features, read_feature_table
 from featuremass.features.flags import MorphFlag
 from featuremass.features.measure import FEATURE_COLUMNS
 from featuremass.io.stretch import STRETCH_COLUMNS
-
-galsim = pytest.importorskip("galsim")
 
 NPIX = 40
 

@@ -8,7 +8,7 @@ def test_centroid_and_shape_of_sheared_gaussian(sersic):
     # A GalSim Gaussian sheared to q = b/a = 0.5 at 30 deg, offset by (+2.3, -1.6)
     # px: its moments are exactly those of a Gaussian with that axis ratio
     # (pixel integration adds 1/12 px^2 to both axes, negligible for sigma = 4 px).
-    galsim = pytest.importorskip("galsim")
+    import galsim
     gal = galsim.Gaussian(sigma=4.0).shear(q=0.5, beta=30 * galsim.degrees)
     img = gal.drawImage(nx=69, ny=69, scale=1.0, offset=(2.3, -1.6)).array.astype(float)
     xc, yc = geometry.centroid(img)

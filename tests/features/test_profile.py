@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import galsim
 import numpy as np
 import pytest
 from scipy import integrate, special
@@ -16,8 +17,6 @@ from featuremass.features.profile import (
     SLOPE_RADII,
     profile_features,
 )
-
-galsim = pytest.importorskip("galsim")
 
 NPIX = 128
 CENTER = ((NPIX - 1) / 2, (NPIX - 1) / 2)

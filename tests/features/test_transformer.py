@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import galsim
+import lightgbm
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -10,9 +12,6 @@ from sklearn.pipeline import Pipeline
 from featuremass.errors import FeaturemassError
 from featuremass.features.measure import FEATURE_COLUMNS
 from featuremass.features.transformer import MorphologyFeatures
-
-galsim = pytest.importorskip("galsim")
-lightgbm = pytest.importorskip("lightgbm")
 
 NPIX = 36
 

@@ -98,13 +98,23 @@ def test_control_rank_quantile():
     ("concentration", "CAS"), ("asymmetry", "CAS"), ("smoothness", "CAS"),
     ("gini", "Gini-M20"), ("m20", "Gini-M20"), ("multimode", "MID"), ("deviation", "MID"),
     ("shape_asymmetry", "shape asymmetry"), ("outer_asymmetry", "shape asymmetry"),
-    ("sersic_n", "Sérsic"), ("bulge_to_total", "bulge-disk"), ("rpetro_circ", "radii"),
-    ("r50", "radii"), ("ellipticity", "geometry"), ("sky_sigma", "sky/noise"),
+    ("sersic_n", "Sérsic"), ("bd_bulge_to_total", "bulge-disk"), ("rpetro_circ", "radii"),
+    ("r50", "radii"), ("ellipticity_centroid", "geometry"), ("sky_sigma", "sky/noise"),
+    ("prof_slope_inner", "profile"), ("fast_gini80", "fast tier"),
     ("L_g", "extra inputs"), ("distance_Mpc", "extra inputs"), (NOISE_COLUMN, "control"),
     ("xyzzy", "other"),
 ])
 def test_feature_family(name, family):
     assert feature_family(name) == family
+
+
+def test_every_feature_column_declares_its_family():
+    from featuremass.features.fast import FAST_COLUMNS, FAST_FAMILY
+    from featuremass.features.measure import FEATURE_COLUMNS, FEATURE_FAMILY
+
+    assert set(FEATURE_FAMILY) == set(FEATURE_COLUMNS)
+    assert list(FAST_FAMILY) == list(FAST_COLUMNS)
+    assert "other" not in {feature_family(c) for c in FEATURE_COLUMNS + FAST_COLUMNS}
 
 
 def test_family_importance_sums():

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import NotFittedError
 
 from featuremass.compat import has_module
 from featuremass.errors import FeaturemassError, MissingDependencyError
@@ -147,7 +148,7 @@ def test_bad_input_is_a_clear_error(tmp_path):
         CNNRegressor(npix=20, epochs=1).fit(images, y)
     with pytest.raises(FeaturemassError, match="extra_inputs=True"):
         CNNRegressor(npix=16, extra_inputs=True, epochs=1).fit(images, y)
-    with pytest.raises(FeaturemassError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         CNNRegressor(npix=16).predict(images)
     with pytest.raises(FeaturemassError, match="no model.json"):
         CNNRegressor.load(tmp_path)
@@ -229,9 +230,36 @@ def test_interrupted_training_resumes_after_its_last_epoch(tmp_path):
     assert resumed.best_epoch_ == whole.best_epoch_
 
 
+@pytest.mark.cnn
+@needs_tf
+def test_cnn_predict_takes_images_like_predict(tmp_path, capsys):
+    from featuremass.cli import main
+    from featuremass.models.cnn import CNNRegressor
+
+    images, y = _tiny(n=16)
+    model = CNNRegressor(npix=16, epochs=1, seed=0).fit(images, y)
+    model.save(tmp_path / "cnn")
+    np.save(tmp_path / "stack.npy", images)
+    np.save(tmp_path / "ids.npy", np.arange(100, 116))
+    rc = main(["cnn", "predict", "--model", str(tmp_path / "cnn"), "--images",
+               str(tmp_path / "stack.npy"), "--names", str(tmp_path / "ids.npy"),
+               "--out", str(tmp_path / "p.csv")])
+    assert rc == 0, capsys.readouterr().err
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert table["galaxy_id"].tolist() == list(range(100, 116))
+    np.testing.assert_allclose(table.iloc[:, 1], model.predict(images), rtol=1e-6)
+    # A stack of another size is a user error, exit status 2.
+    np.save(tmp_path / "small.npy", images[:, :8, :8])
+    rc = main(["cnn", "predict", "--model", str(tmp_path / "cnn"), "--images",
+               str(tmp_path / "small.npy"), "--out", str(tmp_path / "q.csv")])
+    assert rc == 2 and "trained on (16, 16)" in capsys.readouterr().err
+
+
 def test_unpredictable_stamps_are_flagged():
+    from featuremass.cli._cnn import unpredictable_stamps
     from featuremass.features.flags import MorphFlag
-    from featuremass.models.cnn_commands import unpredictable_stamps
 
     images, _ = _tiny(n=5)
     images[1] = 0.3  # constant: no galaxy

@@ -90,8 +90,8 @@ def test_cli_user_mistakes_are_one_line(survey_dir, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def tiny_survey(tmp_path_factory):
     """A tiny simulated survey (60/20/30 galaxies at 48 px) and its feature tables."""
-    simulate = pytest.importorskip("featuremass.io.simulate")
-    batch = pytest.importorskip("featuremass.features.batch")
+    import featuremass.features.batch as batch
+    import featuremass.io.simulate as simulate
     from featuremass.io.layout import load_split
 
     root = tmp_path_factory.mktemp("tiny") / "survey"

@@ -6,9 +6,9 @@ import pytest
 
 from featuremass._version import __version__
 from featuremass.errors import DataError, SchemaError
-from featuremass.models.commands import fit_model
 from featuremass.models.inputs import NOISE_COLUMN, build_design
 from featuremass.models.store import data_fingerprint, load_model, save_model
+from featuremass.models.workflow import fit_model
 
 FAST = {"n_estimators": 150, "learning_rate": 0.1, "n_jobs": 1}
 

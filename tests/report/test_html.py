@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from featuremass.errors import FeaturemassError
-from featuremass.inspect.metrics import regression_report
+from featuremass.models.metrics import regression_report
 from featuremass.report.html import SECTIONS, build_report
 
 

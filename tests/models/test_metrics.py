@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from featuremass.errors import FeaturemassError
-from featuremass.inspect.metrics import (
+from featuremass.models.metrics import (
     bias,
     bootstrap_interval,
     mae,

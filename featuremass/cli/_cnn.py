@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from featuremass.errors import FeaturemassError
+from featuremass.errors import DataError, FeaturemassError
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,9 @@ def train(args) -> dict:
     folder; the same command run again after an interruption continues from the
     last completed epoch (or, if training had finished, only scores and saves).
     """
-    from featuremass.inspect.metrics import regression_report
     from featuremass.io.layout import check_output, load_split
     from featuremass.models.cnn import CNNRegressor
+    from featuremass.models.metrics import regression_report
     from featuremass.models.store import check_model_target
 
     overwrite = getattr(args, "overwrite", False)
@@ -89,9 +89,40 @@ def predict(args) -> Path:
     from featuremass.io.layout import guarded_output, load_split
     from featuremass.models.cnn import CNNRegressor
 
-    with guarded_output(args.out, inputs=[args.model, args.data],
+    images, names = getattr(args, "images", None), getattr(args, "names", None)
+    if (args.data is None) == (images is None):
+        raise FeaturemassError("give exactly one input: either --data DIR (--npix N --split S) or "
+                               "--images FILE.npy" + (" (both were given)" if images else ""))
+    if names is not None and images is None:
+        raise FeaturemassError("--names needs --images")
+    with guarded_output(args.out, inputs=[args.model, args.data, images, names],
                         overwrite=getattr(args, "overwrite", False)):
-        return _predict(args, CNNRegressor.load(args.model), load_split)
+        model = CNNRegressor.load(args.model)
+        if images is not None:
+            return _predict_images(args, model)
+        return _predict(args, model, load_split)
+
+
+def _predict_images(args, model) -> Path:
+    """M/L of an image stack in the training stamps' stretch (no metadata, so no extra inputs)."""
+    from featuremass.io.layout import as_int64_ids, check_image_stack, load_npy
+
+    if model.extra_inputs:
+        raise FeaturemassError(f"{args.model} was trained with extra inputs (distance, L_g): "
+                               "predict on a --data split, which holds them")
+    images = load_npy(args.images, mmap=True)
+    check_image_stack(images, args.images, "seed-log")
+    if images.ndim != 3 or images.shape[1:] != (model.npix_, model.npix_):
+        raise DataError(f"{args.images} has shape {images.shape}; {args.model} was trained on "
+                        f"({model.npix_}, {model.npix_}) px stamps")
+    ids = (np.arange(len(images), dtype=np.int64) if args.names is None
+           else as_int64_ids(load_npy(args.names, mmap=False), args.names, len(images)))
+    flag = unpredictable_stamps(images)
+    pred = np.full(len(ids), np.nan)
+    if (flag == 0).any():
+        pred[flag == 0] = model.predict(np.asarray(images)[flag == 0])
+    table = pd.DataFrame({"galaxy_id": ids, PRED_COLUMN: pred, "flag": flag})
+    return write_predictions(table, args.out)
 
 
 def _predict(args, model, load_split) -> Path:
@@ -140,7 +171,7 @@ def unpredictable_stamps(images) -> np.ndarray:
 def cnn_cli(args) -> None:
     """Dispatch ``featuremass cnn {train,predict}``."""
     from featuremass.compat import import_tensorflow
-    from featuremass.inspect.metrics import format_metric
+    from featuremass.models.metrics import format_metric
 
     # Fail first, with the install hint, when the cnn extra is missing.
     import_tensorflow(f"featuremass cnn {args.cnn_command}")

@@ -1,0 +1,131 @@
+"""``featuremass extract``: check the arguments and inputs, measure, write one table.
+
+Reads the command line, refuses unsafe outputs, then calls
+:func:`featuremass.features.batch.extract_features` (on this machine or a Dask
+cluster) and prints its summary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from featuremass.errors import DataError, FeaturemassError
+from featuremass.features.batch import (
+    DATASET_METADATA,
+    extract_features,
+    image_source,
+    summarize,
+    with_psf,
+)
+
+
+def extract_cli(args) -> None:
+    """``featuremass extract``: validate the arguments, extract, print a summary.
+
+    The output is refused when it is an input or exists without ``--overwrite``,
+    and is locked while being written, so a second extract to it is refused.
+    """
+    from featuremass.io.layout import as_int64_ids, check_image_stack, guarded_output, load_npy
+
+    images, names = getattr(args, "images", None), getattr(args, "names", None)
+    if images is not None:  # refuse complex/text stacks, non-seed-log "seed-log", uint64 ids
+        path = Path(images)
+        if path.is_dir() or path.suffix.lower() in (".h5", ".hdf5"):
+            # HDF5 and folders are checked on their first rows: never read whole here
+            stack, _ = image_source(path)
+            rows = stack.read(0, min(stack.stack_shape()[0], 1000))
+        else:
+            rows = load_npy(images, mmap=True)
+        check_image_stack(rows, images, getattr(args, "scale", None))
+    if names is not None:
+        as_int64_ids(load_npy(names, mmap=False), names)
+    folder = getattr(args, "scheduler", None) is not None  # a Dask run writes a folder of parts
+    # an unfinished partitioned table of an interrupted run is resumed, not replaced
+    resuming = folder and _unfinished_dataset(Path(args.out))
+    with guarded_output(args.out, inputs=[images, names], folder=folder,
+                        overwrite=getattr(args, "overwrite", False) or resuming):
+        _extract_cli(args)
+
+
+def _unfinished_dataset(folder: Path) -> bool:
+    """Whether ``folder`` holds only the parts of an interrupted partitioned extract."""
+    if not folder.is_dir() or (folder / DATASET_METADATA).exists():
+        return False
+    names = [p.name for p in folder.iterdir()]
+    return all(n.startswith("part-") and n.endswith(".parquet") or n.startswith(".")
+               for n in names)
+
+
+def _extract_cli(args) -> None:
+    data_mode = any(getattr(args, a, None) is not None for a in ("data", "npix", "split", "train_size"))
+    images_mode = any(getattr(args, a, None) is not None for a in ("images", "names"))
+    if data_mode == images_mode:
+        raise FeaturemassError(
+            "give exactly one input: either --data DIR --npix N --split S, or --images FILE.npy"
+            + (" (both were given)" if data_mode else "")
+        )
+    scheduler = getattr(args, "scheduler", None)
+    out = Path(args.out)
+    if scheduler is None and out.suffix != ".parquet":
+        raise FeaturemassError(f"--out must end in .parquet; got {out}")
+    if data_mode:
+        missing = [f"--{a}" for a in ("data", "npix", "split") if getattr(args, a, None) is None]
+        if missing:
+            raise FeaturemassError(f"--data mode also needs {', '.join(missing)}")
+        if args.train_size is not None and args.split != "train":
+            raise FeaturemassError(f"--train-size applies to --split train only (got --split {args.split})")
+        from featuremass.io.layout import load_split
+
+        ds = load_split(args.data, npix=args.npix, split=args.split, train_size=args.train_size,
+                        mmap=True, drop_invalid=getattr(args, "drop_invalid", False))
+        images, ids = ds.images, ds.ids
+        scale = args.scale or "auto"
+        description = {"mode": "dataset", "data": str(args.data), "npix": int(args.npix),
+                       "split": args.split, "train_size": args.train_size, "file": str(ds.source)}
+    else:
+        if args.images is None:
+            raise FeaturemassError("--names needs --images")
+        images, ids = image_source(Path(args.images))
+        if args.names is not None:
+            from featuremass.io.layout import load_npy
+
+            n = images.stack_shape()[0]
+            ids = np.asarray(load_npy(args.names, mmap=False))
+            if ids.ndim != 1 or len(ids) != n or not np.issubdtype(ids.dtype, np.integer):
+                raise DataError(
+                    f"{args.names} must hold {n} integer ids (one per image in "
+                    f"{args.images}); got dtype {ids.dtype}, shape {ids.shape}"
+                )
+        scale = args.scale or "auto"
+        description = {"mode": "images", "images": str(args.images),
+                       "names": None if args.names is None else str(args.names)}
+
+    config = None
+    if args.backend == "native":
+        from featuremass.features.measure import MorphologyConfig
+
+        config = MorphologyConfig()
+        if args.psf_fwhm is not None:
+            config = with_psf(config, args.psf_fwhm)
+    elif args.psf_fwhm is not None:
+        config = with_psf(None, args.psf_fwhm)
+    psf_fwhm = None
+    if getattr(args, "psf_table", None) is not None:
+        from featuremass.io.psf_table import read_psf_table
+
+        table_ids = np.arange(len(images), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+        psf_fwhm = read_psf_table(args.psf_table, table_ids)
+        description["psf_table"] = str(args.psf_table)
+    from featuremass.features.execution import open_executor, terminate_on_signals
+
+    with terminate_on_signals(), open_executor(args.jobs, scheduler) as executor:
+        df = extract_features(
+            images, ids, scale=scale, backend=args.backend,
+            feature_set=getattr(args, "feature_set", "full"), config=config, psf_fwhm=psf_fwhm,
+            n_jobs=args.jobs, chunk_size=args.chunk_size, out=out, resume=not args.no_resume,
+            progress=True, input_description=description, executor=executor,
+            partitioned=scheduler is not None,
+        )
+    print(summarize(df, out))
