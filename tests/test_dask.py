@@ -15,19 +15,18 @@ import signal
 import threading
 import time
 
+import dask.dataframe as dd
+import distributed
+import galsim
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from featuremass.cli import main
 from featuremass.features.batch import extract_features, read_feature_table
 from featuremass.features.execution import DaskExecutor
 from featuremass.io.layout import write_metadata
-
-distributed = pytest.importorskip("distributed")
-dd = pytest.importorskip("dask.dataframe")
-galsim = pytest.importorskip("galsim")
-psutil = pytest.importorskip("psutil")
 
 
 @pytest.fixture(scope="module")

@@ -157,16 +157,22 @@ class ImageSource:
 
 
 def _npy_backing_file(images) -> str | None:
-    """Path of the .npy file whose rows 0..n-1 ``images`` memory-maps, or None."""
+    """Path of the .npy file that ``images`` memory-maps whole, or None.
+
+    A view of a memory map (``stack[:100]``, ``stack[::2]``, ``stack[::-1]``)
+    keeps the file name of its parent, so the name alone would make workers
+    read rows the caller never passed: only a map of the whole file, with the
+    file's own shape and strides, is read back from the file.
+    """
     if not isinstance(images, np.memmap) or not getattr(images, "filename", None):
         return None
     try:
         full = np.load(images.filename, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError):
         return None
-    if full.shape[1:] != images.shape[1:] or len(full) < len(images) or full.dtype != images.dtype:
+    if full.shape != images.shape or full.dtype != images.dtype or full.strides != images.strides:
         return None
-    # a slice that does not start at row 0 would be read at the wrong rows
+    # the same shape and strides could still be another file's map under an old name
     nan = images.dtype.kind in "fc"
     if len(images) and not (
         np.array_equal(full[0], images[0], equal_nan=nan)

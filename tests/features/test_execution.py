@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import galsim
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,8 +17,6 @@ import pytest
 from featuremass.features import batch
 from featuremass.features.batch import extract_features, read_feature_table
 from featuremass.features.execution import ImageSource, LocalExecutor, pixel_digest
-
-galsim = pytest.importorskip("galsim")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,6 +64,20 @@ def test_every_source_reads_the_same_rows(tmp_path):
         np.testing.assert_array_equal(src.window(2, 5).read(2, 5), stack[2:5])
         assert pixel_digest(src.read(0, 5)) == pixel_digest(stack)
     assert pixel_digest(stack[:2]) != pixel_digest(stack[1:3])
+
+
+def test_views_of_a_memory_map_are_read_as_given(tmp_path):
+    # a view keeps its parent's file name: reading "the file" would add rows
+    stack = _stamps(6)
+    np.save(tmp_path / "s.npy", stack)
+    mapped = np.load(tmp_path / "s.npy", mmap_mode="r")
+    for view in (mapped[:3], mapped[2:5], mapped[::2], mapped[::-1]):
+        source = ImageSource.of(view)
+        assert source.kind == "array"
+        assert source.stack_shape() == view.shape
+        np.testing.assert_array_equal(source.read(0, len(view)), np.asarray(view))
+    df = extract_features(mapped[:3], scale="linear", chunk_size=2)
+    assert len(df) == 3
 
 
 @pytest.mark.parametrize("same_path", [False, True])
