@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from featuremass.cli._models import write_table
 from featuremass.errors import DataError, FeaturemassError
 
 log = logging.getLogger(__name__)
@@ -25,22 +26,6 @@ def _extra(ds, use: bool):
     from featuremass.models.cnn import extra_inputs_from_metadata
 
     return extra_inputs_from_metadata(ds.metadata) if use else None
-
-
-def write_predictions(table: pd.DataFrame, out: Path) -> Path:
-    """Write a prediction table as CSV or Parquet (chosen by the suffix)."""
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise FeaturemassError(f"--out must end in .csv or .parquet; got {out}")
-    from featuremass.io.layout import atomic_output
-
-    with atomic_output(out) as tmp:
-        if suffix == ".csv":
-            table.to_csv(tmp, index=False)
-        else:
-            table.to_parquet(tmp, index=False)
-    return out
 
 
 def train(args) -> dict:
@@ -122,7 +107,7 @@ def _predict_images(args, model) -> Path:
     if (flag == 0).any():
         pred[flag == 0] = model.predict(np.asarray(images)[flag == 0])
     table = pd.DataFrame({"galaxy_id": ids, PRED_COLUMN: pred, "flag": flag})
-    return write_predictions(table, args.out)
+    return write_table(table, args.out)
 
 
 def _predict(args, model, load_split) -> Path:
@@ -143,7 +128,7 @@ def _predict(args, model, load_split) -> Path:
     table = pd.DataFrame({"galaxy_id": ds.ids, PRED_COLUMN: pred, "flag": flag})
     if "L_g" in ds.metadata.columns:
         table["stellar_mass"] = pred * ds.metadata["L_g"].to_numpy(dtype=np.float64)
-    return write_predictions(table, args.out)
+    return write_table(table, args.out)
 
 
 def unpredictable_stamps(images) -> np.ndarray:

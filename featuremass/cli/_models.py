@@ -163,7 +163,8 @@ def evaluate_cli(args) -> None:
               f"predicted and {floored['true']} true values lay below it")
 
 
-def _write_table(df: pd.DataFrame, path: Path) -> Path:
+def write_table(df: pd.DataFrame, path: Path) -> Path:
+    """Write a prediction table as CSV or Parquet (chosen by the suffix), atomically."""
     from featuremass.io.layout import atomic_output
 
     path = Path(path)
@@ -226,7 +227,7 @@ def predict_cli(args) -> None:
                   + (f" ({n_nan} with a serious flag get NaN M/L)" if n_nan else ""))
             return
         pred = predict_table(model, table, meta, impute=impute)
-        path = _write_table(pred, args.out)
+        path = write_table(pred, args.out)
     n_nan = int(pred["ml_pred"].isna().sum())
     note = f" ({n_nan} with a serious flag get NaN M/L; --impute predicts them)" if n_nan else ""
     print(f"{path}: {len(pred)} galaxies{note}")

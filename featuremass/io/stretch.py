@@ -1198,6 +1198,27 @@ def truncated_normal_below(rng: np.random.Generator, mu: float, sigma: float, fl
     return np.minimum(draws, floor)
 
 
+def _censored_setup(values, floor, start):
+    """What :func:`censored_sky` and its reference share: the sorted survivors and a start.
+
+    Returns either a final ``(mu, sigma)`` (nothing censored, or too few
+    survivors) or ``(above, n_cens, mu, sigma)`` for the fit.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = np.sort(v[np.isfinite(v)])
+    n_cens = int(np.searchsorted(v, floor, side="right"))
+    above = v[n_cens:]
+    nan = float("nan")
+    if n_cens == 0:
+        return robust_sky(v) if v.size >= 10 else (nan, nan)
+    if above.size < 20:
+        return nan, nan
+    mu, sigma = _ros_start(v, n_cens) if start is None else start
+    if not (np.isfinite(mu) and sigma > 0):
+        return nan, nan
+    return above, n_cens, mu, sigma
+
+
 def censored_sky(
     values: np.ndarray,
     floor: float,
@@ -1231,18 +1252,10 @@ def censored_sky(
         NaN, NaN when fewer than 20 uncensored values lie near the floor.
         The fit is compiled; :func:`_censored_sky_py` is its SciPy reference.
     """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    v = np.sort(v[np.isfinite(v)])
-    n_cens = int(np.searchsorted(v, floor, side="right"))
-    above = v[n_cens:]
-    nan = float("nan")
-    if n_cens == 0:
-        return robust_sky(v) if v.size >= 10 else (nan, nan)
-    if above.size < 20:
-        return nan, nan
-    mu, sigma = _ros_start(v, n_cens) if start is None else start
-    if not (np.isfinite(mu) and sigma > 0):
-        return nan, nan
+    setup = _censored_setup(values, floor, start)
+    if len(setup) == 2:
+        return setup
+    above, n_cens, mu, sigma = setup
     mu, sigma = _censored_fit_kernel(np.ascontiguousarray(above), n_cens, float(floor), float(mu),
                                      float(sigma), int(n_iter), float(tol))
     return float(mu), float(sigma)
@@ -1252,18 +1265,11 @@ def _censored_sky_py(values, floor, *, n_iter=2, start=None, tol=1e-3):
     """NumPy/SciPy reference of :func:`censored_sky` (histogram + Nelder-Mead of SciPy)."""
     from scipy import special
 
-    v = np.asarray(values, dtype=np.float64).ravel()
-    v = np.sort(v[np.isfinite(v)])
-    n_cens = int(np.searchsorted(v, floor, side="right"))
-    above = v[n_cens:]
+    setup = _censored_setup(values, floor, start)
+    if len(setup) == 2:
+        return setup
+    above, n_cens, mu, sigma = setup
     nan = float("nan")
-    if n_cens == 0:
-        return robust_sky(v) if v.size >= 10 else (nan, nan)
-    if above.size < 20:
-        return nan, nan
-    mu, sigma = _ros_start(v, n_cens) if start is None else start
-    if not (np.isfinite(mu) and sigma > 0):
-        return nan, nan
     for _ in range(n_iter):
         top = max(mu + sigma, floor + sigma)
         n_top = int(np.searchsorted(above, top, side="right"))
