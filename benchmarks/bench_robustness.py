@@ -544,7 +544,9 @@ def run(args) -> dict:
         own = str(truth["stretch"].iloc[0]) if "stretch" in truth.columns else "clipped log (own)"
         entry = {"dataset": dataset, "stretch": stretch or own, "n": int(len(st["ids"])), "engines": {}}
         for label, eng in engines.items():
-            path = args.work / "tables" / eng["key"] / f"{st['slug']}.parquet"
+            # keyed by the galaxies too: a rerun at other sizes must not reuse another sample's table
+            ids_key = hashlib.blake2b(np.asarray(st["ids"], dtype=np.int64).tobytes(), digest_size=6).hexdigest()
+            path = args.work / "tables" / eng["key"] / f"{st['slug']}-{ids_key}.parquet"
             table = extract(eng["checkout"], st["images"], st["names"], eng["scale"], path, args.jobs,
                             result["extraction"])
             table = table.set_index("galaxy_id").loc[st["ids"]].reset_index()

@@ -301,10 +301,12 @@ def section_predict(layout, args, work: Path) -> list[str]:
     n = len(load_npy(images))
     commands = {
         "featuremass predict --images (full features, LightGBM)":
-            [exe, "predict", "--model", str(lgbm), "--images", str(images), "--scale", "seed-log", "-j", "2",
-             "--out", str(work / "pred_lgbm.csv")],
+            # the default --scale auto, as the model's training table was extracted
+            [exe, "predict", "--model", str(lgbm), "--images", str(images), "-j", "2",
+             "--out", str(work / "pred_lgbm.csv"), "--overwrite"],
         "featuremass cnn predict": [exe, "cnn", "predict", "--model", str(cnn), "--data", root, "--npix",
-                                    str(npix), "--split", "test", "--out", str(work / "pred_cnn.csv")],
+                                    str(npix), "--split", "test", "--out", str(work / "pred_cnn.csv"),
+                                    "--overwrite"],
     }
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
     for _ in range(args.rounds):
