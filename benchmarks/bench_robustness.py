@@ -246,12 +246,13 @@ def variant_stamps(name: str, dataset: str, stretch: str | None, root: Path) -> 
 
     slug = name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
     images_path, names_path = root / f"{slug}_images.npy", root / f"{slug}_names.npy"
-    if stretch is None:
-        images, ids, is_test = _stack(root / "survey", "stamps")
-    else:
-        lin, ids, is_test = _stack(root / "survey", "linear-images")
-        images = None if images_path.is_file() else apply_stretch(lin.astype(np.float64), stretch)
-    if not images_path.is_file():
+    kind = "stamps" if stretch is None else "linear-images"
+    images, ids, is_test = _stack(root / "survey", kind)
+    # the stack is rewritten whenever the survey's galaxies changed (another size or seed)
+    fresh = names_path.is_file() and images_path.is_file() and np.array_equal(np.load(names_path), ids)
+    if not fresh:
+        if stretch is not None:
+            images = apply_stretch(np.asarray(images, dtype=np.float64), stretch)
         np.save(images_path, np.asarray(images, dtype=np.float32))
         np.save(names_path, ids)
     return {"images": images_path, "names": names_path, "ids": ids, "is_test": is_test, "slug": slug}
