@@ -232,6 +232,21 @@ def _kth_deviation_py(values: np.ndarray, lo: int, hi: int, split: int, med: flo
     return float(max(last_below, last_above))
 
 
+def _sky_subtracted(arr: np.ndarray, finite: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """``(image - sky, sky sigma)`` as every forward stretch scales it; None for a constant image.
+
+    A sky whose noise is unmeasurable (quantised or constant) falls back on
+    1e-3 of the image's range, so the log still turns over somewhere.
+    """
+    sky, sigma = robust_sky(arr)
+    x = np.where(finite, arr - sky, 0.0)
+    if not np.isfinite(sigma) or sigma <= 0:
+        sigma = float(np.ptp(x[finite])) * 1e-3
+        if sigma <= 0:
+            return None
+    return x, float(sigma)
+
+
 def seed_stretch(
     image: np.ndarray, *, scale_factor: float = DEFAULT_SCALE_FACTOR
 ) -> np.ndarray:
@@ -261,12 +276,10 @@ def seed_stretch(
     out = np.full(arr.shape, -1.0, dtype=np.float32)
     if finite.sum() < 10:
         return out
-    sky, sigma = robust_sky(arr)
-    x = np.where(finite, arr - sky, 0.0)
-    if not np.isfinite(sigma) or sigma <= 0:
-        sigma = float(np.ptp(x[finite])) * 1e-3
-        if sigma <= 0:
-            return out
+    sky_subtracted = _sky_subtracted(arr, finite)
+    if sky_subtracted is None:
+        return out
+    x, sigma = sky_subtracted
     s = scale_factor * sigma
     z = np.log10(x - x[finite].min() + s)
     zmin, zmax = z[finite].min(), z[finite].max()
@@ -342,12 +355,10 @@ def apply_stretch(
     if kind == "linear":
         z = arr
     else:
-        sky, sigma = robust_sky(arr)
-        x = np.where(finite, arr - sky, 0.0)
-        if not np.isfinite(sigma) or sigma <= 0:
-            sigma = float(np.ptp(x[finite])) * 1e-3
-            if sigma <= 0:
-                return out
+        sky_subtracted = _sky_subtracted(arr, finite)
+        if sky_subtracted is None:
+            return out
+        x, sigma = sky_subtracted
         a = softening * sigma
         z = np.log10(1.0 + np.maximum(x, 0.0) / a) if kind == "clipped-log" else np.arcsinh(x / a)
     out[finite] = _normalise(z[finite])
