@@ -222,7 +222,7 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
         echo(f"      {label:<14} test RMSE {format_metric(rep['linear']['rmse'])}  "
              f"R2 {format_metric(rep['linear']['r2'])}")
         commands.append({"step": f"{name} {label}", "command":
-                         f"featuremass train --train {out / 'features/train.parquet'} --val "
+                         f"featuremass train --features {out / 'features/train.parquet'} --val-features "
                          f"{out / 'features/val.parquet'} --data {root} --inputs {input_set} "
                          f"--model {kind} --seed {seed} --out {mdir}"})
     seconds[name] = time.perf_counter() - t0

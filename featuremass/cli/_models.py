@@ -62,25 +62,25 @@ def train_cli(args) -> None:
     from featuremass.models.store import check_model_target, save_model
 
     overwrite = getattr(args, "overwrite", False)
-    check_output(args.out, inputs=[args.train, args.val], overwrite=overwrite, folder=True)
+    check_output(args.out, inputs=[args.features, args.val_features], overwrite=overwrite, folder=True)
     check_model_target(args.out, overwrite=overwrite)
     meta = _metadata(args, required=True, what="training")
     noise = not getattr(args, "no_noise_control", False)
-    table, record = _training_table(args.train, meta, args)
+    table, record = _training_table(args.features, meta, args)
     design = build_design(table, args.inputs, metadata=meta, noise=noise, seed=args.seed,
                           require_target=True)
     scheduler = getattr(args, "scheduler", None)
     X_val = y_val = None
-    if args.val is not None:
-        val_table, val_record = _training_table(args.val, meta, args)
+    if args.val_features is not None:
+        val_table, val_record = _training_table(args.val_features, meta, args)
         for key in ("feature_engine_version", "scale"):
             if record and val_record and record.get(key) != val_record.get(key):
-                raise SchemaError(f"{args.train} and {args.val} differ in {key} "
+                raise SchemaError(f"{args.features} and {args.val_features} differ in {key} "
                                   f"({record.get(key)!r} vs {val_record.get(key)!r}); measure "
                                   "both with the same featuremass and --scale")
         vdesign = build_design(val_table, args.inputs, metadata=meta, noise=noise, seed=args.seed,
                                require_target=True)
-        X_val = align_columns(vdesign.X, list(design.X.columns), source=str(args.val))
+        X_val = align_columns(vdesign.X, list(design.X.columns), source=str(args.val_features))
         y_val = vdesign.y
     uses_features = args.inputs != "extra"
     engine = record.get("feature_engine_version") if record else FEATURE_ENGINE_VERSION
@@ -92,7 +92,7 @@ def train_cli(args) -> None:
         n_estimators=getattr(args, "n_estimators", 2000),
         learning_rate=getattr(args, "learning_rate", 0.05), cv=args.cv,
         noise_seed=args.seed if noise else None,
-        source={"train_table": str(args.train), "val_table": str(args.val) if args.val else None,
+        source={"train_table": str(args.features), "val_table": str(args.val_features) if args.val_features else None,
                 "data": str(args.data), "scheduler": scheduler},
         scale=record.get("scale") if uses_features else None,
         feature_engine_version=engine if uses_features else None,

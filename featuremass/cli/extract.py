@@ -20,7 +20,7 @@ def _add_extract(sub):
     src.add_argument("--train-size", default=None, help="train file label (10000, 30000, all)")
     src.add_argument("--images", type=Path, help="an (n, ny, nx) .npy stack, an HDF5 file (datasets data, sdss_id) or a folder of 2-D .npy stamps")
     src.add_argument("--names", type=Path, help="ids for --images (default 0..n-1)")
-    p.add_argument("--scale", choices=SCALE_CHOICES, default=None, help=SCALE_HELP)
+    p.add_argument("--scale", choices=SCALE_CHOICES, default="auto", help=SCALE_HELP)
     p.add_argument("--backend", choices=["native", "statmorph"], default="native",
                    help="measurement engine (statmorph: the reference, slower)")
     p.add_argument("--feature-set", choices=["full", "fast"], default="full",

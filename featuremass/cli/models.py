@@ -11,6 +11,7 @@ from featuremass.cli._options import (
     SCALE_HELP,
     add_scheduler,
     cv_folds,
+    deprecated_alias,
     int_at_least,
     positive_float,
 )
@@ -18,8 +19,13 @@ from featuremass.cli._options import (
 
 def _add_train(sub):
     p = sub.add_parser("train", help="train a LightGBM (or baseline) M/L model on feature tables")
-    p.add_argument("--train", required=True, type=Path, help="training feature table (.parquet)")
-    p.add_argument("--val", type=Path, help="validation feature table for early stopping")
+    deprecated_alias(p, p.add_argument("--features", required=True, type=Path,
+                                       help="training feature table (.parquet, from extract)"),
+                     "--train")
+    deprecated_alias(p, p.add_argument("--val-features", type=Path,
+                                       help="validation feature table for early stopping (default: "
+                                            "a held-out part of --features)"),
+                     "--val")
     p.add_argument("--data", type=Path, help="dataset folder for metadata (M/L, distance, L_g)")
     p.add_argument("--inputs", default="image",
                    choices=["image", "image+dl", "image+dl+size", "extra"],
