@@ -30,6 +30,7 @@ def extract_cli(args) -> None:
     from featuremass.io.layout import as_int64_ids, check_image_stack, guarded_output, load_npy
 
     images, names = getattr(args, "images", None), getattr(args, "names", None)
+    maps = [m for m in (getattr(args, "masks", None), getattr(args, "weights", None)) if m is not None]
     if images is not None:  # refuse complex/text stacks, non-seed-log "seed-log", uint64 ids
         path = Path(images)
         if path.is_dir() or path.suffix.lower() in (".h5", ".hdf5"):
@@ -44,7 +45,7 @@ def extract_cli(args) -> None:
     folder = getattr(args, "scheduler", None) is not None  # a Dask run writes a folder of parts
     # an unfinished partitioned table of an interrupted run is resumed, not replaced
     resuming = folder and _unfinished_dataset(Path(args.out))
-    with guarded_output(args.out, inputs=[images, names], folder=folder,
+    with guarded_output(args.out, inputs=[images, names, *maps], folder=folder,
                         overwrite=getattr(args, "overwrite", False) or resuming):
         _extract_cli(args)
 
@@ -101,6 +102,10 @@ def _extract_cli(args) -> None:
         scale = args.scale or "auto"
         description = {"mode": "images", "images": str(args.images),
                        "names": None if args.names is None else str(args.names)}
+    masks, weights = _pixel_maps(args, data_mode)
+    for name, path in (("masks", args.masks), ("weights", args.weights)):
+        if path is not None:
+            description[name] = str(path)
 
     config = None
     if args.backend == "native":
@@ -126,6 +131,20 @@ def _extract_cli(args) -> None:
             feature_set=getattr(args, "feature_set", "full"), config=config, psf_fwhm=psf_fwhm,
             n_jobs=args.jobs, chunk_size=args.chunk_size, out=out, resume=not args.no_resume,
             progress=True, input_description=description, executor=executor,
-            partitioned=scheduler is not None,
+            partitioned=scheduler is not None, masks=masks, weights=weights,
         )
     print(summarize(df, out))
+
+
+def _pixel_maps(args, data_mode: bool):
+    """``(masks, weights)`` sources of ``--masks`` / ``--weights`` (each None when not given)."""
+    given = [f"--{name}" for name in ("masks", "weights") if getattr(args, name, None) is not None]
+    if given and data_mode:
+        raise FeaturemassError(f"{' and '.join(given)} go with --images (a dataset split has no "
+                               "per-pixel maps)")
+    if getattr(args, "weights", None) is not None and args.scale != "linear":
+        raise FeaturemassError(
+            f"--weights are 1-sigma errors in the units of the pixels, so the pixels must be linear "
+            f"flux: pass --scale linear (got --scale {args.scale})")
+    return tuple(None if getattr(args, name, None) is None else image_source(Path(getattr(args, name)))[0]
+                 for name in ("masks", "weights"))
