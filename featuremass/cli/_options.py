@@ -117,3 +117,6 @@ SCALE_HELP = (
 SCALE_CHOICES = ["auto", "seed-log", "linear", "shifted-log", "clipped-log", "asinh"]
 
 
+IMAGES_HELP = ("an (n, ny, nx) .npy stack, an HDF5 file (datasets data, sdss_id) or a folder of 2-D "
+               ".npy stamps")
+NAMES_HELP = "a .npy of integer ids for --images (default: the HDF5 file's sdss_id, else 0..n-1)"

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featuremass.cli._options import JOBS, SCALE_CHOICES, SCALE_HELP, add_scheduler, int_at_least
+from featuremass.cli._options import (
+    IMAGES_HELP,
+    JOBS,
+    NAMES_HELP,
+    SCALE_CHOICES,
+    SCALE_HELP,
+    add_scheduler,
+    int_at_least,
+)
 
 
 def _add_extract(sub):
@@ -18,8 +26,8 @@ def _add_extract(sub):
     src.add_argument("--npix", type=int, help="image size within --data")
     src.add_argument("--split", choices=["train", "val", "test"], help="split within --data")
     src.add_argument("--train-size", default=None, help="train file label (10000, 30000, all)")
-    src.add_argument("--images", type=Path, help="an (n, ny, nx) .npy stack, an HDF5 file (datasets data, sdss_id) or a folder of 2-D .npy stamps")
-    src.add_argument("--names", type=Path, help="ids for --images (default 0..n-1)")
+    src.add_argument("--images", type=Path, help=IMAGES_HELP)
+    src.add_argument("--names", type=Path, help=NAMES_HELP)
     src.add_argument("--masks", type=Path,
                      help="with --images: a boolean stack of the same shape (a .npy, HDF5 or "
                           "folder, as --images), True = a pixel to ignore (a neighbour, a bad "

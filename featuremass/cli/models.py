@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from featuremass.cli._options import (
+    IMAGES_HELP,
     JOBS,
+    NAMES_HELP,
     SCALE_CHOICES,
     SCALE_HELP,
     add_scheduler,
@@ -83,8 +85,8 @@ def _add_predict(sub):
     p = sub.add_parser("predict", help="predict M/L (with intervals) from images or a feature table")
     p.add_argument("--model", required=True, type=Path, help="model directory")
     p.add_argument("--features", type=Path, help="feature table (.parquet)")
-    p.add_argument("--images", type=Path, help="an (n, ny, nx) .npy stack")
-    p.add_argument("--names", type=Path, help="ids for --images")
+    p.add_argument("--images", type=Path, help=IMAGES_HELP + ", measured here")
+    p.add_argument("--names", type=Path, help=NAMES_HELP)
     p.add_argument("--scale", choices=SCALE_CHOICES, default="auto", help=SCALE_HELP)
     p.add_argument("--data", type=Path, help="dataset folder for extra inputs and L_g")
     p.add_argument("-j", "--jobs", type=JOBS, default=1, help="worker processes (default 1)")
