@@ -164,18 +164,9 @@ def evaluate_cli(args) -> None:
 
 def write_table(df: pd.DataFrame, path: Path) -> Path:
     """Write a prediction table as CSV or Parquet (chosen by the suffix), atomically."""
-    from featuremass.io.layout import atomic_output
+    from featuremass.io.layout import write_frame
 
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
-        raise FeaturemassError(f"output {path} must end in .csv or .parquet")
-    with atomic_output(path) as tmp:
-        if suffix == ".csv":
-            df.to_csv(tmp, index=False)
-        else:
-            df.to_parquet(tmp, index=False)
-    return path
+    return write_frame(df, path, index=False)
 
 
 def predict_cli(args) -> None:

@@ -218,13 +218,10 @@ def _write_parquet_atomic(df: pd.DataFrame, path: Path, meta: dict) -> None:
     table = pa.Table.from_pandas(df, preserve_index=False)
     existing = table.schema.metadata or {}
     table = table.replace_schema_metadata({**existing, METADATA_KEY: json.dumps(meta).encode()})
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    from featuremass.io.layout import atomic_output
+
+    with atomic_output(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _read_part(path: Path, start: int, stop: int):
@@ -681,13 +678,9 @@ def _part_name(chunk: int) -> str:
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, default=str))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from featuremass.io.layout import write_json
+
+    write_json(path, obj, indent=1, default=str)
 
 
 def _to_frame(ids, arr, columns) -> pd.DataFrame:
