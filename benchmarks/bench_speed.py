@@ -291,7 +291,7 @@ def section_predict(layout, args, work: Path) -> list[str]:
     setup = [
         [exe, "extract", "--data", root, "--npix", str(npix), "--split", "train", "-j", "2",
          "--out", str(work / "train.parquet")],
-        [exe, "train", "--train", str(work / "train.parquet"), "--data", root, "-j", "2", "--out", str(lgbm)],
+        [exe, "train", "--features", str(work / "train.parquet"), "--data", root, "-j", "2", "--out", str(lgbm)],
         [exe, "cnn", "train", "--data", root, "--npix", str(npix), "--epochs", str(args.cnn_epochs),
          "--out", str(cnn)],
     ]

@@ -130,7 +130,7 @@ def main(argv=None) -> int:
             identical = local.equals(dask_table)
             step("test table", "extract", "--data", "sim", "--npix", "69", "--split", "test",
                  "--out", "test.parquet", "-j", "2", cwd=work)
-            step("train on Dask", "train", "--train", "train_dask", "--data", "sim", "--out", "model",
+            step("train on Dask", "train", "--features", "train_dask", "--data", "sim", "--out", "model",
                  "--scheduler", address, cwd=work)
             rc_predict = step("predict without Dask", "predict", "--model", "model", "--features",
                               "test.parquet", "--data", "sim", "--out", "pred.csv", cwd=work)

@@ -33,6 +33,7 @@ import pandas as pd
 
 from featuremass._version import __version__
 from featuremass.errors import FeaturemassError
+from featuremass.io.layout import save_figure, write_frame, write_json
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def _survey(out: Path, config, *, n_jobs: int, echo) -> Path:
             echo(f"      reusing the simulated survey in {root}")
             return root
     summary = simulate_survey(root, config, n_jobs=n_jobs, overwrite=root.exists())
-    stamp.write_text(json.dumps(wanted, indent=2))
+    write_json(stamp, wanted)
     echo("      " + str(summary).replace("\n", "\n      "))
     return root
 
@@ -161,14 +162,14 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
     splits = {s: load_split(root, npix=plan.npix, split=s) for s in ("train", "val", "test")}
     meta = load_metadata(root)
     y_all = np.concatenate([splits[s].target for s in splits])
-    (out / "dataset.json").write_text(json.dumps({
+    write_json(out / "dataset.json", {
         "name": "featuremass simulated survey", "root": "survey", "npix": plan.npix,
         "simulated": True, "splits": {s: len(d) for s, d in splits.items()},
         "target": {"column": "M/L", "mean": float(y_all.mean()), "std": float(y_all.std()),
                    "min": float(y_all.min()), "median": float(np.median(y_all)),
                    "max": float(y_all.max())},
         "config": json.loads(json.dumps(asdict(config), default=list)),
-    }, indent=2))
+    })
 
     # 2. features
     name, t0 = step(2, "extract", f"measuring morphology features ({n_jobs} processes)")
@@ -222,7 +223,7 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
         echo(f"      {label:<14} test RMSE {format_metric(rep['linear']['rmse'])}  "
              f"R2 {format_metric(rep['linear']['r2'])}")
         commands.append({"step": f"{name} {label}", "command":
-                         f"featuremass train --train {out / 'features/train.parquet'} --val "
+                         f"featuremass train --features {out / 'features/train.parquet'} --val-features "
                          f"{out / 'features/val.parquet'} --data {root} --inputs {input_set} "
                          f"--model {kind} --seed {seed} --out {mdir}"})
     seconds[name] = time.perf_counter() - t0
@@ -251,8 +252,8 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
     elif cnn:
         echo("      (CNN skipped: TensorFlow is not installed; pip install 'featuremass[cnn]')")
 
-    pred.to_parquet(out / "predictions.parquet", index=False)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_frame(pred, out / "predictions.parquet", index=False)
+    write_json(out / "metrics.json", metrics)
 
     # 6. report
     name, t0 = step(n_steps, "report", "writing the HTML report")
@@ -261,12 +262,12 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
                         f"featuremass demo --out {out} --seed {seed}" + (" --fast" if fast else "")
                         + ("" if cnn else " --no-cnn") + f" -j {n_jobs}"})
     commands.append({"step": name, "command": f"featuremass report --run {out}"})
-    (out / "commands.json").write_text(json.dumps({
+    write_json(out / "commands.json", {
         "commands": commands, "versions": _versions(), "seconds": seconds,
         "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores, "
                    f"{platform.system()} {platform.release()})",
         "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-    }, indent=2))
+    })
     report = build_report(out)
     echo(f"done in {time.perf_counter() - t_all:.0f} s")
     return str(report)
@@ -320,4 +321,4 @@ def _history_figure(history: dict, path: Path) -> None:
     ax.set(xlabel="epoch", ylabel="MSE (M/L²)", title="CNN training")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)

@@ -98,19 +98,97 @@ def _options(parser, path=()):
             yield path, action
 
 
+def _shown_default(action) -> list[str]:
+    """The text(s) by which an option's default must appear in its help line."""
+    import enum
+    from pathlib import PurePath
+
+    values = action.default if isinstance(action.default, list | tuple) else [action.default]
+    return [v.value if isinstance(v, enum.Enum) else f"{v:g}" if isinstance(v, float)
+            else str(v) if isinstance(v, PurePath) else str(v) for v in values]
+
+
 def test_every_option_explains_itself_and_its_default():
     parser = build_parser()
-    silent, hidden_default = [], []
+    silent, hidden_default, seen = [], [], 0
     for path, action in _options(parser):
+        seen += 1
         where = f"featuremass {' '.join(path)} {action.option_strings[-1]}"
-        if not action.help:
+        if not action.help or action.help == "==SUPPRESS==":
             silent.append(where)
             continue
         shown = parser._get_formatter()._get_help_string(action) % {"default": action.default}
-        if action.nargs != 0 and action.default is not None and "default" not in shown:
-            hidden_default.append(where)
+        if action.nargs == 0 or action.default is None:
+            continue  # a flag, or an option whose absence the help explains
+        if "default" not in shown or not all(v in shown for v in _shown_default(action)):
+            hidden_default.append(f"{where} (default {action.default!r}): {shown}")
+    assert seen > 80  # every verb was walked, nested ones (data info, cnn train/predict) included
     assert silent == []
     assert hidden_default == []
+
+
+def test_the_check_above_catches_a_silent_option():
+    import argparse
+
+    from featuremass.cli._options import Parser
+
+    p = Parser(prog="x")
+    p.add_argument("--quiet-one", type=int, default=3)
+    p.add_argument("--said", type=int, default=4, help="a number")
+    found = {a.option_strings[0]: a for _, a in _options(p)}
+    assert not found["--quiet-one"].help
+    shown = p._get_formatter()._get_help_string(found["--said"]) % {"default": 4}
+    assert shown == "a number (default: 4)"
+    assert isinstance(found["--said"], argparse.Action)
+
+
+@pytest.mark.parametrize("verb", ["extract", "predict"])
+def test_every_verb_measuring_images_defaults_to_scale_auto(verb):
+    args = {"extract": ["extract", "--out", "x.parquet"], "predict": ["predict", "--model", "m",
+                                                                      "--out", "x.csv"]}[verb]
+    assert build_parser().parse_args(args).scale == "auto"
+
+
+def test_one_vocabulary_across_verbs():
+    """The same thing has the same option name in every verb that takes it."""
+    parser = build_parser()
+    names: dict[tuple, set] = {}
+    for path, action in _options(parser):
+        names.setdefault(path, set()).update(action.option_strings)
+    feature_table_verbs = [("train",), ("evaluate",), ("predict",), ("importance",)]
+    for verb in feature_table_verbs:
+        assert "--features" in names[verb], verb
+    for verb in [("extract",), ("predict",), ("cnn", "predict")]:
+        assert {"--images", "--names", "--data", "--out"} <= names[verb], verb
+    for verb in [("extract",), ("cnn", "predict")]:
+        assert {"--npix", "--split"} <= names[verb], verb
+    for verb, flags in names.items():
+        if verb in ((), ("cutout",)):
+            continue
+        # no verb spells a shared thing its own way
+        assert not flags & {"--train", "--val", "--feature-table", "--table", "--n-jobs",
+                            "--workers", "--output", "-o", "--stack", "--ids"}, (verb, flags)
+
+
+@pytest.mark.parametrize(("old", "new", "argv"), [
+    ("--train", "features", ["train", "--train", "t.parquet", "--out", "m"]),
+    ("--val", "val_features", ["train", "--features", "t.parquet", "--val", "v.parquet", "--out", "m"]),
+    ("--train", "train_size", ["fetch", "--npix", "69", "--train", "all"]),
+])
+def test_old_spellings_still_work_with_one_deprecation_line(old, new, argv, capsys):
+    args = build_parser().parse_args(argv)
+    value = argv[argv.index(old) + 1]
+    assert str(getattr(args, new)) == value
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and old in err[0] and "deprecated" in err[0]
+    # hidden from --help, which shows the new name only
+    out = _help(argv[:1], capsys)
+    assert f"{old} " not in out and "--" + new.replace("_", "-") in out
+
+
+def test_the_new_spelling_prints_no_deprecation(capsys):
+    build_parser().parse_args(["train", "--features", "t.parquet", "--out", "m"])
+    assert capsys.readouterr().err == ""
 
 
 def test_a_failure_is_one_line_and_exit_status_1(monkeypatch, capsys, tmp_path):

@@ -150,7 +150,7 @@ def test_train_on_the_cluster_predict_without_it(cluster, tmp_path, capsys):
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        assert main(["train", "--train", str(tmp_path / "train.parquet"), "--data", str(tmp_path),
+        assert main(["train", "--features", str(tmp_path / "train.parquet"), "--data", str(tmp_path),
                      "--out", str(model), "--n-estimators", "80", "--scheduler", addr]) == 0
     finally:
         training.clear()

@@ -102,7 +102,7 @@ def world(tmp_path_factory):
     w = SimpleNamespace(root=root, data=data, train=write_table(root / "train.parquet", train),
                         test=write_table(root / "test.parquet", test), test_df=test,
                         meta=pd.concat([meta_tr, meta_te]), model=root / "model")
-    rc = main(["train", "--train", str(w.train), "--data", str(data), "--out", str(w.model),
+    rc = main(["train", "--features", str(w.train), "--data", str(data), "--out", str(w.model),
                "--n-estimators", "20", "--learning-rate", "0.3", "-j", "1"])
     assert rc == 0
     return w
@@ -145,7 +145,7 @@ class Ctx:
         return self.tmp / name
 
     def train(self, table, *extra, data=None):
-        return ["train", "--train", table, "--data", data or self.w.data, "--out", self.tmp / "m2",
+        return ["train", "--features", table, "--data", data or self.w.data, "--out", self.tmp / "m2",
                 "--n-estimators", "5", "-j", "1", *extra]
 
 
@@ -406,20 +406,20 @@ def _(c):
 @case("train-out-existing-model", match="already exists; pass --overwrite")
 def _(c):
     m = c.model()
-    return ["train", "--train", c.w.train, "--data", c.w.data, "--out", m]
+    return ["train", "--features", c.w.train, "--data", c.w.data, "--out", m]
 
 
 @case("train-out-is-a-file", match="exists and is not a folder")
 def _(c):
     (c.tmp / "m").write_text("x")
-    return ["train", "--train", c.w.train, "--data", c.w.data, "--out", c.tmp / "m", "--overwrite"]
+    return ["train", "--features", c.w.train, "--data", c.w.data, "--out", c.tmp / "m", "--overwrite"]
 
 
 @case("train-out-foreign-folder", match="not a featuremass model")
 def _(c):
     (c.tmp / "m").mkdir()
     (c.tmp / "m" / "thesis.tex").write_text("x")
-    return ["train", "--train", c.w.train, "--data", c.w.data, "--out", c.tmp / "m", "--overwrite"]
+    return ["train", "--features", c.w.train, "--data", c.w.data, "--out", c.tmp / "m", "--overwrite"]
 
 
 @case("importance-out-in-use", match="already exists; pass --overwrite")
@@ -451,7 +451,7 @@ def _(c):
 @case("train-unwritable-folder", match=r"Permission denied: .*locked")
 def _(c):
     _deny_mkdir(c)
-    return ["train", "--train", c.w.train, "--data", c.w.data, "--out", c.tmp / "locked" / "m",
+    return ["train", "--features", c.w.train, "--data", c.w.data, "--out", c.tmp / "locked" / "m",
             "--n-estimators", "5", "-j", "1"]
 
 
@@ -738,7 +738,7 @@ def _(c):
 
 @case("train-without-metadata", match="needs the dataset metadata")
 def _(c):
-    return ["train", "--train", c.w.train, "--out", c.tmp / "m2"]
+    return ["train", "--features", c.w.train, "--out", c.tmp / "m2"]
 
 
 # --------------------------------------------------------------------------- unmeasurable galaxies
@@ -861,7 +861,7 @@ def test_disk_full_while_replacing_a_model_keeps_the_old_one(world, tmp_path, mo
         return real(self, text, *a, **k)
 
     monkeypatch.setattr(Path, "write_text", full)
-    rc, _, err = run(capsys, "train", "--train", world.train, "--data", world.data, "--out", m,
+    rc, _, err = run(capsys, "train", "--features", world.train, "--data", world.data, "--out", m,
                      "--overwrite", "--n-estimators", "5", "-j", "1")
     monkeypatch.undo()
     assert rc == 2 and "No space left on device" in err and str(m) in err

@@ -90,18 +90,22 @@ def predict(args) -> Path:
 
 def _predict_images(args, model) -> Path:
     """M/L of an image stack in the training stamps' stretch (no metadata, so no extra inputs)."""
-    from featuremass.io.layout import as_int64_ids, check_image_stack, load_npy
+    from featuremass.cli._extract import read_images
 
     if model.extra_inputs:
         raise FeaturemassError(f"{args.model} was trained with extra inputs (distance, L_g): "
                                "predict on a --data split, which holds them")
-    images = load_npy(args.images, mmap=True)
-    check_image_stack(images, args.images, "seed-log")
-    if images.ndim != 3 or images.shape[1:] != (model.npix_, model.npix_):
-        raise DataError(f"{args.images} has shape {images.shape}; {args.model} was trained on "
+    source, ids = read_images(args.images, args.names, "seed-log")
+    shape = source.stack_shape()
+    if shape[1:] != (model.npix_, model.npix_):
+        raise DataError(f"{args.images} has shape {shape}; {args.model} was trained on "
                         f"({model.npix_}, {model.npix_}) px stamps")
-    ids = (np.arange(len(images), dtype=np.int64) if args.names is None
-           else as_int64_ids(load_npy(args.names, mmap=False), args.names, len(images)))
+    images = source.read(0, shape[0])
+    if source.kind != "npy":  # read_images checked an HDF5 file or folder on its first rows only
+        from featuremass.io.layout import check_image_stack
+
+        check_image_stack(images, args.images, "seed-log")
+    ids = np.arange(shape[0], dtype=np.int64) if ids is None else ids
     flag = unpredictable_stamps(images)
     pred = np.full(len(ids), np.nan)
     if (flag == 0).any():

@@ -28,7 +28,6 @@ from featuremass.models.workflow import (
     check_compatible,
     check_feature_values,
     evaluate_model,
-    features_from_images,
     fit_model,
     json_safe,
     predict_table,
@@ -62,25 +61,25 @@ def train_cli(args) -> None:
     from featuremass.models.store import check_model_target, save_model
 
     overwrite = getattr(args, "overwrite", False)
-    check_output(args.out, inputs=[args.train, args.val], overwrite=overwrite, folder=True)
+    check_output(args.out, inputs=[args.features, args.val_features], overwrite=overwrite, folder=True)
     check_model_target(args.out, overwrite=overwrite)
     meta = _metadata(args, required=True, what="training")
     noise = not getattr(args, "no_noise_control", False)
-    table, record = _training_table(args.train, meta, args)
+    table, record = _training_table(args.features, meta, args)
     design = build_design(table, args.inputs, metadata=meta, noise=noise, seed=args.seed,
                           require_target=True)
     scheduler = getattr(args, "scheduler", None)
     X_val = y_val = None
-    if args.val is not None:
-        val_table, val_record = _training_table(args.val, meta, args)
+    if args.val_features is not None:
+        val_table, val_record = _training_table(args.val_features, meta, args)
         for key in ("feature_engine_version", "scale"):
             if record and val_record and record.get(key) != val_record.get(key):
-                raise SchemaError(f"{args.train} and {args.val} differ in {key} "
+                raise SchemaError(f"{args.features} and {args.val_features} differ in {key} "
                                   f"({record.get(key)!r} vs {val_record.get(key)!r}); measure "
                                   "both with the same featuremass and --scale")
         vdesign = build_design(val_table, args.inputs, metadata=meta, noise=noise, seed=args.seed,
                                require_target=True)
-        X_val = align_columns(vdesign.X, list(design.X.columns), source=str(args.val))
+        X_val = align_columns(vdesign.X, list(design.X.columns), source=str(args.val_features))
         y_val = vdesign.y
     uses_features = args.inputs != "extra"
     engine = record.get("feature_engine_version") if record else FEATURE_ENGINE_VERSION
@@ -92,7 +91,7 @@ def train_cli(args) -> None:
         n_estimators=getattr(args, "n_estimators", 2000),
         learning_rate=getattr(args, "learning_rate", 0.05), cv=args.cv,
         noise_seed=args.seed if noise else None,
-        source={"train_table": str(args.train), "val_table": str(args.val) if args.val else None,
+        source={"train_table": str(args.features), "val_table": str(args.val_features) if args.val_features else None,
                 "data": str(args.data), "scheduler": scheduler},
         scale=record.get("scale") if uses_features else None,
         feature_engine_version=engine if uses_features else None,
@@ -165,72 +164,89 @@ def evaluate_cli(args) -> None:
 
 def write_table(df: pd.DataFrame, path: Path) -> Path:
     """Write a prediction table as CSV or Parquet (chosen by the suffix), atomically."""
-    from featuremass.io.layout import atomic_output
+    from featuremass.io.layout import write_frame
 
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
-        raise FeaturemassError(f"output {path} must end in .csv or .parquet")
-    with atomic_output(path) as tmp:
-        if suffix == ".csv":
-            df.to_csv(tmp, index=False)
-        else:
-            df.to_parquet(tmp, index=False)
-    return path
+    return write_frame(df, path, index=False)
 
 
 def predict_cli(args) -> None:
-    """``featuremass predict``: M/L and intervals from a feature table or raw images."""
+    """``featuremass predict``: M/L and intervals from a feature table or raw images.
+
+    Top-down: check the arguments, then load the model, read the table (or
+    read the images and measure them), predict, write.
+    """
     from featuremass.features.execution import open_executor, terminate_on_signals
-    from featuremass.io.layout import check_image_stack, guarded_output, load_npy
+    from featuremass.io.layout import guarded_output
     from featuremass.models.store import load_model
 
-    if (args.features is None) == (args.images is None):
-        raise FeaturemassError("give exactly one of --features (a table) or --images (a .npy stack)")
-    if args.names is not None and args.images is None:
-        raise FeaturemassError("--names goes with --images")
-    inputs = [args.features, args.images, args.names, args.data]
+    _check_predict_arguments(args)
     scheduler = getattr(args, "scheduler", None)
-    if scheduler is not None and Path(args.out).suffix.lower() == ".csv":
-        raise FeaturemassError(f"with --scheduler, --out is a folder of Parquet parts, not {args.out}")
-    folder = scheduler is not None  # a Dask run writes a folder of parts
     with contextlib.ExitStack() as stack:
-        stack.enter_context(guarded_output(args.out, inputs=inputs, folder=folder,
+        stack.enter_context(guarded_output(args.out, inputs=[args.features, args.images, args.names,
+                                                             args.data],
+                                           folder=scheduler is not None,
                                            overwrite=getattr(args, "overwrite", False)))
         stack.enter_context(terminate_on_signals())
-        executor = None
-        if scheduler is not None:
-            executor = stack.enter_context(open_executor(args.jobs, scheduler))
+        executor = (None if scheduler is None
+                    else stack.enter_context(open_executor(args.jobs, scheduler)))
         model = load_model(args.model)
         meta = _metadata(args, required=False, what="prediction")
         if args.features is not None:
-            table = read_features(args.features)
-            check_compatible(model, table_record(table, args.features), args.features)
+            table = _read_feature_table(model, args.features)
         else:
-            scale = args.scale if args.scale is not None else model.scale
-            if model.scale is not None and scale != model.scale:
-                raise SchemaError(f"{args.model} was trained on features measured with --scale "
-                                  f"{model.scale}; pass --scale {model.scale} (not {scale})")
-            check_image_stack(load_npy(args.images, mmap=True), args.images, scale)
-            table = features_from_images(args.images, args.names, scale=scale, n_jobs=args.jobs,
-                                         executor=executor)
+            table = _measure_images(model, args, executor)
         if model.input_set != "extra":
             check_feature_values(table, morphology_columns(table),
                                  str(args.features or args.images), training=False)
         impute = getattr(args, "impute", False)
         if executor is not None:
-            from featuremass.models.dask_gbm import predict_partitions
-
-            n, n_nan, n_parts = predict_partitions(executor.client, args.model, table, Path(args.out),
-                                                   meta, impute=impute)
-            print(f"{args.out}: {n} galaxies in {n_parts} Parquet parts"
-                  + (f" ({n_nan} with a serious flag get NaN M/L)" if n_nan else ""))
+            _predict_on_dask(executor, args, table, meta, impute=impute)
             return
         pred = predict_table(model, table, meta, impute=impute)
         path = write_table(pred, args.out)
     n_nan = int(pred["ml_pred"].isna().sum())
     note = f" ({n_nan} with a serious flag get NaN M/L; --impute predicts them)" if n_nan else ""
     print(f"{path}: {len(pred)} galaxies{note}")
+
+
+def _check_predict_arguments(args) -> None:
+    if (args.features is None) == (args.images is None):
+        raise FeaturemassError("give exactly one of --features (a table) or --images (an image stack)")
+    if args.names is not None and args.images is None:
+        raise FeaturemassError("--names goes with --images")
+    if getattr(args, "scheduler", None) is not None and Path(args.out).suffix.lower() == ".csv":
+        raise FeaturemassError(f"with --scheduler, --out is a folder of Parquet parts, not {args.out}")
+
+
+def _read_feature_table(model, path) -> pd.DataFrame:
+    """A feature table, refused when it was measured otherwise than the model's training table."""
+    table = read_features(path)
+    check_compatible(model, table_record(table, path), path)
+    return table
+
+
+def _measure_images(model, args, executor) -> pd.DataFrame:
+    """The feature table of ``--images``, measured with the scale the model was trained with."""
+    from featuremass.cli._extract import read_images
+    from featuremass.features.batch import extract_features
+
+    scale = args.scale if args.scale is not None else model.scale
+    if model.scale is not None and scale != model.scale:
+        raise SchemaError(f"{args.model} was trained on features measured with --scale "
+                          f"{model.scale}; pass --scale {model.scale} (not {scale})")
+    source, ids = read_images(args.images, args.names, scale)
+    table = extract_features(source, ids, scale=scale, n_jobs=args.jobs, executor=executor)
+    table.attrs["source"] = str(args.images)
+    return table
+
+
+def _predict_on_dask(executor, args, table, meta, *, impute: bool) -> None:
+    from featuremass.models.dask_gbm import predict_partitions
+
+    n, n_nan, n_parts = predict_partitions(executor.client, args.model, table, Path(args.out),
+                                           meta, impute=impute)
+    print(f"{args.out}: {n} galaxies in {n_parts} Parquet parts"
+          + (f" ({n_nan} with a serious flag get NaN M/L)" if n_nan else ""))
 
 
 def importance_cli(args) -> None:

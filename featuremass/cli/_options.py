@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -23,6 +24,35 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+
+def deprecated_alias(parser, action: argparse.Action, *aliases: str) -> argparse.Action:
+    """Let ``action`` also answer to old spellings, hidden from ``--help``.
+
+    The old name still works (scripts and notes written for it keep running)
+    and prints one line on stderr naming the new one. The alias is the same
+    argparse action, so ``required=True`` is met by either spelling.
+    """
+    new = action.option_strings[-1]
+    base = type(action)
+
+    class Aliased(base):
+        def __call__(self, parser, namespace, values, option_string=None):
+            if option_string in aliases:
+                print(f"featuremass: warning: {option_string} is deprecated; use {new}",
+                      file=sys.stderr)
+            super().__call__(parser, namespace, values, option_string)
+
+    Aliased.__name__ = base.__name__
+    action.__class__ = Aliased
+    action.deprecated_aliases = tuple(aliases)
+    for alias in aliases:
+        if alias in parser._option_string_actions:
+            raise ValueError(f"{alias} already names another option")
+        # argparse finds an option through this table (the action's own list
+        # stays as it is, so help, usage and error messages show the new name)
+        parser._option_string_actions[alias] = action
+    return action
 
 
 def npix_list(values):
@@ -74,9 +104,9 @@ def cv_folds(text: str) -> int:
     if value == 1:
         raise argparse.ArgumentTypeError("1 fold is no cross-validation; give 0 (off) or >= 2")
     return value
+
+
 JOBS = int_at_least(1)
-
-
 
 
 SCALE_HELP = (
@@ -87,3 +117,6 @@ SCALE_HELP = (
 SCALE_CHOICES = ["auto", "seed-log", "linear", "shifted-log", "clipped-log", "asinh"]
 
 
+IMAGES_HELP = ("an (n, ny, nx) .npy stack, an HDF5 file (datasets data, sdss_id) or a folder of 2-D "
+               ".npy stamps")
+NAMES_HELP = "a .npy of integer ids for --images (default: the HDF5 file's sdss_id, else 0..n-1)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featuremass.cli._options import int_at_least
+from featuremass.cli._options import IMAGES_HELP, NAMES_HELP, int_at_least
 
 
 def _add_cnn(sub):
@@ -32,8 +32,8 @@ def _add_cnn(sub):
     src.add_argument("--split", default="test", choices=["train", "val", "test"],
                      help="split within --data")
     src.add_argument("--images", type=Path,
-                     help="an (n, npix, npix) .npy stack, seed-log stretched like the training stamps")
-    src.add_argument("--names", type=Path, help="ids for --images (default 0..n-1)")
+                     help=IMAGES_HELP + ", seed-log stretched like the training stamps, npix x npix")
+    src.add_argument("--names", type=Path, help=NAMES_HELP)
     pr.add_argument("--out", required=True, type=Path, help="output .csv or .parquet")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     pr.add_argument("--drop-invalid", action="store_true",

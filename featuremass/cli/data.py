@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featuremass.cli._options import JOBS, npix_list
+from featuremass.cli._options import JOBS, deprecated_alias, npix_list
 
 
 def _add_simulate(sub):
@@ -88,8 +88,9 @@ def _add_fetch(sub):
         ),
     )
     p.add_argument("--npix", type=int, choices=[69, 128], required=True, help="stamp size to fetch")
-    p.add_argument("--train", default="10000", choices=["10000", "30000", "all", "none"],
-                   help="which training archive (default 10000; 'none' fetches val/test only)")
+    deprecated_alias(p, p.add_argument(
+        "--train-size", default="10000", choices=["10000", "30000", "all", "none"],
+        help="which training archive (default 10000; 'none' fetches val/test only)"), "--train")
     p.add_argument("--no-valtest", action="store_true", help="skip the val/test archive")
     p.add_argument("--data", type=Path, default=Path("data"), help="dataset folder (default ./data)")
     p.add_argument("--urls", type=Path, default=None, help="URL list (default: the bundled seed list)")
@@ -100,7 +101,7 @@ def _run_fetch(args):
     from featuremass.io.fetch import fetch_seed
 
     written = fetch_seed(
-        args.data, npix=args.npix, train=None if args.train == "none" else args.train,
+        args.data, npix=args.npix, train=None if args.train_size == "none" else args.train_size,
         valtest=not args.no_valtest, urls=args.urls, timeout=args.timeout, progress=True,
     )
     for path in written:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featuremass.cli._options import JOBS, SCALE_CHOICES, SCALE_HELP, add_scheduler, int_at_least
+from featuremass.cli._options import (
+    IMAGES_HELP,
+    JOBS,
+    NAMES_HELP,
+    SCALE_CHOICES,
+    SCALE_HELP,
+    add_scheduler,
+    int_at_least,
+)
 
 
 def _add_extract(sub):
@@ -18,9 +26,18 @@ def _add_extract(sub):
     src.add_argument("--npix", type=int, help="image size within --data")
     src.add_argument("--split", choices=["train", "val", "test"], help="split within --data")
     src.add_argument("--train-size", default=None, help="train file label (10000, 30000, all)")
-    src.add_argument("--images", type=Path, help="an (n, ny, nx) .npy stack, an HDF5 file (datasets data, sdss_id) or a folder of 2-D .npy stamps")
-    src.add_argument("--names", type=Path, help="ids for --images (default 0..n-1)")
-    p.add_argument("--scale", choices=SCALE_CHOICES, default=None, help=SCALE_HELP)
+    src.add_argument("--images", type=Path, help=IMAGES_HELP)
+    src.add_argument("--names", type=Path, help=NAMES_HELP)
+    src.add_argument("--masks", type=Path,
+                     help="with --images: a boolean stack of the same shape (a .npy, HDF5 or "
+                          "folder, as --images), True = a pixel to ignore (a neighbour, a bad "
+                          "column) (default: no mask; non-finite pixels are always ignored)")
+    src.add_argument("--weights", type=Path,
+                     help="with --images and --scale linear: the 1-sigma error of every pixel, in "
+                          "the pixels' units, same shape (statmorph's weightmap convention, not an "
+                          "inverse variance); sets sky_sigma and weights the Sérsic fits "
+                          "(default: the noise measured on each stamp)")
+    p.add_argument("--scale", choices=SCALE_CHOICES, default="auto", help=SCALE_HELP)
     p.add_argument("--backend", choices=["native", "statmorph"], default="native",
                    help="measurement engine (statmorph: the reference, slower)")
     p.add_argument("--feature-set", choices=["full", "fast"], default="full",

@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from featuremass.cli._options import (
+    IMAGES_HELP,
     JOBS,
+    NAMES_HELP,
     SCALE_CHOICES,
     SCALE_HELP,
     add_scheduler,
     cv_folds,
+    deprecated_alias,
     int_at_least,
     positive_float,
 )
@@ -18,8 +21,13 @@ from featuremass.cli._options import (
 
 def _add_train(sub):
     p = sub.add_parser("train", help="train a LightGBM (or baseline) M/L model on feature tables")
-    p.add_argument("--train", required=True, type=Path, help="training feature table (.parquet)")
-    p.add_argument("--val", type=Path, help="validation feature table for early stopping")
+    deprecated_alias(p, p.add_argument("--features", required=True, type=Path,
+                                       help="training feature table (.parquet, from extract)"),
+                     "--train")
+    deprecated_alias(p, p.add_argument("--val-features", type=Path,
+                                       help="validation feature table for early stopping (default: "
+                                            "a held-out part of --features)"),
+                     "--val")
     p.add_argument("--data", type=Path, help="dataset folder for metadata (M/L, distance, L_g)")
     p.add_argument("--inputs", default="image",
                    choices=["image", "image+dl", "image+dl+size", "extra"],
@@ -77,8 +85,8 @@ def _add_predict(sub):
     p = sub.add_parser("predict", help="predict M/L (with intervals) from images or a feature table")
     p.add_argument("--model", required=True, type=Path, help="model directory")
     p.add_argument("--features", type=Path, help="feature table (.parquet)")
-    p.add_argument("--images", type=Path, help="an (n, ny, nx) .npy stack")
-    p.add_argument("--names", type=Path, help="ids for --images")
+    p.add_argument("--images", type=Path, help=IMAGES_HELP + ", measured here")
+    p.add_argument("--names", type=Path, help=NAMES_HELP)
     p.add_argument("--scale", choices=SCALE_CHOICES, default="auto", help=SCALE_HELP)
     p.add_argument("--data", type=Path, help="dataset folder for extra inputs and L_g")
     p.add_argument("-j", "--jobs", type=JOBS, default=1, help="worker processes (default 1)")

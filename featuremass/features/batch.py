@@ -96,11 +96,13 @@ def _measure_function(backend: str):
     return measure_galaxy_statmorph
 
 
-def _measure_chunk(images, backend, scale, config, columns, psf_fwhm=None) -> np.ndarray:
+def _measure_chunk(images, backend, scale, config, columns, psf_fwhm=None, masks=None,
+                   weights=None) -> np.ndarray:
     """Measure a chunk; returns an (n, len(columns) + 1) float array (flag last).
 
     ``psf_fwhm`` (optional, one value per image, px) replaces the config's
-    PSF FWHM galaxy by galaxy.
+    PSF FWHM galaxy by galaxy; ``masks`` and ``weights`` (optional, one map
+    per image) go to the backend with their image.
     """
     from featuremass.io.stretch import invert_stretch
 
@@ -120,8 +122,11 @@ def _measure_chunk(images, backend, scale, config, columns, psf_fwhm=None) -> np
             cfg = config
             if psf_fwhm is not None and np.isfinite(psf_fwhm[i]):
                 cfg = with_psf(config, float(psf_fwhm[i]))
+            maps = {} if masks is None else {"mask": masks[i]}
+            if weights is not None:
+                maps["weights"] = weights[i]
             with np.errstate(all="ignore"):
-                res = fn(img, config=cfg)
+                res = fn(img, config=cfg, **maps)
             res = {**res, **meta}
             out[i, :-1] = [float(res.get(c, np.nan)) for c in columns]
             out[i, -1] = int(res.get("flag", 0)) | extra_flag
@@ -158,14 +163,16 @@ def _fast_chunk(images, scale) -> np.ndarray:
     return np.concatenate([values, meta, flags[:, None].astype(np.float64)], axis=1)
 
 
-def _measure_rows(images, *, feature_set, backend, scale, config, columns, psf_fwhm=None):
+def _measure_rows(images, *, feature_set, backend, scale, config, columns, psf_fwhm=None,
+                  masks=None, weights=None):
     """The measuring function every executor calls on a chunk's pixels.
 
-    ``psf_fwhm`` is the chunk's own slice of the per-galaxy PSF table (or None).
+    ``psf_fwhm`` is the chunk's own slice of the per-galaxy PSF table (or
+    None); ``masks`` and ``weights`` the chunk's rows of the aligned maps.
     """
     if feature_set == "fast":
         return _fast_chunk(images, scale)
-    return _measure_chunk(images, backend, scale, config, columns, psf_fwhm)
+    return _measure_chunk(images, backend, scale, config, columns, psf_fwhm, masks, weights)
 
 
 # --------------------------------------------------------------------------- parameters and parts
@@ -211,13 +218,10 @@ def _write_parquet_atomic(df: pd.DataFrame, path: Path, meta: dict) -> None:
     table = pa.Table.from_pandas(df, preserve_index=False)
     existing = table.schema.metadata or {}
     table = table.replace_schema_metadata({**existing, METADATA_KEY: json.dumps(meta).encode()})
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    from featuremass.io.layout import atomic_output
+
+    with atomic_output(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _read_part(path: Path, start: int, stop: int):
@@ -357,6 +361,8 @@ def extract_features(
     input_description=None,
     executor=None,
     partitioned: bool = False,
+    masks=None,
+    weights=None,
 ) -> pd.DataFrame:
     """Measure every galaxy of an image stack; one row per galaxy.
 
@@ -408,6 +414,15 @@ def extract_features(
         by default a local pool of ``n_jobs`` opened and closed by this call.
     partitioned : bool
         Write ``out`` as a partitioned folder (what ``--scheduler`` does).
+    masks : array-like of bool, shape (n, ny, nx), path to a .npy file, or ImageSource, optional
+        True marks a pixel to ignore (a neighbour, a bad column), aligned
+        with ``images`` row by row (full feature set only).
+    weights : array-like of float, shape (n, ny, nx), path to a .npy file, or ImageSource, optional
+        The 1-sigma error of every pixel, statmorph's ``weightmap``
+        convention (not an inverse variance), in the units of the pixels;
+        so only with ``scale='linear'`` and the native backend. See
+        :func:`featuremass.features.measure.measure_galaxy` for what it
+        changes: the sky noise and the Sérsic fit weights.
 
     Returns
     -------
@@ -420,27 +435,98 @@ def extract_features(
     FeaturemassError
         For a bad argument (shape, ids, scale, backend, n_jobs, chunk_size),
         or a Dask scheduler lost mid-run (finished chunks are kept).
+    DataError
+        When a mask or weight stack's shape differs from the images'.
     """
-    from featuremass.features.execution import LocalExecutor, open_executor
+    from featuremass.features.execution import open_executor
 
     source, shape, ids = _validate_inputs(images, ids, scale, backend, n_jobs, chunk_size,
                                           feature_set)
-    if psf_fwhm is not None:
-        psf_fwhm = np.asarray(psf_fwhm, dtype=np.float64)
-        if psf_fwhm.shape != ids.shape:
-            raise FeaturemassError(f"psf_fwhm needs one value per image ({len(ids)}); got shape {psf_fwhm.shape}")
-        bad = ~(np.isnan(psf_fwhm) | (psf_fwhm > 0)) | np.isinf(psf_fwhm)
-        if bad.any():
-            raise FeaturemassError(
-                f"psf_fwhm must be positive (px); galaxy {int(ids[bad][0])} has {psf_fwhm[bad][0]!r}"
-            )
+    source = _with_maps(source, masks, weights, scale=scale, backend=backend,
+                        feature_set=feature_set)
+    psf_fwhm = _check_psf(psf_fwhm, ids)
     if config is None and backend == "native":
         from featuremass.features.measure import MorphologyConfig
 
         config = MorphologyConfig()
     columns = feature_columns(feature_set)
-    n = len(ids)
-    params = {
+    params = _run_parameters(backend, feature_set, scale, config, shape, source)
+    # what every chunk is measured with; new measuring options go here and in
+    # _measure_chunk's signature, and travel to every worker unchanged
+    measure_params = {"feature_set": feature_set, "backend": backend, "scale": scale,
+                      "config": config, "columns": columns}
+    chunks = _Chunks(ids, int(chunk_size), params, psf_fwhm)
+    out = Path(out) if out is not None else None
+    parts_dir = None if out is None else _prepare_output(out, partitioned=partitioned, resume=resume)
+
+    t_start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if executor is None:
+            executor = stack.enter_context(open_executor(n_jobs))
+        results = {} if parts_dir is None or not resume else _finished_chunks(
+            executor, source, parts_dir, chunks, columns)
+        todo = [(start, chunks.bounds[start]) for start in chunks.starts if start not in results]
+        _measure_missing(stack, executor, source, todo, results, chunks, columns, parts_dir,
+                         measure_params, feature_set=feature_set, progress=progress, backend=backend)
+
+    table = (np.concatenate([results[s] for s in chunks.starts]) if chunks.starts
+             else np.empty((0, len(columns) + 1)))
+    df = _to_frame(ids, table, columns)
+    if out is not None:
+        meta = _run_metadata(df, params, backend, feature_set, scale, input_description,
+                             seconds=time.perf_counter() - t_start,
+                             n_measured=sum(stop - start for start, stop in todo),
+                             n_jobs=int(getattr(executor, "n_workers", n_jobs)),
+                             executor=type(executor).__name__)
+        _write_output(df, out, parts_dir, meta, partitioned=partitioned, chunks=chunks)
+    return df
+
+
+# --------------------------------------------------------------------------- the batch's steps
+
+
+def _with_maps(source, masks, weights, *, scale, backend, feature_set):
+    """``source`` with its aligned mask and error maps, after checking they can be used."""
+    if masks is None and weights is None:
+        return source
+    if feature_set != "full":
+        raise FeaturemassError("masks and weights need the full feature set (the fast tier "
+                               "measures whole stamps)")
+    if weights is not None and backend != "native":
+        raise FeaturemassError(f"weights are used by the native backend only; got backend {backend!r}")
+    if weights is not None and scale != "linear":
+        raise FeaturemassError(
+            "weights are 1-sigma errors in the units of the pixels, so the pixels must be linear "
+            f"flux: use scale 'linear' (got {scale!r})")
+    return source.with_maps(masks=_as_stack(masks), weights=_as_stack(weights))
+
+
+def _as_stack(stack):
+    if stack is None or not isinstance(stack, str | os.PathLike):
+        return stack
+    from featuremass.io.layout import load_npy
+
+    return load_npy(stack, mmap=True)
+
+
+def _check_psf(psf_fwhm, ids):
+    """The per-galaxy PSF FWHM as a float array aligned with ``ids`` (or None), checked."""
+    if psf_fwhm is None:
+        return None
+    psf_fwhm = np.asarray(psf_fwhm, dtype=np.float64)
+    if psf_fwhm.shape != ids.shape:
+        raise FeaturemassError(f"psf_fwhm needs one value per image ({len(ids)}); got shape {psf_fwhm.shape}")
+    bad = ~(np.isnan(psf_fwhm) | (psf_fwhm > 0)) | np.isinf(psf_fwhm)
+    if bad.any():
+        raise FeaturemassError(
+            f"psf_fwhm must be positive (px); galaxy {int(ids[bad][0])} has {psf_fwhm[bad][0]!r}"
+        )
+    return psf_fwhm
+
+
+def _run_parameters(backend, feature_set, scale, config, shape, source) -> dict:
+    """Everything that affects a chunk's result besides its ids and pixels (the fingerprint's part)."""
+    return {
         "featuremass_version": __version__,
         "feature_engine_version": FEATURE_ENGINE_VERSION,
         "backend": backend,
@@ -450,118 +536,141 @@ def extract_features(
         "image_shape": [int(s) for s in shape[1:]],
         "source": source.describe(),
     }
-    # what every chunk is measured with; new measuring options go here and in
-    # _measure_chunk's signature, and travel to every worker unchanged
-    measure_params = {"feature_set": feature_set, "backend": backend, "scale": scale,
-                      "config": config, "columns": columns}
 
-    def _chunk_fingerprint(start, stop, digest):
-        chunk = params if psf_fwhm is None else {**params, "psf_fwhm": psf_fwhm[start:stop].tolist()}
-        return _fingerprint(ids[start:stop], chunk, digest)
 
-    out = Path(out) if out is not None else None
-    parts_dir = None
-    if out is not None:
-        if not out.parent.is_dir():
-            raise FeaturemassError(f"output folder does not exist: {out.parent}")
-        if partitioned and out.exists() and not out.is_dir():
-            raise FeaturemassError(f"{out} is a file; a partitioned table is written as a folder")
-        if not partitioned and out.is_dir():
-            raise FeaturemassError(f"{out} is a folder; give a .parquet file name")
-        parts_dir = out if partitioned else _parts_dir(out)
-        if not resume and parts_dir.exists():
-            for old in parts_dir.glob("part-*.parquet"):
-                old.unlink()
-        parts_dir.mkdir(exist_ok=True)
-        if partitioned:
-            # an unfinished folder must not read as a finished table
-            (parts_dir / DATASET_METADATA).unlink(missing_ok=True)
+@dataclasses.dataclass(frozen=True)
+class _Chunks:
+    """How the galaxies are cut into chunks, and what makes each chunk's fingerprint."""
 
-    t_start = time.perf_counter()
-    chunk_size = int(chunk_size)
-    starts = list(range(0, n, chunk_size))
-    bounds = {start: min(start + chunk_size, n) for start in starts}
-    results: dict[int, np.ndarray] = {}
+    ids: np.ndarray
+    size: int
+    params: dict
+    psf_fwhm: np.ndarray | None
+
+    @property
+    def starts(self) -> list[int]:
+        return list(range(0, len(self.ids), self.size))
+
+    @property
+    def bounds(self) -> dict[int, int]:
+        return {start: min(start + self.size, len(self.ids)) for start in self.starts}
+
+    def fingerprint(self, start: int, stop: int, digest: str) -> str:
+        params = (self.params if self.psf_fwhm is None
+                  else {**self.params, "psf_fwhm": self.psf_fwhm[start:stop].tolist()})
+        return _fingerprint(self.ids[start:stop], params, digest)
+
+    def params_of(self, start: int, stop: int) -> dict:
+        # per-galaxy inputs travel with their chunk only
+        return {} if self.psf_fwhm is None else {"psf_fwhm": self.psf_fwhm[start:stop]}
+
+
+def _prepare_output(out: Path, *, partitioned: bool, resume: bool) -> Path:
+    """Check ``out`` and make the folder the finished chunks go to; returns that folder."""
+    if not out.parent.is_dir():
+        raise FeaturemassError(f"output folder does not exist: {out.parent}")
+    if partitioned and out.exists() and not out.is_dir():
+        raise FeaturemassError(f"{out} is a file; a partitioned table is written as a folder")
+    if not partitioned and out.is_dir():
+        raise FeaturemassError(f"{out} is a folder; give a .parquet file name")
+    parts_dir = out if partitioned else _parts_dir(out)
+    if not resume and parts_dir.exists():
+        for old in parts_dir.glob("part-*.parquet"):
+            old.unlink()
+    parts_dir.mkdir(exist_ok=True)
+    if partitioned:
+        # an unfinished folder must not read as a finished table
+        (parts_dir / DATASET_METADATA).unlink(missing_ok=True)
+    return parts_dir
+
+
+def _finished_chunks(executor, source, parts_dir: Path, chunks: _Chunks, columns) -> dict:
+    """``{start: values}`` of the chunks an interrupted run finished on these very pixels."""
+    bounds = chunks.bounds
+    candidates = {}
+    for start in chunks.starts:
+        found = _read_part(parts_dir / _part_name(start // chunks.size), start, bounds[start])
+        if found is not None and list(found[0].columns) == [ID_COLUMN, *columns, "flag"]:
+            candidates[start] = found
+    results = {}
+    if candidates:
+        # the pixels are hashed again where they are read, so a part made
+        # from other images with the same ids and shape is never reused
+        keys = sorted(candidates)
+        digests = executor.digests(source, [(s, bounds[s]) for s in keys])
+        for start, digest in zip(keys, digests, strict=True):
+            df, meta = candidates[start]
+            if meta.get("fingerprint") == chunks.fingerprint(start, bounds[start], digest):
+                results[start] = df[[*columns, "flag"]].to_numpy(dtype=np.float64)
+        log.info("resuming: %d of %d chunks already done", len(results), len(chunks.starts))
+    return results
+
+
+def _measure_missing(stack, executor, source, todo, results, chunks: _Chunks, columns, parts_dir,
+                     measure_params, *, feature_set, progress, backend) -> None:
+    """Measure the ``todo`` chunks into ``results``, writing each finished one as a part."""
+    from featuremass.features.execution import LocalExecutor
+
     bar = None
-    with contextlib.ExitStack() as stack:
-        if executor is None:
-            executor = stack.enter_context(open_executor(n_jobs))
-        candidates = {}
-        if parts_dir is not None and resume:
-            for start in starts:
-                found = _read_part(parts_dir / _part_name(start // chunk_size), start, bounds[start])
-                if found is not None and list(found[0].columns) == [ID_COLUMN, *columns, "flag"]:
-                    candidates[start] = found
-        if candidates:
-            # the pixels are hashed again where they are read, so a part made
-            # from other images with the same ids and shape is never reused
-            keys = sorted(candidates)
-            digests = executor.digests(source, [(s, bounds[s]) for s in keys])
-            for start, digest in zip(keys, digests, strict=True):
-                df, meta = candidates[start]
-                if meta.get("fingerprint") == _chunk_fingerprint(start, bounds[start], digest):
-                    results[start] = df[[*columns, "flag"]].to_numpy(dtype=np.float64)
-            log.info("resuming: %d of %d chunks already done", len(results), len(starts))
-        todo = [(start, bounds[start]) for start in starts if start not in results]
+    if progress:
+        from tqdm.auto import tqdm
 
-        if progress:
-            from tqdm.auto import tqdm
+        bar = stack.enter_context(tqdm(total=len(chunks.ids), unit="gal", desc=f"extract ({backend})"))
+        bar.update(sum(len(v) for v in results.values()))
 
-            bar = stack.enter_context(tqdm(total=n, unit="gal", desc=f"extract ({backend})"))
-            bar.update(sum(len(v) for v in results.values()))
+    def finish(start, stop, digest, arr):
+        results[start] = arr
+        if parts_dir is not None:
+            part = _to_frame(chunks.ids[start:stop], arr, columns)
+            _write_parquet_atomic(part, parts_dir / _part_name(start // chunks.size),
+                                  {"fingerprint": chunks.fingerprint(start, stop, digest),
+                                   "chunk": start // chunks.size,
+                                   "start": start, "stop": stop, "pixel_digest": digest})
+        if bar is not None:
+            bar.update(stop - start)
 
-        def chunk_params(start, stop):
-            # per-galaxy inputs travel with their chunk only
-            return {} if psf_fwhm is None else {"psf_fwhm": psf_fwhm[start:stop]}
+    if feature_set == "fast" and isinstance(executor, LocalExecutor):
+        # the fast tier is batched NumPy: worker processes would cost more than they save
+        executor = stack.enter_context(LocalExecutor(1))
+    executor.map_chunks(source, todo, _measure_rows, measure_params, finish,
+                        chunk_params=chunks.params_of)
 
-        def finish(start, stop, digest, arr):
-            results[start] = arr
-            if parts_dir is not None:
-                part = _to_frame(ids[start:stop], arr, columns)
-                fp = _chunk_fingerprint(start, stop, digest)
-                _write_parquet_atomic(part, parts_dir / _part_name(start // chunk_size),
-                                      {"fingerprint": fp, "chunk": start // chunk_size,
-                                       "start": start, "stop": stop, "pixel_digest": digest})
-            if bar is not None:
-                bar.update(stop - start)
 
-        if feature_set == "fast" and isinstance(executor, LocalExecutor):
-            # the fast tier is batched NumPy: worker processes would cost more than they save
-            executor = stack.enter_context(LocalExecutor(1))
-        executor.map_chunks(source, todo, _measure_rows, measure_params, finish,
-                            chunk_params=chunk_params)
+def _run_metadata(df, params, backend, feature_set, scale, input_description, *, seconds,
+                  n_measured, n_jobs, executor) -> dict:
+    """The ``featuremass`` metadata of a written table."""
+    return {
+        "featuremass_version": __version__,
+        "feature_engine_version": FEATURE_ENGINE_VERSION,
+        "backend": backend,
+        "feature_set": feature_set,
+        "scale": scale,
+        "parameters": params,
+        "input": input_description,
+        "n_galaxies": len(df),
+        "n_flagged_serious": int(((df["flag"].to_numpy() & int(SERIOUS_FLAGS)) != 0).sum()),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        # wall time of this call and how much it measured (a resumed run
+        # measures only the chunks that were missing)
+        "seconds": round(seconds, 3),
+        "n_measured": int(n_measured),
+        "n_jobs": n_jobs,
+        "executor": executor,
+    }
 
-    table = np.concatenate([results[s] for s in starts]) if starts else np.empty((0, len(columns) + 1))
-    df = _to_frame(ids, table, columns)
-    if out is not None:
-        meta = {
-            "featuremass_version": __version__,
-            "feature_engine_version": FEATURE_ENGINE_VERSION,
-            "backend": backend,
-            "feature_set": feature_set,
-            "scale": scale,
-            "parameters": params,
-            "input": input_description,
-            "n_galaxies": int(n),
-            "n_flagged_serious": int(((df["flag"].to_numpy() & int(SERIOUS_FLAGS)) != 0).sum()),
-            "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            # wall time of this call and how much it measured (a resumed run
-            # measures only the chunks that were missing)
-            "seconds": round(time.perf_counter() - t_start, 3),
-            "n_measured": int(sum(stop - start for start, stop in todo)),
-            "n_jobs": int(getattr(executor, "n_workers", n_jobs)),
-            "executor": type(executor).__name__,
-        }
-        if partitioned:
-            names = [_part_name(k) for k in range(len(starts))]
-            for stale in set(p.name for p in parts_dir.glob("part-*.parquet")) - set(names):
-                (parts_dir / stale).unlink()
-            _write_json_atomic(parts_dir / DATASET_METADATA,
-                               {**meta, "chunk_size": chunk_size, "parts": names})
-        else:
-            _write_parquet_atomic(df, out, meta)
-            shutil.rmtree(parts_dir, ignore_errors=True)
-    return df
+
+def _write_output(df, out: Path, parts_dir: Path, meta: dict, *, partitioned: bool,
+                  chunks: _Chunks) -> None:
+    """One Parquet file (its parts then go), or the partitioned folder's run description."""
+    if partitioned:
+        names = [_part_name(k) for k in range(len(chunks.starts))]
+        for stale in set(p.name for p in parts_dir.glob("part-*.parquet")) - set(names):
+            (parts_dir / stale).unlink()
+        _write_json_atomic(parts_dir / DATASET_METADATA,
+                           {**meta, "chunk_size": chunks.size, "parts": names})
+    else:
+        _write_parquet_atomic(df, out, meta)
+        shutil.rmtree(parts_dir, ignore_errors=True)
 
 
 def _part_name(chunk: int) -> str:
@@ -569,13 +678,9 @@ def _part_name(chunk: int) -> str:
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, default=str))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from featuremass.io.layout import write_json
+
+    write_json(path, obj, indent=1, default=str)
 
 
 def _to_frame(ids, arr, columns) -> pd.DataFrame:

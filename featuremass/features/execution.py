@@ -60,6 +60,8 @@ class ImageSource:
     Build one with :meth:`npy`, :meth:`hdf5`, :meth:`npy_dir` or :meth:`of`.
     ``base`` is the global row number of the first row held (non-zero only for
     the windows of in-memory arrays and folders, see :meth:`window`).
+    ``masks`` and ``weights`` (see :meth:`with_maps`) are stacks aligned with
+    it row by row, read with the same rows and handed to the measuring function.
     """
 
     kind: str
@@ -68,6 +70,8 @@ class ImageSource:
     files: tuple[str, ...] = ()
     array: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
     base: int = 0
+    masks: ImageSource | None = None
+    weights: ImageSource | None = None
 
     # -- constructors
 
@@ -98,12 +102,52 @@ class ImageSource:
             return cls.npy(path)
         return cls("array", array=images)
 
+    def with_maps(self, masks=None, weights=None) -> ImageSource:
+        """This stack with per-pixel maps aligned with it (same n, ny, nx).
+
+        ``masks``: True marks a pixel to ignore. ``weights``: the 1-sigma error
+        of every pixel (statmorph's ``weightmap`` convention). Either may be
+        anything :meth:`of` takes, or another :class:`ImageSource`.
+
+        Raises
+        ------
+        DataError
+            When a map's shape differs from the images', naming both.
+        """
+        shape = self.stack_shape()
+        maps = {}
+        for name, stack in (("masks", masks), ("weights", weights)):
+            if stack is None:
+                continue
+            source = ImageSource.of(stack)
+            if source.kind == "array" and np.ndim(source.array) != 3:
+                source = ImageSource.of(np.asarray(source.array))
+            map_shape = source.stack_shape()
+            if map_shape != shape:
+                raise DataError(
+                    f"{name} {source.path or 'array'} has shape {map_shape}, but the images "
+                    f"{self.path or 'array'} have shape {shape}: each map needs one "
+                    "(ny, nx) plane per image, the same size")
+            maps[name] = source
+        return dataclasses.replace(self, **maps)
+
     # -- reading
 
     @property
     def shared(self) -> bool:
-        """Whether a worker on another machine can read it (it lives in a file)."""
-        return self.kind != "array"
+        """Whether a worker on another machine can read it and its maps (they live in files)."""
+        return self.kind != "array" and all(m.shared for m in self._maps().values())
+
+    def _maps(self) -> dict[str, ImageSource]:
+        return {name: m for name, m in (("masks", self.masks), ("weights", self.weights))
+                if m is not None}
+
+    def read_maps(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """``{"masks": bool rows, "weights": float rows}`` of rows ``[start, stop)`` (those present)."""
+        rows = {name: m.read(start, stop) for name, m in self._maps().items()}
+        if "masks" in rows:
+            rows["masks"] = rows["masks"].astype(bool)
+        return rows
 
     def stack_shape(self) -> tuple[int, ...]:
         """``(n, ny, nx)`` of the whole stack, read from the file header only."""
@@ -126,10 +170,17 @@ class ImageSource:
 
     def describe(self) -> dict:
         """What the resume fingerprint records about the source (no pixels)."""
-        return {"kind": self.kind, "path": self.path, "key": self.key}
+        described = {"kind": self.kind, "path": self.path, "key": self.key}
+        for name, m in self._maps().items():
+            described[name] = m.describe()
+        return described
 
     def window(self, start: int, stop: int) -> ImageSource:
         """A source holding only rows ``[start, stop)`` (what is shipped to one task)."""
+        maps = {name: m.window(start, stop) for name, m in self._maps().items()}
+        if maps:
+            return dataclasses.replace(dataclasses.replace(self, masks=None, weights=None)
+                                       .window(start, stop), **maps)
         if self.kind == "array":
             rows = np.asarray(self.array[start - self.base:stop - self.base])
             return dataclasses.replace(self, array=rows, base=start)
@@ -182,12 +233,13 @@ def _npy_backing_file(images) -> str | None:
     return str(images.filename)
 
 
-def pixel_digest(images: np.ndarray) -> str:
-    """BLAKE2b of a chunk's dtype, shape and pixel bytes (what resume compares)."""
-    arr = np.ascontiguousarray(images)
+def pixel_digest(images: np.ndarray, *maps: np.ndarray) -> str:
+    """BLAKE2b of a chunk's dtype, shape and pixel bytes, then of its maps' (what resume compares)."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"{arr.dtype.str}{arr.shape}".encode())
-    h.update(memoryview(arr).cast("B"))
+    for stack in (images, *maps):
+        arr = np.ascontiguousarray(stack)
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(memoryview(arr).cast("B"))
     return h.hexdigest()
 
 
@@ -198,24 +250,26 @@ def measure_chunk(source: ImageSource, start: int, stop: int, measure: Callable,
                   params: dict) -> tuple[int, str, np.ndarray]:
     """Read rows ``[start, stop)`` of ``source``, hash them, and measure them.
 
-    ``measure(images, **params)`` returns one row per image. The same call
-    runs in this process, in a pool worker and on a Dask worker.
+    ``measure(images, **params)`` returns one row per image; the source's
+    maps, when it has them, come as ``masks=`` and ``weights=`` rows. The same
+    call runs in this process, in a pool worker and on a Dask worker.
 
     Returns
     -------
     (start, digest, values)
-        ``digest`` is :func:`pixel_digest` of exactly the pixels measured.
+        ``digest`` is :func:`pixel_digest` of exactly the pixels (and maps) measured.
     """
     images = source.read(start, stop)
-    digest = pixel_digest(images)
+    maps = source.read_maps(start, stop)
+    digest = pixel_digest(images, *maps.values())
     with _single_threaded():
-        values = measure(images, **params)
+        values = measure(images, **params, **maps)
     return start, digest, values
 
 
 def chunk_digest(source: ImageSource, start: int, stop: int) -> str:
     """:func:`pixel_digest` of rows ``[start, stop)`` (the resume check, run where the data is)."""
-    return pixel_digest(source.read(start, stop))
+    return pixel_digest(source.read(start, stop), *source.read_maps(start, stop).values())
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -183,7 +183,7 @@ SMOOTH_SKY_RATIO = 2.0
 SERIOUS_PREP_FLAGS = int(MorphFlag.BLANK_IMAGE | MorphFlag.SKY_FAILED | MorphFlag.NO_SOURCE)
 
 
-def measure_galaxy(image, *, config: MorphologyConfig | None = None, mask=None) -> dict:
+def measure_galaxy(image, *, config: MorphologyConfig | None = None, mask=None, weights=None) -> dict:
     """Measure every feature of :data:`FEATURE_COLUMNS` on one galaxy stamp.
 
     Parameters
@@ -195,6 +195,16 @@ def measure_galaxy(image, *, config: MorphologyConfig | None = None, mask=None) 
     mask : array_like of bool, optional
         True for pixels to ignore. Non-finite pixels are always ignored
         (and set ``BAD_PIXELS``).
+    weights : array_like of float, optional
+        The 1-sigma error of every pixel, in the image's units: statmorph's
+        ``weightmap`` convention (not an inverse variance). When given, it is
+        the noise: ``sky_sigma`` (and every measurement that uses it: S/N,
+        the asymmetry and smoothness noise terms, the shape-asymmetry
+        threshold) is its median over the sky pixels the segmentation left,
+        and the Sérsic and bulge + disk fits weight each pixel by
+        ``1 / weights**2``. Pixels with a non-finite or non-positive error
+        are ignored, as masked ones. The detection (segmentation) still reads
+        the stamp's own noise.
 
     Returns
     -------
@@ -214,8 +224,8 @@ def measure_galaxy(image, *, config: MorphologyConfig | None = None, mask=None) 
     Raises
     ------
     FeaturemassError
-        Only for a caller's mistake: ``image`` not 2-D, or ``mask`` of
-        another shape. Bad *data* never raises: an unexpected failure gives
+        Only for a caller's mistake: ``image`` not 2-D, or ``mask`` or
+        ``weights`` of another shape. Bad *data* never raises: an unexpected failure gives
         all-NaN features and ``BACKEND_ERROR``.
     """
     config = MorphologyConfig() if config is None else config
@@ -226,11 +236,20 @@ def measure_galaxy(image, *, config: MorphologyConfig | None = None, mask=None) 
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != img.shape:
             raise FeaturemassError(f"mask shape {mask.shape} does not match image shape {img.shape}")
+    sigma_map = None
+    if weights is not None:
+        sigma_map = np.asarray(weights, dtype=np.float64)
+        if sigma_map.shape != img.shape:
+            raise FeaturemassError(f"weights shape {sigma_map.shape} does not match image shape {img.shape}")
+        with np.errstate(invalid="ignore"):
+            unusable = ~(np.isfinite(sigma_map) & (sigma_map > 0))
+        if unusable.any():
+            mask = unusable if mask is None else mask | unusable
     out = dict.fromkeys(FEATURE_COLUMNS, _NAN)
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            flag = _measure(img, mask, config, out)
+            flag = _measure(img, mask, config, out, sigma_map)
     except Exception:  # noqa: BLE001 - one galaxy must never stop a batch
         out = dict.fromkeys(FEATURE_COLUMNS, _NAN)
         flag = int(MorphFlag.BACKEND_ERROR)
@@ -438,8 +457,21 @@ def _difference_sigma(img: np.ndarray, bad: np.ndarray) -> float:
     return float(1.4826 * np.partition(d, k)[k] / np.sqrt(2.0))
 
 
-def _measure(img, user_mask, config, out) -> int:
+def _noise_from_weights(prep: PreparedSource, sigma_map: np.ndarray) -> PreparedSource:
+    """``prep`` with its sky noise read from a per-pixel error map: the map's median on the sky."""
+    if prep.segmap is None:
+        return prep
+    sky_pixels = ~(prep.mask | prep.segmap)
+    if not sky_pixels.any():
+        sky_pixels = ~prep.mask
+    values = sigma_map[sky_pixels]
+    return prep if values.size == 0 else replace(prep, sigma=float(np.median(values)))
+
+
+def _measure(img, user_mask, config, out, sigma_map=None) -> int:
     prep = prepare_source(img, config=config, mask=user_mask)
+    if sigma_map is not None:
+        prep = _noise_from_weights(prep, sigma_map)
     flag = MorphFlag(prep.flag)
     if np.isfinite(prep.sigma):
         out["sky_mean"], out["sky_sigma"] = prep.sky_mean, prep.sigma
@@ -566,11 +598,12 @@ def _measure(img, user_mask, config, out) -> int:
     if not (np.isfinite(out["shape_asymmetry"]) and np.isfinite(out["outer_asymmetry"])):
         flag |= MorphFlag.SHAPE_ASYMMETRY_FAILED
 
-    flag |= _parametric(data, total_mask, center, ellip_a, theta_a, out, config, sigma)
+    flag |= _parametric(data, total_mask, center, ellip_a, theta_a, out, config, sigma,
+                        weights=None if sigma_map is None else np.where(total_mask, 0.0, sigma_map ** -2.0))
     return int(flag)
 
 
-def _parametric(data, mask, center, ellip, theta, out, config, sigma) -> MorphFlag:
+def _parametric(data, mask, center, ellip, theta, out, config, sigma, weights=None) -> MorphFlag:
     """Sérsic, bulge + disk and profile features (the fits helper's functions)."""
     from featuremass.features import profile, sersic
 
@@ -581,7 +614,7 @@ def _parametric(data, mask, center, ellip, theta, out, config, sigma) -> MorphFl
     n_guess = float(np.clip(1.0 + (conc - 2.8) * 1.25, 0.5, 6.0)) if np.isfinite(conc) else None
     fit_kw = dict(
         mask=mask, center=center, ellip=ellip, theta=theta, rhalf_guess=rhalf,
-        psf_fwhm_px=config.psf_fwhm_px, sky_sigma=sigma,
+        psf_fwhm_px=config.psf_fwhm_px, sky_sigma=sigma, weights=weights,
     )
     jobs = []
     if config.fit_sersic and config.fit_bulge_disk:

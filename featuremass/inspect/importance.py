@@ -213,7 +213,6 @@ def importance_study(model, X: pd.DataFrame, y, *, out=None, cv_gain: list[pd.Se
     ``partial_dependence``, ``shap``, the ``expected_value``, and ``noise_control``
     (one dict per importance column, or None without a control feature).
     """
-    import json
 
     est = _booster_of(model)
     X = X[list(est.feature_names_in_)]
@@ -244,14 +243,16 @@ def importance_study(model, X: pd.DataFrame, y, *, out=None, cv_gain: list[pd.Se
               "noise_control": noise}
     if out is not None:
         out = Path(out)
+        from featuremass.io.layout import write_frame, write_json
+
         out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / f"{prefix}importance.csv")
-        families.to_csv(out / f"{prefix}importance_families.csv")
-        pd_curves.to_csv(out / f"{prefix}partial_dependence.csv", index=False)
+        write_frame(table, out / f"{prefix}importance.csv")
+        write_frame(families, out / f"{prefix}importance_families.csv")
+        write_frame(pd_curves, out / f"{prefix}partial_dependence.csv", index=False)
         if stability is not None:
-            stability.to_csv(out / f"{prefix}rank_stability.csv")
+            write_frame(stability, out / f"{prefix}rank_stability.csv")
         if noise is not None:
-            (out / f"{prefix}noise_control.json").write_text(json.dumps(noise, indent=2))
+            write_json(out / f"{prefix}noise_control.json", noise)
         if plots:
             from featuremass.inspect import plots as fmplots
 

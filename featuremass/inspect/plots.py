@@ -21,10 +21,9 @@ def _figure(figsize):
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    from featuremass.io.layout import save_figure
+
+    return save_figure(fig, path, dpi=120)
 
 
 def true_vs_predicted(y_true, y_pred, path, *, title: str = "", rmse=None, r2=None,

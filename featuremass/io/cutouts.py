@@ -53,6 +53,7 @@ from featuremass.io.layout import (
     TARGET_COLUMN,
     SeedLayout,
     read_metadata,
+    write_frame,
     write_metadata,
     write_split,
     write_split_labels,
@@ -402,10 +403,7 @@ def _write_report(out: Path, split: str, skipped: pd.DataFrame) -> Path:
                 rows = pd.concat([old[old["split"] != split], rows], ignore_index=True)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError):
             log.warning("replacing unreadable %s", path)
-    tmp = path.with_name(path.name + ".partial")
-    rows.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    return write_frame(rows, path, index=False)
 
 
 def _merge_metadata(out: Path, cat: pd.DataFrame, config: CutoutConfig) -> Path:

@@ -177,10 +177,9 @@ def write_image_folder(
     written = []
     for img, gid in zip(to_uint8(images), ids, strict=True):
         path = folder / f"{int(gid)}.{fmt}"
-        tmp = folder / f".{int(gid)}.{fmt}.partial"
         kwargs = {"quality": int(quality)} if fmt == "jpg" else {}
-        Image.fromarray(img, mode="L").save(tmp, format="PNG" if fmt == "png" else "JPEG", **kwargs)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            Image.fromarray(img, mode="L").save(tmp, format="PNG" if fmt == "png" else "JPEG", **kwargs)
         written.append(path)
     return written
 
@@ -358,9 +357,8 @@ def write_fits_folder(folder: str | os.PathLike, images: np.ndarray, ids: np.nda
         hdu = fits.PrimaryHDU(np.asarray(img, dtype=np.float32))
         hdu.header[FITS_ID_KEYWORD] = (int(gid), "SDSS object id")
         path = folder / f"{int(gid)}.fits"
-        tmp = folder / f".{int(gid)}.fits.partial"
-        hdu.writeto(tmp, overwrite=True)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            hdu.writeto(tmp, overwrite=True)
         written.append(path)
     return written
 

@@ -423,13 +423,16 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     The file appears under its final name only when the block exits cleanly;
     on any error (a full disk included) the temporary file is removed, so no
     half-written output is ever left under the real name. The temporary name
-    carries the process id, so two writers never share one.
+    carries the process id, so two writers never share one, and starts with a
+    dot, so a reader of the folder (Parquet datasets, globs) skips a file left
+    by a killed writer. Its suffix is not the final one: a writer that picks
+    the format from the name must be told it (``format=``).
     """
     path = Path(path)
     if path.is_dir():
         raise DataError(f"output {path} is an existing directory; give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -439,6 +442,42 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_output`."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj, *, indent: int | None = 2, **dumps_kw) -> Path:
+    """Write ``obj`` as JSON (``json.dumps(obj, indent=indent, **dumps_kw)``) through :func:`atomic_output`."""
+    import json
+
+    return write_text(path, json.dumps(obj, indent=indent, **dumps_kw))
+
+
+def write_frame(df: pd.DataFrame, path: str | os.PathLike, **kw) -> Path:
+    """Write a DataFrame as CSV or Parquet (by the suffix) through :func:`atomic_output`."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise DataError(f"output {path} must end in .csv or .parquet")
+    with atomic_output(path) as tmp:
+        if suffix == ".csv":
+            df.to_csv(tmp, **kw)
+        else:
+            df.to_parquet(tmp, **kw)
+    return path
+
+
+def save_figure(fig, path: str | os.PathLike, **savefig_kw) -> Path:
+    """``fig.savefig`` through :func:`atomic_output`, the format taken from ``path``'s suffix."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", **savefig_kw)
+    return path
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from featuremass.errors import FeaturemassError
+from featuremass.io.layout import atomic_output, write_json
 
 log = logging.getLogger(__name__)
 
@@ -202,13 +202,13 @@ class TrainingBackup(keras.callbacks.Callback):
                      if getattr(cb, "best_weights", None) is not None), None)
         if best is not None and not finished:
             best_file = f"best-{tag}.npz"
-            np.savez(self.directory / best_file, *best)
+            with atomic_output(self.directory / best_file) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, *best)
         state = {"run": self.run, "epoch": epoch, "finished": finished, "weights": weights,
                  "best_weights": best_file, "history": self.history, "seconds": self.seconds,
                  "monitors": [_monitor_state(cb) for cb in self.monitors]}
-        tmp = self.directory / (STATE_FILE + ".partial")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.directory / STATE_FILE)
+        # written last: it names the files above, so it never points at a half-written one
+        write_json(self.directory / STATE_FILE, state, indent=None)
         for old in self.directory.iterdir():
             if old.name not in (STATE_FILE, weights, best_file):
                 old.unlink()

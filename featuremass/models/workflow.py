@@ -340,29 +340,6 @@ def json_safe(value):
 # =========================================================================== predict
 
 
-def features_from_images(images_path: Path, names_path: Path | None, *, scale: str = "auto",
-                         n_jobs: int = 1, executor=None) -> pd.DataFrame:
-    """Measure the feature table of an ``(n, ny, nx)`` image stack."""
-    from featuremass.features.batch import extract_features
-    from featuremass.io.layout import load_npy
-
-    images = load_npy(images_path, mmap=True)
-    if images.ndim != 3:
-        raise DataError(f"{images_path} has shape {images.shape}; expected (n, ny, nx)")
-    if names_path is not None:
-        ids = np.asarray(load_npy(names_path, mmap=False))
-        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise DataError(f"{names_path} must be a 1-D integer array of ids, got {ids.dtype} {ids.shape}")
-        if len(ids) != len(images):
-            raise DataError(f"{names_path} has {len(ids)} ids but {images_path} has {len(images)} images")
-    else:
-        ids = np.arange(len(images), dtype=np.int64)
-    table = extract_features(images, ids.astype(np.int64), scale=scale, n_jobs=n_jobs,
-                             executor=executor)
-    table.attrs["source"] = str(images_path)
-    return table
-
-
 def predict_table(model, table: pd.DataFrame, metadata: pd.DataFrame | None = None, *,
                   impute: bool = False) -> pd.DataFrame:
     """``galaxy_id, ml_pred, ml_lo68, ml_hi68, ml_lo95, ml_hi95[, stellar_mass][, flag]``.

@@ -18,7 +18,7 @@ def _run(argv, capsys):
 def test_cli_on_feature_tables(survey_dir, tmp_path, capsys):
     d = survey_dir
     model = tmp_path / "model"
-    code, out, err = _run(["train", "--train", d / "train.parquet", "--val", d / "val.parquet",
+    code, out, err = _run(["train", "--features", d / "train.parquet", "--val-features", d / "val.parquet",
                            "--data", d, "--inputs", "image+dl", "--cv", "2", "-j", "1",
                            "--n-estimators", "80", "--learning-rate", "0.2", "--out", model],
                           capsys)
@@ -65,13 +65,13 @@ def test_cli_on_feature_tables(survey_dir, tmp_path, capsys):
 
 def test_cli_user_mistakes_are_one_line(survey_dir, tmp_path, capsys):
     d = survey_dir
-    code, _, err = _run(["train", "--train", d / "train.parquet", "--out", tmp_path / "m"], capsys)
+    code, _, err = _run(["train", "--features", d / "train.parquet", "--out", tmp_path / "m"], capsys)
     assert code == 2 and "--data" in err and "Traceback" not in err
-    code, _, err = _run(["train", "--train", tmp_path / "nope.parquet", "--data", d,
+    code, _, err = _run(["train", "--features", tmp_path / "nope.parquet", "--data", d,
                          "--out", tmp_path / "m"], capsys)
     assert code == 2 and "nope.parquet" in err
     # a table whose columns differ from the model's
-    code, _, err = _run(["train", "--train", d / "train.parquet", "--data", d, "--model", "ridge",
+    code, _, err = _run(["train", "--features", d / "train.parquet", "--data", d, "--model", "ridge",
                          "--out", tmp_path / "ridge"], capsys)
     assert code == 0, err
     bad = pd.read_parquet(d / "test.parquet").drop(columns=["gini"])
@@ -108,7 +108,7 @@ def tiny_survey(tmp_path_factory):
 def test_cli_end_to_end_on_simulated_survey(tiny_survey, tmp_path, capsys):
     d = tiny_survey
     model = tmp_path / "model"
-    code, out, err = _run(["train", "--train", d / "train_features.parquet", "--val",
+    code, out, err = _run(["train", "--features", d / "train_features.parquet", "--val-features",
                            d / "val_features.parquet", "--data", d, "-j", "1",
                            "--n-estimators", "100", "--out", model], capsys)
     assert code == 0, err
