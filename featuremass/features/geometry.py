@@ -13,6 +13,12 @@ statmorph, Rodriguez-Gomez et al. 2019, Sect. 4.1):
 The eigenvalues of the covariance matrix are ``a^2 >= b^2``; the ellipticity
 is ``1 - b/a``, the elongation ``a/b`` and the orientation
 ``theta = atan2(2 xy, x2 - y2) / 2`` (radians counter-clockwise from +x).
+
+:func:`elliptical_distance` is the one elliptical (semi-major-axis) radius of
+the package; every feature family measures its elliptical apertures and
+annuli with it (or, in a numba kernel, with its scalar twin
+:func:`elliptical_distance_scalar`). It takes the elongation ``a/b``;
+:func:`elongation_from_ellipticity` converts an ellipticity ``1 - b/a``.
 """
 
 from __future__ import annotations
