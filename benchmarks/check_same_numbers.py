@@ -74,7 +74,9 @@ class Revision:
             self.tree = REPO
             self.sha = _git("rev-parse", "HEAD").strip()
             dirty = _git("status", "--porcelain", "--untracked-files=no").strip()
-            self.label = f"working tree at {self.sha[:10]}" + (" (uncommitted changes)" if dirty else "")
+            branch = _git("rev-parse", "--abbrev-ref", "HEAD").strip()
+            self.label = (f"working tree of {branch} at {self.sha[:10]}"
+                          + (" (with uncommitted changes)" if dirty else ""))
             self.temporary = False
         else:
             self.sha = _git("rev-parse", "--verify", f"{rev}^{{commit}}").strip()
@@ -275,7 +277,10 @@ def report(a, revs, results, survey_lines, prov) -> str:
         lines += ["", f"Numbers in one revision's output only: {', '.join(only[:20])}"]
     lines += ["", "## Importance (`importance.csv`)", "",
               *compare_importance(results[0]["importance"], results[1]["importance"]), "",
-              "## Wall time per step (s)", "", "| step | first | second |", "|---|---|---|"]
+              "## Wall time per step (s)", "",
+              "Not a speed comparison: a fresh checkout compiles its numba kernels on first use, "
+              "and the machine may be shared (see the load average above).", "",
+              "| step | first | second |", "|---|---|---|"]
     for step in old.times:
         lines.append(f"| {step} | {old.times[step]:.1f} | {new.times.get(step, float('nan')):.1f} |")
     return "\n".join(lines) + "\n"
