@@ -119,15 +119,6 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
         Path of ``report.html``.
     """
     from featuremass.compat import has_module
-    from featuremass.features.batch import extract_features
-    from featuremass.features.flags import is_good
-    from featuremass.inspect.importance import importance_study
-    from featuremass.io.layout import load_split
-    from featuremass.io.simulate import SurveyConfig
-    from featuremass.models.inputs import build_design, load_metadata
-    from featuremass.models.metrics import format_metric
-    from featuremass.models.store import save_model
-    from featuremass.models.workflow import evaluate_model, fit_model, predict_table
     from featuremass.report.html import build_report
 
     if echo is None:
@@ -140,27 +131,82 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
     out.mkdir(parents=True, exist_ok=True)
     plan = DemoPlan.for_mode(fast)
     use_cnn = bool(cnn) and has_module("tensorflow")
-    n_steps = 6 if use_cnn else 5
-    seconds: dict[str, float] = {}
-    commands: list[dict] = []
-    t_all = time.perf_counter()
+    run = _RunLog(echo, n_steps=6 if use_cnn else 5)
 
-    def step(k, name, text):
-        echo(f"[{k}/{n_steps}] {text}")
-        return name, time.perf_counter()
+    run.start(1, "simulate", f"simulating {plan.n_train}/{plan.n_val}/{plan.n_test} galaxies at {plan.npix} px")
+    root, splits, meta = _simulate_step(out, plan, seed, n_jobs, run)
+    run.start(2, "extract", f"measuring morphology features ({n_jobs} processes)")
+    tables = _extract_step(out, root, splits, plan, n_jobs, run)
+    run.start(3, "train", "training LightGBM (image, image+dl) and baselines")
+    metrics, pred, models = _train_step(out, root, splits, tables, meta, plan, seed, n_jobs, run)
+    run.start(4, "importance", "importance study of the image-only LightGBM")
+    _importance_step(out, root, models["lgbm_image"], tables["test"], meta, plan, seed, run)
+    if use_cnn:
+        run.start(5, "cnn", f"training the CNN for {plan.cnn_epochs} epoch(s), then the hybrid")
+        _cnn_and_hybrid(out, splits, tables, plan, seed, n_jobs, metrics, pred, echo)
+        run.command("cnn", f"featuremass cnn train --data {root} --npix {plan.npix} --epochs "
+                           f"{plan.cnn_epochs} --seed {seed} --out {out / 'models/cnn_image'}")
+    elif cnn:
+        echo("      (CNN skipped: TensorFlow is not installed; pip install 'featuremass[cnn]')")
+    run.stop()
+    write_frame(pred, out / "predictions.parquet", index=False)
+    write_json(out / "metrics.json", metrics)
 
-    # 1. survey
-    name, t0 = step(1, "simulate", f"simulating {plan.n_train}/{plan.n_val}/{plan.n_test} "
-                    f"galaxies at {plan.npix} px")
+    run.start(run.n_steps, "report", "writing the HTML report")
+    run.seconds["total"] = time.perf_counter() - run.t_all
+    run.commands.insert(0, {"step": "demo (all of the below)", "command":
+                            f"featuremass demo --out {out} --seed {seed}" + (" --fast" if fast else "")
+                            + ("" if cnn else " --no-cnn") + f" -j {n_jobs}"})
+    run.command("report", f"featuremass report --run {out}")
+    write_json(out / "commands.json", {
+        "commands": run.commands, "versions": _versions(), "seconds": run.seconds,
+        "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores, "
+                   f"{platform.system()} {platform.release()})",
+        "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+    })
+    report = build_report(out)
+    echo(f"done in {time.perf_counter() - run.t_all:.0f} s")
+    return str(report)
+
+
+class _RunLog:
+    """Progress lines, the equivalent CLI command of each step and the seconds each took."""
+
+    def __init__(self, echo, n_steps: int):
+        self.echo, self.n_steps = echo, n_steps
+        self.commands: list[dict] = []
+        self.seconds: dict[str, float] = {}
+        self.t_all = time.perf_counter()
+        self._current: tuple[str, float] | None = None
+
+    def start(self, k: int, name: str, text: str) -> None:
+        """Close the running step (its time is kept) and announce step ``k``."""
+        self.stop()
+        self.echo(f"[{k}/{self.n_steps}] {text}")
+        self._current = (name, time.perf_counter())
+
+    def stop(self) -> None:
+        if self._current is not None:
+            name, t0 = self._current
+            self.seconds[name] = time.perf_counter() - t0
+            self._current = None
+
+    def command(self, step: str, command: str) -> None:
+        self.commands.append({"step": step, "command": command})
+
+
+def _simulate_step(out: Path, plan: DemoPlan, seed: int, n_jobs: int, run: _RunLog):
+    """The survey (simulated or reused), its splits, metadata and ``dataset.json``."""
+    from featuremass.io.layout import load_split
+    from featuremass.io.simulate import SurveyConfig
+    from featuremass.models.inputs import load_metadata
+
     config = SurveyConfig(n_train=plan.n_train, n_val=plan.n_val, n_test=plan.n_test,
                           npix=(plan.npix,), seed=seed)
-    root = _survey(out, config, n_jobs=n_jobs, echo=echo)
-    commands.append({"step": name, "command":
-                     f"featuremass simulate --out {root} --n-train {plan.n_train} --n-val "
-                     f"{plan.n_val} --n-test {plan.n_test} --npix {plan.npix} --seed {seed}"})
-    seconds[name] = time.perf_counter() - t0
+    root = _survey(out, config, n_jobs=n_jobs, echo=run.echo)
+    run.command("simulate", f"featuremass simulate --out {root} --n-train {plan.n_train} --n-val "
+                            f"{plan.n_val} --n-test {plan.n_test} --npix {plan.npix} --seed {seed}")
     splits = {s: load_split(root, npix=plan.npix, split=s) for s in ("train", "val", "test")}
-    meta = load_metadata(root)
     y_all = np.concatenate([splits[s].target for s in splits])
     write_json(out / "dataset.json", {
         "name": "featuremass simulated survey", "root": "survey", "npix": plan.npix,
@@ -170,9 +216,14 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
                    "max": float(y_all.max())},
         "config": json.loads(json.dumps(asdict(config), default=list)),
     })
+    return root, splits, load_metadata(root)
 
-    # 2. features
-    name, t0 = step(2, "extract", f"measuring morphology features ({n_jobs} processes)")
+
+def _extract_step(out: Path, root: Path, splits: dict, plan: DemoPlan, n_jobs: int, run: _RunLog) -> dict:
+    """Feature table of every split, written to ``features/<split>.parquet``."""
+    from featuremass.features.batch import extract_features
+    from featuremass.features.flags import is_good
+
     tables = {}
     (out / "features").mkdir(exist_ok=True)
     for s, ds in splits.items():
@@ -183,26 +234,32 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
         tables[s] = table
         n_good = int(is_good(table["flag"]).sum())
         n_warn = int(((table["flag"] != 0) & is_good(table["flag"])).sum())
-        echo(f"      {s}: {len(table)} galaxies, {n_good} measured without a serious flag "
-             f"({n_warn} of them with warning bits such as EDGE_TOUCH)")
-        commands.append({"step": f"{name} {s}", "command":
-                         f"featuremass extract --data {root} --npix {plan.npix} --split {s} "
-                         f"--out {path} -j {n_jobs}"})
-    seconds[name] = time.perf_counter() - t0
+        run.echo(f"      {s}: {len(table)} galaxies, {n_good} measured without a serious flag "
+                 f"({n_warn} of them with warning bits such as EDGE_TOUCH)")
+        run.command(f"extract {s}", f"featuremass extract --data {root} --npix {plan.npix} --split {s} "
+                                    f"--out {path} -j {n_jobs}")
+    return tables
 
-    # 3. LightGBM and baselines
-    name, t0 = step(3, "train", "training LightGBM (image, image+dl) and baselines")
+
+#: The demo's models: (label, kind, input set).
+_DEMO_MODELS = (("lgbm_image", "lgbm", "image"), ("lgbm_image+dl", "lgbm", "image+dl"),
+                ("ridge_image", "ridge", "image"), ("mean", "mean", "image"))
+
+
+def _train_step(out, root, splits, tables, meta, plan: DemoPlan, seed: int, n_jobs: int, run: _RunLog):
+    """Train, save, evaluate and predict every model of :data:`_DEMO_MODELS`: ``(metrics, pred, models)``."""
+    from featuremass.models.inputs import build_design
+    from featuremass.models.metrics import format_metric
+    from featuremass.models.store import save_model
+    from featuremass.models.workflow import evaluate_model, fit_model
+
     metrics: dict[str, dict] = {}
     pred = pd.DataFrame({"galaxy_id": splits["test"].ids, "ml_true": splits["test"].target})
     models = {}
-    runs = [("lgbm_image", "lgbm", "image"), ("lgbm_image+dl", "lgbm", "image+dl"),
-            ("ridge_image", "ridge", "image"), ("mean", "mean", "image")]
-    for label, kind, input_set in runs:
+    for label, kind, input_set in _DEMO_MODELS:
         noise = kind == "lgbm" and input_set == "image"
-        d_train = build_design(tables["train"], input_set, metadata=meta, noise=noise, seed=seed,
-                               require_target=True)
-        d_val = build_design(tables["val"], input_set, metadata=meta, noise=noise, seed=seed,
-                             require_target=True)
+        d_train, d_val = (build_design(tables[s], input_set, metadata=meta, noise=noise, seed=seed,
+                                       require_target=True) for s in ("train", "val"))
         tm = fit_model(d_train.X, d_train.y, d_train.ids, kind=kind, input_set=input_set,
                        X_val=d_val.X, y_val=d_val.y, seed=seed, n_jobs=min(n_jobs, 2),
                        noise_seed=seed if noise else None, intervals=kind != "mean",
@@ -213,64 +270,39 @@ def run_demo(out, *, fast: bool = False, seed: int = 0, cnn: bool = True,
         if "coverage" in ev:
             rep["coverage"] = {k: v["empirical"] for k, v in ev["coverage"].items()}
         metrics[label] = rep
-        p = predict_table(tm, tables["test"], meta, impute=True)
-        pred[f"ml_pred_{label}"] = p["ml_pred"].to_numpy()
-        for lo, hi, tag in (("ml_lo68", "ml_hi68", "68"), ("ml_lo95", "ml_hi95", "95")):
-            if lo in p:
-                pred[f"ml_lo{tag}_{label}"] = p[lo].to_numpy()
-                pred[f"ml_hi{tag}_{label}"] = p[hi].to_numpy()
+        _add_predictions(pred, tm, tables["test"], meta, label)
         models[label] = tm
-        echo(f"      {label:<14} test RMSE {format_metric(rep['linear']['rmse'])}  "
-             f"R2 {format_metric(rep['linear']['r2'])}")
-        commands.append({"step": f"{name} {label}", "command":
-                         f"featuremass train --features {out / 'features/train.parquet'} --val-features "
-                         f"{out / 'features/val.parquet'} --data {root} --inputs {input_set} "
-                         f"--model {kind} --seed {seed} --out {mdir}"})
-    seconds[name] = time.perf_counter() - t0
+        run.echo(f"      {label:<14} test RMSE {format_metric(rep['linear']['rmse'])}  "
+                 f"R2 {format_metric(rep['linear']['r2'])}")
+        run.command(f"train {label}",
+                    f"featuremass train --features {out / 'features/train.parquet'} --val-features "
+                    f"{out / 'features/val.parquet'} --data {root} --inputs {input_set} "
+                    f"--model {kind} --seed {seed} --out {mdir}")
+    return metrics, pred, models
 
-    # 4. importance
-    name, t0 = step(4, "importance", "importance study of the image-only LightGBM")
-    tm = models["lgbm_image"]
-    d_test = tm.design(tables["test"], meta, require_target=True)
+
+def _add_predictions(pred: pd.DataFrame, tm, table, meta, label: str) -> None:
+    """The model's test predictions (and 68/95 % intervals when it has them) as columns of ``pred``."""
+    from featuremass.models.workflow import predict_table
+
+    p = predict_table(tm, table, meta, impute=True)
+    pred[f"ml_pred_{label}"] = p["ml_pred"].to_numpy()
+    for lo, hi, tag in (("ml_lo68", "ml_hi68", "68"), ("ml_lo95", "ml_hi95", "95")):
+        if lo in p:
+            pred[f"ml_lo{tag}_{label}"] = p[lo].to_numpy()
+            pred[f"ml_hi{tag}_{label}"] = p[hi].to_numpy()
+
+
+def _importance_step(out: Path, root: Path, tm, test_table, meta, plan: DemoPlan, seed: int, run: _RunLog) -> None:
+    """The importance study of the image-only LightGBM into ``importance/``."""
+    from featuremass.inspect.importance import importance_study
+
+    d_test = tm.design(test_table, meta, require_target=True)
     study = importance_study(tm.estimator, d_test.X, d_test.y, out=out / "importance",
                              n_repeats=plan.n_repeats, random_state=seed)
-    top = ", ".join(study["importance"].index[:5])
-    echo(f"      top features by mean |SHAP|: {top}")
-    commands.append({"step": name, "command":
-                     f"featuremass importance --model {out / 'models/lgbm_image'} --features "
-                     f"{out / 'features/test.parquet'} --data {root} --out {out / 'importance'}"})
-    seconds[name] = time.perf_counter() - t0
-
-    # 5. CNN and hybrid
-    if use_cnn:
-        name, t0 = step(5, "cnn", f"training the CNN for {plan.cnn_epochs} epoch(s), then the hybrid")
-        _cnn_and_hybrid(out, splits, tables, plan, seed, n_jobs, metrics, pred, echo)
-        commands.append({"step": name, "command":
-                         f"featuremass cnn train --data {root} --npix {plan.npix} --epochs "
-                         f"{plan.cnn_epochs} --seed {seed} --out {out / 'models/cnn_image'}"})
-        seconds[name] = time.perf_counter() - t0
-    elif cnn:
-        echo("      (CNN skipped: TensorFlow is not installed; pip install 'featuremass[cnn]')")
-
-    write_frame(pred, out / "predictions.parquet", index=False)
-    write_json(out / "metrics.json", metrics)
-
-    # 6. report
-    name, t0 = step(n_steps, "report", "writing the HTML report")
-    seconds["total"] = time.perf_counter() - t_all
-    commands.insert(0, {"step": "demo (all of the below)", "command":
-                        f"featuremass demo --out {out} --seed {seed}" + (" --fast" if fast else "")
-                        + ("" if cnn else " --no-cnn") + f" -j {n_jobs}"})
-    commands.append({"step": name, "command": f"featuremass report --run {out}"})
-    write_json(out / "commands.json", {
-        "commands": commands, "versions": _versions(), "seconds": seconds,
-        "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores, "
-                   f"{platform.system()} {platform.release()})",
-        "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-    })
-    report = build_report(out)
-    echo(f"done in {time.perf_counter() - t_all:.0f} s")
-    return str(report)
+    run.echo(f"      top features by mean |SHAP|: {', '.join(study['importance'].index[:5])}")
+    run.command("importance", f"featuremass importance --model {out / 'models/lgbm_image'} --features "
+                              f"{out / 'features/test.parquet'} --data {root} --out {out / 'importance'}")
 
 
 def _cnn_and_hybrid(out, splits, tables, plan, seed, n_jobs, metrics, pred, echo) -> None:

@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit
 from scipy import ndimage as ndi
 
+from featuremass.features.geometry import elliptical_distance, elliptical_distance_scalar
 from featuremass.features.sky import sky_asymmetry_per_pixel, sky_smoothness_per_pixel
 
 
@@ -126,11 +127,7 @@ def _asymmetry_at(rot: _Rotator, center, image, aperture, bkg_per_pixel, *, use_
     good = ~(mask | mask180)
     dx = np.arange(xa, xb) - center[0]
     dy = np.arange(ya, yb)[:, None] - center[1]
-    if elongation == 1.0:
-        rho = np.sqrt(dx * dx + dy * dy)
-    else:
-        c, s = np.cos(theta), np.sin(theta)
-        rho = np.sqrt((dx * c + dy * s) ** 2 + ((dy * c - dx * s) * elongation) ** 2)
+    rho = elliptical_distance(dx, dy, elongation, theta)
     w = _ramp(r_out, rho)
     if r_in > 0:
         w = w - _ramp(r_in, rho)
@@ -174,11 +171,7 @@ def _asymmetry_kernel(image, mask, xc, yc, r_in, r_out, elongation, theta, bkg):
             if ry >= 0 and rx >= 0 and ry < ny and rx < nx and mask[ry, rx]:
                 continue
             dx = x - xc
-            if elongation == 1.0:
-                rho = math.sqrt(dx * dx + dy * dy)
-            else:
-                u, v = dx * c + dy * s, (dy * c - dx * s) * elongation
-                rho = math.sqrt(u * u + v * v)
+            rho = elliptical_distance_scalar(dx, dy, elongation, c, s)
             w = min(max(r_out - rho + 0.5, 0.0), 1.0)
             if r_in > 0:
                 w -= min(max(r_in - rho + 0.5, 0.0), 1.0)

@@ -13,11 +13,20 @@ statmorph, Rodriguez-Gomez et al. 2019, Sect. 4.1):
 The eigenvalues of the covariance matrix are ``a^2 >= b^2``; the ellipticity
 is ``1 - b/a``, the elongation ``a/b`` and the orientation
 ``theta = atan2(2 xy, x2 - y2) / 2`` (radians counter-clockwise from +x).
+
+:func:`elliptical_distance` is the one elliptical (semi-major-axis) radius of
+the package; every feature family measures its elliptical apertures and
+annuli with it (or, in a numba kernel, with its scalar twin
+:func:`elliptical_distance_scalar`). It takes the elongation ``a/b``;
+:func:`elongation_from_ellipticity` converts an ellipticity ``1 - b/a``.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from numba import njit
 
 #: Variance of a 1-pixel top hat: the SExtractor floor for infinitely thin sources.
 _RHO = 1.0 / 12.0
@@ -94,23 +103,63 @@ def shape_from_covariance(cov: np.ndarray) -> tuple[float, float, float]:
     return float(1.0 - b / a), float(a / b), float(theta)
 
 
-def elliptical_radius(
-    shape: tuple[int, int], center: tuple[float, float], elongation: float, theta: float
-) -> np.ndarray:
-    """Semi-major-axis distance of every pixel from ``center``.
+def elongation_from_ellipticity(ellipticity: float) -> float:
+    """Elongation ``a/b`` of an ellipticity ``1 - b/a``.
+
+    The axis ratio ``b/a`` is floored at ``1e-3`` so that a degenerate
+    (line-like) shape keeps a finite distance.
+    """
+    return 1.0 / max(1.0 - ellipticity, 1e-3)
+
+
+def elliptical_distance(dx, dy, elongation: float, theta: float):
+    """Semi-major-axis distance of offsets ``(dx, dy)`` from an ellipse's centre.
+
+    The one definition of the elliptical radius used by every feature
+    family (Petrosian radii, Gini segment, asymmetry apertures, profiles,
+    Sérsic annuli):
 
     .. math:: \\rho = \\sqrt{x'^2 + (q\\,y')^2}, \\quad
               x' = \\Delta x\\cos\\theta + \\Delta y\\sin\\theta, \\;
               y' = -\\Delta x\\sin\\theta + \\Delta y\\cos\\theta
 
-    with ``q`` the elongation ``a/b`` (1 gives the circular distance).
+    with ``q`` the elongation ``a/b`` (see :func:`elongation_from_ellipticity`)
+    and ``theta`` the major axis in radians counter-clockwise from +x. Points
+    on the ellipse of semi-major axis ``a`` give ``a``; ``q = 1`` gives the
+    circular distance. ``dx`` and ``dy`` are floats or arrays that broadcast.
+    :func:`elliptical_distance_scalar` is the same formula for numba kernels.
+    """
+    if elongation == 1.0:
+        return np.sqrt(dx * dx + dy * dy)
+    c, s = math.cos(theta), math.sin(theta)
+    major = dx * c + dy * s
+    minor = (dy * c - dx * s) * elongation
+    return np.sqrt(major * major + minor * minor)
+
+
+@njit(cache=True)
+def elliptical_distance_scalar(dx, dy, elongation, cos_theta, sin_theta):
+    """:func:`elliptical_distance` of one offset, for numba kernels.
+
+    Takes ``cos(theta)`` and ``sin(theta)`` so a pixel loop computes them
+    once; same operations in the same order, so the results are identical
+    (``tests/features/test_geometry.py`` holds the two together).
+    """
+    if elongation == 1.0:
+        return math.sqrt(dx * dx + dy * dy)
+    major = dx * cos_theta + dy * sin_theta
+    minor = (dy * cos_theta - dx * sin_theta) * elongation
+    return math.sqrt(major * major + minor * minor)
+
+
+def elliptical_radius(
+    shape: tuple[int, int], center: tuple[float, float], elongation: float, theta: float
+) -> np.ndarray:
+    """:func:`elliptical_distance` of every pixel of a ``shape`` grid from ``center``.
+
+    ``center`` is ``(x, y)`` with x the column index.
     """
     ny, nx = shape
     dx = np.arange(nx, dtype=np.float64) - center[0]
     dy = np.arange(ny, dtype=np.float64)[:, None] - center[1]
-    if elongation == 1.0:
-        return np.sqrt(dx * dx + dy * dy)
-    c, s = np.cos(theta), np.sin(theta)
-    xp = dx * c + dy * s
-    yp = (dy * c - dx * s) * elongation
-    return np.sqrt(xp * xp + yp * yp)
+    return elliptical_distance(dx, dy, elongation, theta)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -337,30 +338,92 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
     """
     config = MorphologyConfig() if config is None else config
     img = np.asarray(image, dtype=np.float64)
-    flag = MorphFlag(0)
-    nan = float("nan")
-
-    def fail(bits, sky_mean=nan, sigma=nan):
-        return PreparedSource(None, nan, sigma, sky_mean, None, None, None, None, 0, 0, 0.0, int(flag | bits))
-
     bad = ~np.isfinite(img)
-    if bad.any():
-        flag |= MorphFlag.BAD_PIXELS
+    flag = MorphFlag.BAD_PIXELS if bad.any() else MorphFlag(0)
     if mask is not None:
         bad = bad | mask
     finite_vals = img[~bad]
     if finite_vals.size == 0 or np.ptp(finite_vals) == 0 or not (finite_vals > 0).any():
-        return fail(MorphFlag.BLANK_IMAGE)
-
+        return _failed_preparation(flag | MorphFlag.BLANK_IMAGE)
     sky0 = sky.estimate_sky(img, exclude=bad)
     if not np.isfinite(sky0.sigma):
-        return fail(MorphFlag.SKY_FAILED)
-    ny, nx = img.shape
-    center = ((nx - 1) / 2.0, (ny - 1) / 2.0)
+        return _failed_preparation(flag | MorphFlag.SKY_FAILED)
+
     # One convolution serves every detection map (the smoothing is linear).
     smooth_img, smooth_valid = detection_smoothing(img, bad)
+    bg = _sky_background(img, bad, smooth_img, smooth_valid, sky0, config)
+    flag |= bg.flag
+    if not bg.ok:
+        return _failed_preparation(flag | MorphFlag.SKY_FAILED)
+    level = bg.level if config.subtract_sky else 0.0
+    seg = segment_central_source(
+        img - level,
+        bg.sigma,
+        mask=bad,
+        nsigma=config.detect_nsigma,
+        smoothed=smooth_img - level * smooth_valid,
+        smoothed_sigma=bg.detection_sigma,
+        peak_nsigma=NEIGHBOUR_PEAK_NSIGMA,
+    )
+    if not seg.found:
+        return _failed_preparation(flag | MorphFlag.NO_SOURCE, bg.level, bg.sigma)
+    flag |= _segment_warnings(seg, img.size)
+    total_mask = bad | seg.neighbour_mask
+    data = np.where(total_mask, 0.0, img - level)
+    noise_s = bg.detection_sigma
+    return PreparedSource(
+        data, float(level), float(bg.sigma), float(bg.level), seg.segmap, total_mask, bad,
+        seg.neighbour_mask, seg.n_masked_neighbours, seg.n_blended, seg.blend_flux_ratio, int(flag),
+        float(noise_s) if noise_s is not None and np.isfinite(noise_s) else float(bg.sigma / (2.0 * np.sqrt(np.pi))),
+    )
+
+
+def _failed_preparation(flag, sky_mean: float = _NAN, sigma: float = _NAN) -> PreparedSource:
+    return PreparedSource(None, _NAN, sigma, sky_mean, None, None, None, None, 0, 0, 0.0, int(flag))
+
+
+@dataclass(frozen=True)
+class _SkyBackground:
+    """The sky of one stamp (:func:`_sky_background`): ``ok`` False when none could be measured."""
+
+    ok: bool
+    level: float
+    sigma: float
+    detection_sigma: float | None  # noise of the smoothed stamp; None when the sky is a fallback
+    flag: MorphFlag  # FILLS_STAMP, SKY_UNCERTAIN
+
+
+def _sky_background(img, bad, smooth_img, smooth_valid, sky0, config) -> _SkyBackground:
+    """Steps 2 and 3 of :func:`prepare_source`: the sky outside the detections, or a fallback."""
+    ny, nx = img.shape
+    center = ((nx - 1) / 2.0, (ny - 1) / 2.0)
     # Pixels near the stamp edge are smoothed with zeros beyond it: quieter than the sky.
     not_interior = bad | (smooth_valid < 0.99)
+    level, sigma, noise_s, sky_pixels, sources = _sky_outside_detections(
+        img, bad, smooth_img, smooth_valid, not_interior, sky0, config
+    )
+    pixel_noise = _difference_sigma(img, bad)
+    if sky_pixels is not None and sigma > SMOOTH_SKY_RATIO * pixel_noise:
+        # The "sky" varies far more than neighbouring pixels do: it is smooth
+        # galaxy light spread over the whole stamp, not noise.
+        sky_pixels = None
+    if sky_pixels is None:
+        # Too little sky left: a galaxy filling its stamp.
+        flag = MorphFlag.FILLS_STAMP if sources.mean() > 0.5 else MorphFlag(0)
+        level = _sky_of_filled_stamp(img, bad, center)
+        if not (np.isfinite(level) and np.isfinite(pixel_noise) and pixel_noise > 0):
+            return _SkyBackground(False, _NAN, _NAN, None, flag)
+        return _SkyBackground(True, level, pixel_noise, None, flag | MorphFlag.SKY_UNCERTAIN)
+    level, uncertain = _sky_without_wings(img, center, sky_pixels, level, sigma, noise_s)
+    return _SkyBackground(True, level, sigma, noise_s, MorphFlag.SKY_UNCERTAIN if uncertain else MorphFlag(0))
+
+
+def _sky_outside_detections(img, bad, smooth_img, smooth_valid, not_interior, sky0, config):
+    """Sky level and noise of the pixels outside the detections (two passes at most).
+
+    Returns ``(level, sigma, detection_sigma, sky_pixels, sources)``;
+    ``sky_pixels`` is None when the sky could not be measured outside them.
+    """
     level, sigma = sky0.median, sky0.sigma
     noise_s = sky.detection_noise(smooth_img - level * smooth_valid, exclude=not_interior)
     sky_pixels = None
@@ -382,65 +445,41 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
         # A second pass only matters when the first moved the threshold.
         if abs(level - previous[0]) < 0.05 * sigma and abs(noise_s / previous[1] - 1.0) < 0.05:
             break
-    uncertain = False
-    pixel_noise = _difference_sigma(img, bad)
-    if sky_pixels is not None and sigma > SMOOTH_SKY_RATIO * pixel_noise:
-        # The "sky" varies far more than neighbouring pixels do: it is smooth
-        # galaxy light spread over the whole stamp, not noise.
-        sky_pixels = None
-    if sky_pixels is None:
-        # Too little sky left: a galaxy filling its stamp.
-        if sources.mean() > 0.5:
-            flag |= MorphFlag.FILLS_STAMP
-        uncertain = True
-        level = sky.profile_sky(img, center, exclude=bad)
-        if not np.isfinite(level):
-            border = np.zeros(img.shape, dtype=bool)
-            border[:3], border[-3:], border[:, :3], border[:, -3:] = True, True, True, True
-            level = sky.mode_sky(img[border & ~bad])
-        sigma = pixel_noise
-        noise_s = None
-        if not (np.isfinite(level) and np.isfinite(sigma) and sigma > 0):
-            return fail(MorphFlag.SKY_FAILED)
-    else:
-        white = sigma / (2.0 * np.sqrt(np.pi))
-        correlation = (noise_s / white) ** 2 if np.isfinite(noise_s) else 1.0
-        if sky.sky_gradient(img, center, sky_pixels, sigma, correlation=correlation) > 5.0:
-            # The "sky" still holds the galaxy's wings: extrapolate them away.
-            tail = sky.profile_sky(
-                img, center, exclude=~sky_pixels, r_in=0.0, sigma=sigma, correlation=correlation
-            )
-            if np.isfinite(tail) and tail < level - 0.1 * sigma:
-                level = max(tail, level - 2.0 * sigma)
-                uncertain = True
-    if uncertain:
-        flag |= MorphFlag.SKY_UNCERTAIN
-    sky_mean = level
-    level = level if config.subtract_sky else 0.0
-    seg = segment_central_source(
-        img - level,
-        sigma,
-        mask=bad,
-        nsigma=config.detect_nsigma,
-        smoothed=smooth_img - level * smooth_valid,
-        smoothed_sigma=noise_s,
-        peak_nsigma=NEIGHBOUR_PEAK_NSIGMA,
-    )
-    if not seg.found:
-        return fail(MorphFlag.NO_SOURCE, sky_mean, sigma)
+    return level, sigma, noise_s, sky_pixels, sources
+
+
+def _sky_of_filled_stamp(img, bad, center) -> float:
+    """The asymptote of the outer third's radial profile, else the mode of the stamp border."""
+    level = sky.profile_sky(img, center, exclude=bad)
+    if not np.isfinite(level):
+        border = np.zeros(img.shape, dtype=bool)
+        border[:3], border[-3:], border[:, :3], border[:, -3:] = True, True, True, True
+        level = sky.mode_sky(img[border & ~bad])
+    return level
+
+
+def _sky_without_wings(img, center, sky_pixels, level, sigma, noise_s) -> tuple[float, bool]:
+    """``(level, uncertain)``: a lower level when the sky pixels still brighten towards the galaxy."""
+    white = sigma / (2.0 * np.sqrt(np.pi))
+    correlation = (noise_s / white) ** 2 if np.isfinite(noise_s) else 1.0
+    if sky.sky_gradient(img, center, sky_pixels, sigma, correlation=correlation) > 5.0:
+        # The "sky" still holds the galaxy's wings: extrapolate them away.
+        tail = sky.profile_sky(img, center, exclude=~sky_pixels, r_in=0.0, sigma=sigma, correlation=correlation)
+        if np.isfinite(tail) and tail < level - 0.1 * sigma:
+            return max(tail, level - 2.0 * sigma), True
+    return level, False
+
+
+def _segment_warnings(seg, n_pixels: int) -> MorphFlag:
+    """EDGE_TOUCH, FILLS_STAMP and MULTIPLE_SOURCES of a central-source segmentation."""
+    flag = MorphFlag(0)
     if seg.touches_edge:
         flag |= MorphFlag.EDGE_TOUCH
-    if seg.segmap.sum() > 0.5 * img.size:
+    if seg.segmap.sum() > 0.5 * n_pixels:
         flag |= MorphFlag.FILLS_STAMP
     if seg.n_blended and seg.blend_flux_ratio >= 0.1:
         flag |= MorphFlag.MULTIPLE_SOURCES
-    total_mask = bad | seg.neighbour_mask
-    data = np.where(total_mask, 0.0, img - level)
-    return PreparedSource(
-        data, float(level), float(sigma), float(sky_mean), seg.segmap, total_mask, bad,
-        seg.neighbour_mask, seg.n_masked_neighbours, seg.n_blended, seg.blend_flux_ratio, int(flag),
-        float(noise_s) if noise_s is not None and np.isfinite(noise_s) else float(sigma / (2.0 * np.sqrt(np.pi))),
-    )
+    return flag
 
 
 def _difference_sigma(img: np.ndarray, bad: np.ndarray) -> float:
@@ -469,6 +508,7 @@ def _noise_from_weights(prep: PreparedSource, sigma_map: np.ndarray) -> Prepared
 
 
 def _measure(img, user_mask, config, out, sigma_map=None) -> int:
+    """Every feature of one stamp into ``out``, in statmorph's order; the flag bits."""
     prep = prepare_source(img, config=config, mask=user_mask)
     if sigma_map is not None:
         prep = _noise_from_weights(prep, sigma_map)
@@ -477,28 +517,24 @@ def _measure(img, user_mask, config, out, sigma_map=None) -> int:
         out["sky_mean"], out["sky_sigma"] = prep.sky_mean, prep.sigma
     if prep.data is None:
         return int(flag)
-    sigma = prep.sigma
-    segmap = prep.segmap
-    area = int(segmap.sum())
+    area = int(prep.segmap.sum())
     out["segmap_area_px"] = area
     out["n_masked_neighbours"] = prep.n_masked_neighbours
-    total_mask = prep.mask
-    data = prep.data
-    no_bg = np.where(segmap, data, 0.0)
+    no_bg = np.where(prep.segmap, prep.data, 0.0)
 
     # Geometry about the centroid.
     xc, yc = geometry.centroid(no_bg)
     if not np.isfinite(xc):
         return int(flag | MorphFlag.NO_SOURCE)
     out["xc_centroid"], out["yc_centroid"] = xc, yc
-    cov_c = geometry.covariance(no_bg, (xc, yc))
     (out["ellipticity_centroid"], out["elongation_centroid"], out["orientation_centroid"]) = (
-        geometry.shape_from_covariance(cov_c)
+        geometry.shape_from_covariance(geometry.covariance(no_bg, (xc, yc)))
     )
     if area < config.min_segmap_area_px:
         return int(flag | MorphFlag.SMALL_SOURCE)
 
-    rp_centroid = radii.petrosian_radius(data, (xc, yc), mask=total_mask, eta=config.eta)
+    # The Petrosian radius about the centroid sizes the asymmetry aperture.
+    rp_centroid = radii.petrosian_radius(prep.data, (xc, yc), mask=prep.mask, eta=config.eta)
     if not np.isfinite(rp_centroid) or rp_centroid < config.min_rpetro_px:
         flag |= MorphFlag.PETROSIAN_FAILED
         if not np.isfinite(rp_centroid) and (flag & (MorphFlag.FILLS_STAMP | MorphFlag.EDGE_TOUCH)):
@@ -507,9 +543,40 @@ def _measure(img, user_mask, config, out, sigma_map=None) -> int:
     if prep.n_blended or _mask_near(prep.neighbour_mask, (xc, yc), 1.5 * rp_centroid):
         flag |= MorphFlag.CONTAMINATED
 
-    # Asymmetry centre and asymmetry.
+    center, asym_flag = _asymmetry_centre(prep, (xc, yc), rp_centroid, out)
+    flag |= asym_flag
+    if not flag & MorphFlag.CONTAMINATED and _blended_neighbour(prep, center, rp_centroid):
+        flag |= MorphFlag.CONTAMINATED
+    shape = _Shape(*geometry.shape_from_covariance(geometry.covariance(no_bg, center)))
+    out["ellipticity_asymmetry"], out["elongation_asymmetry"], out["orientation_asymmetry"] = shape
+    if not np.isfinite(shape.elongation):
+        shape = _Shape(0.0, 1.0, 0.0)  # round, for the apertures below
+
+    flag |= _radii_and_cas(prep, center, shape, rp_centroid, config, out)
+    gseg, gini_flag = _gini_m20(prep, (xc, yc), shape, config, out)
+    flag |= gini_flag
+    flag |= _mid(prep, gseg, config, out)
+    flag |= _shape_asymmetry(prep, center, shape, out)
+    weights = None if sigma_map is None else np.where(prep.mask, 0.0, sigma_map ** -2.0)
+    flag |= _parametric(prep.data, prep.mask, center, shape.ellipticity, shape.theta, out, config, prep.sigma,
+                        weights=weights)
+    return int(flag)
+
+
+class _Shape(NamedTuple):
+    """Moment shape about the asymmetry centre (:func:`geometry.shape_from_covariance`)."""
+
+    ellipticity: float
+    elongation: float
+    theta: float
+
+
+def _asymmetry_centre(prep: PreparedSource, centroid, rp_centroid: float, out) -> tuple[tuple[float, float], MorphFlag]:
+    """The asymmetry centre and the asymmetry there (``ASYMMETRY_FAILED`` when it drifts or is NaN)."""
+    xc, yc = centroid
+    flag = MorphFlag(0)
     (ax, ay), asym = cas.asymmetry_center(
-        data, (xc, yc), mask=total_mask, r_aperture=1.5 * rp_centroid, sky_sigma=sigma
+        prep.data, (xc, yc), mask=prep.mask, r_aperture=1.5 * rp_centroid, sky_sigma=prep.sigma
     )
     # statmorph keeps its asymmetry centre wherever it lands; on clumpy or blended
     # galaxies it lies a few px from the centroid, and only a jump of a whole
@@ -518,26 +585,24 @@ def _measure(img, user_mask, config, out, sigma_map=None) -> int:
         if np.isfinite(ax):
             flag |= MorphFlag.ASYMMETRY_FAILED  # drifted away: fall back on the centroid
         ax, ay = xc, yc
-        asym = cas.rotational_asymmetry(data, (ax, ay), mask=total_mask, r_out=1.5 * rp_centroid, sky_sigma=sigma)
-    center = (ax, ay)
+        asym = cas.rotational_asymmetry(prep.data, (ax, ay), mask=prep.mask, r_out=1.5 * rp_centroid,
+                                        sky_sigma=prep.sigma)
     out["xc_asymmetry"], out["yc_asymmetry"] = ax, ay
     out["asymmetry"] = asym
-    if not flag & MorphFlag.CONTAMINATED and _blended_neighbour(prep, center, rp_centroid):
-        flag |= MorphFlag.CONTAMINATED
     if not np.isfinite(asym):
         flag |= MorphFlag.ASYMMETRY_FAILED
-    cov_a = geometry.covariance(no_bg, center)
-    ellip_a, elong_a, theta_a = geometry.shape_from_covariance(cov_a)
-    out["ellipticity_asymmetry"], out["elongation_asymmetry"], out["orientation_asymmetry"] = ellip_a, elong_a, theta_a
-    if not np.isfinite(elong_a):
-        elong_a, theta_a, ellip_a = 1.0, 0.0, 0.0
+    return (ax, ay), flag
 
-    # Radii.
+
+def _radii_and_cas(prep: PreparedSource, center, shape: _Shape, rp_centroid: float, config, out) -> MorphFlag:
+    """Petrosian radii, r20/r50/r80, concentration and smoothness about ``center``."""
+    data, mask = prep.data, prep.mask
+    flag = MorphFlag(0)
     # The radius about the centroid tells how large a box the search needs.
-    rp = radii.petrosian_radius(data, center, mask=total_mask, eta=config.eta, r_start=rp_centroid)
+    rp = radii.petrosian_radius(data, center, mask=mask, eta=config.eta, r_start=rp_centroid)
     rpe = radii.petrosian_radius(
-        data, center, mask=total_mask, eta=config.eta, elongation=elong_a, theta=theta_a,
-        r_start=rp_centroid * math.sqrt(elong_a),
+        data, center, mask=mask, eta=config.eta, elongation=shape.elongation, theta=shape.theta,
+        r_start=rp_centroid * math.sqrt(shape.elongation),
     )
     out["rpetro_circ"], out["rpetro_ellip"] = rp, rpe
     if not (np.isfinite(rp) and np.isfinite(rpe)):
@@ -547,60 +612,71 @@ def _measure(img, user_mask, config, out, sigma_map=None) -> int:
     out["concentration"] = cas.concentration(r20, r80)
     if not np.isfinite(out["concentration"]) or not np.isfinite(r50):
         flag |= MorphFlag.RADII_FAILED
-    out["smoothness"] = cas.smoothness(data, center, rp, sky_sigma=sigma)
+    out["smoothness"] = cas.smoothness(data, center, rp, sky_sigma=prep.sigma)
     if not np.isfinite(out["smoothness"]):
         flag |= MorphFlag.SMOOTHNESS_FAILED
+    return flag
 
-    # Gini / M20 on the Lotz et al. segment (centred on the centroid, as statmorph).
-    gseg = gini_m20.gini_segmap(data, (xc, yc), rpe, elongation=elong_a, theta=theta_a)
+
+def _gini_m20(prep: PreparedSource, centroid, shape: _Shape, config, out) -> tuple[np.ndarray, MorphFlag]:
+    """Gini, M20 and S/N per pixel on the Lotz et al. segment (centred on the centroid, as statmorph)."""
+    data = prep.data
+    flag = MorphFlag(0)
+    gseg = gini_m20.gini_segmap(data, centroid, out["rpetro_ellip"], elongation=shape.elongation, theta=shape.theta)
     if gseg.any() and not gseg.all():
         g = gini_m20.gini(data[gseg])
         m = gini_m20.m20(data, gseg)
         out["gini"], out["m20"] = g, m
         out["gini_m20_bulge"] = gini_m20.gini_m20_bulge(g, m)
         out["gini_m20_merger"] = gini_m20.gini_m20_merger(g, m)
-        out["sn_per_pixel"] = sky.sn_per_pixel(data, gseg & ~total_mask, sigma, gain=config.gain)
+        out["sn_per_pixel"] = sky.sn_per_pixel(data, gseg & ~prep.mask, prep.sigma, gain=config.gain)
     if not (np.isfinite(out["gini"]) and np.isfinite(out["m20"])):
         flag |= MorphFlag.GINI_M20_FAILED
     if np.isfinite(out["sn_per_pixel"]) and out["sn_per_pixel"] < 2.5:
         flag |= MorphFlag.LOW_SN
+    return gseg, flag
 
-    # MID.
-    mseg = mid.mid_segmap(data, segmap, eta=config.eta)
+
+def _mid(prep: PreparedSource, gseg: np.ndarray, config, out) -> MorphFlag:
+    """Multimode, intensity and deviation (on the Gini segment when MID's own fails)."""
+    mseg = mid.mid_segmap(prep.data, prep.segmap, eta=config.eta)
     if mseg is None and gseg.any() and not gseg.all():
         mseg = gseg
     if mseg is not None:
-        out["multimode"] = mid.multimode(data, segmap, mseg)
-        out["intensity"], out["deviation"] = mid.intensity_deviation(data, mseg)
+        out["multimode"] = mid.multimode(prep.data, prep.segmap, mseg)
+        out["intensity"], out["deviation"] = mid.intensity_deviation(prep.data, mseg)
     if not all(np.isfinite(out[k]) for k in ("multimode", "intensity", "deviation")):
-        flag |= MorphFlag.MID_FAILED
+        return MorphFlag.MID_FAILED
+    return MorphFlag(0)
 
-    # Shape asymmetry, rmax, half-light radii, outer asymmetry.
-    sseg = shape_asymmetry.shape_asymmetry_segmap(data, sigma)
+
+def _shape_asymmetry(prep: PreparedSource, center, shape: _Shape, out) -> MorphFlag:
+    """Shape asymmetry, rmax, half-light radii and outer asymmetry (Pawlik et al. 2016)."""
+    data = prep.data
+    flag = MorphFlag(0)
+    sseg = shape_asymmetry.shape_asymmetry_segmap(data, prep.sigma)
     rmax_c = shape_asymmetry.rmax(sseg, center)
-    rmax_e = shape_asymmetry.rmax(sseg, center, elongation=elong_a, theta=theta_a)
+    rmax_e = shape_asymmetry.rmax(sseg, center, elongation=shape.elongation, theta=shape.theta)
     out["rmax_circ"], out["rmax_ellip"] = rmax_c, rmax_e
     out["rhalf_circ"] = radii.radius_at_fraction(data, center, rmax_c, 0.5)
-    out["rhalf_ellip"] = radii.radius_at_fraction(data, center, rmax_e, 0.5, elongation=elong_a, theta=theta_a)
+    out["rhalf_ellip"] = radii.radius_at_fraction(data, center, rmax_e, 0.5, elongation=shape.elongation,
+                                                  theta=shape.theta)
     if not (np.isfinite(out["rhalf_circ"]) and np.isfinite(out["rhalf_ellip"])):
         flag |= MorphFlag.RADII_FAILED
     out["shape_asymmetry"] = shape_asymmetry.shape_asymmetry(sseg, center, rmax_c)
     out["outer_asymmetry"] = shape_asymmetry.outer_asymmetry(
         data,
         center,
-        mask=total_mask,
+        mask=prep.mask,
         rhalf_ellip=out["rhalf_ellip"],
         rmax_ellip=rmax_e,
-        elongation=elong_a,
-        theta=theta_a,
-        sky_sigma=sigma,
+        elongation=shape.elongation,
+        theta=shape.theta,
+        sky_sigma=prep.sigma,
     )
     if not (np.isfinite(out["shape_asymmetry"]) and np.isfinite(out["outer_asymmetry"])):
         flag |= MorphFlag.SHAPE_ASYMMETRY_FAILED
-
-    flag |= _parametric(data, total_mask, center, ellip_a, theta_a, out, config, sigma,
-                        weights=None if sigma_map is None else np.where(total_mask, 0.0, sigma_map ** -2.0))
-    return int(flag)
+    return flag
 
 
 def _parametric(data, mask, center, ellip, theta, out, config, sigma, weights=None) -> MorphFlag:

@@ -42,6 +42,7 @@ import math
 import numpy as np
 
 from featuremass.features.flags import MorphFlag
+from featuremass.features.geometry import elliptical_radius, elongation_from_ellipticity
 
 __all__ = ["PROFILE_COLUMNS", "PROFILE_RADII", "SLOPE_RADII", "annulus_mean", "profile_features"]
 
@@ -59,15 +60,6 @@ PROFILE_COLUMNS = tuple(
 ) + tuple(SLOPE_RADII)
 #: Feature family of each column (for importance summed by family).
 PROFILE_FAMILY = dict.fromkeys(PROFILE_COLUMNS, "profile")
-
-
-def _elliptical_radius(shape, center, ellip, theta):
-    ny, nx = shape
-    y, x = np.mgrid[0:ny, 0:nx].astype(np.float64)
-    dx, dy = x - center[0], y - center[1]
-    c, s = math.cos(theta), math.sin(theta)
-    q = max(1.0 - ellip, 1e-3)
-    return np.hypot(dx * c + dy * s, (-dx * s + dy * c) / q)
 
 
 def _annulus(r_ell, good, r, log_half_width):
@@ -139,7 +131,7 @@ def profile_features(image, *, mask=None, center, ellip, theta, rpetro, sky_sigm
         good &= ~m
     if not np.any(good):
         return out
-    r_ell = _elliptical_radius(img.shape, center, ellip, theta)
+    r_ell = elliptical_radius(img.shape, center, elongation_from_ellipticity(ellip), theta)
     inside = good & (r_ell < 2.0 * rpetro)
     norm = float(np.mean(img[inside])) if np.any(inside) else float("nan")
     if not norm > 0:

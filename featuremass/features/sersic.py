@@ -78,6 +78,7 @@ from numba import njit
 from scipy import ndimage, sparse, special
 
 from featuremass.features.flags import MorphFlag
+from featuremass.features.geometry import elliptical_distance, elongation_from_ellipticity
 
 __all__ = [
     "BULGE_DISK_COLUMNS",
@@ -273,11 +274,7 @@ class _Annuli:
 
 
 def _elliptical_radius(x, y, center, ellip, theta):
-    dx = x - center[0]
-    dy = y - center[1]
-    c, s = math.cos(theta), math.sin(theta)
-    q = max(1.0 - ellip, 1e-3)
-    return np.hypot(dx * c + dy * s, (-dx * s + dy * c) / q)
+    return elliptical_distance(x - center[0], y - center[1], elongation_from_ellipticity(ellip), theta)
 
 
 @functools.lru_cache(maxsize=1)

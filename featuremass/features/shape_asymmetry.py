@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from featuremass.features.cas import rotational_asymmetry
+from featuremass.features.geometry import elliptical_distance
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -67,10 +68,7 @@ def rmax(segmap: np.ndarray, center: tuple[float, float], *, elongation: float =
     if ys.size == 0 or not np.all(np.isfinite(center)):
         return float("nan")
     dx, dy = xs - center[0], ys - center[1]
-    if elongation == 1.0:
-        return float(np.sqrt(np.max(dx * dx + dy * dy)))
-    c, s = np.cos(theta), np.sin(theta)
-    return float(np.sqrt(np.max((dx * c + dy * s) ** 2 + ((dy * c - dx * s) * elongation) ** 2)))
+    return float(np.max(elliptical_distance(dx, dy, elongation, theta)))
 
 
 def shape_asymmetry(segmap: np.ndarray, center: tuple[float, float], rmax_circ: float) -> float:

@@ -293,8 +293,6 @@ def make_cutouts(
     """
     from astropy import units as u
     from astropy.coordinates import SkyCoord
-    from astropy.nddata import Cutout2D
-    from astropy.nddata.utils import NoOverlapError, PartialOverlapError
 
     config = config or CutoutConfig()
     if split not in SPLITS:
@@ -307,60 +305,18 @@ def make_cutouts(
     ids = cat[config.id_col].to_numpy()
     ra = cat[config.ra_col].to_numpy()
     dec = cat[config.dec_col].to_numpy()
-    skipped: list[tuple[int, str, str]] = []
-    valid = np.ones(len(cat), dtype=bool)
-
-    dup = pd.Series(ids).duplicated().to_numpy()
-    for i in np.flatnonzero(dup):
-        skipped.append((int(ids[i]), "duplicate id", "an earlier catalogue row has the same id"))
-    valid &= ~dup
-    bad_coord = valid & ~(np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90))
-    for i in np.flatnonzero(bad_coord):
-        skipped.append((int(ids[i]), "bad coordinates", f"ra={ra[i]!r}, dec={dec[i]!r}"))
-    valid &= ~bad_coord
-    if config.size_col:
-        size = cat[config.size_col].to_numpy() * config.size_factor
-        bad_size = valid & ~(np.isfinite(size) & (size > 0))
-        for i in np.flatnonzero(bad_size):
-            skipped.append((int(ids[i]), "bad size", f"{config.size_col}={cat[config.size_col][i]!r}"))
-        valid &= ~bad_size
-    else:
-        size = np.full(len(cat), np.nan if config.size_arcsec is None else config.size_arcsec)
-    if config.target_col:
-        target = cat[config.target_col].to_numpy()
-        bad_target = valid & ~np.isfinite(target)
-        for i in np.flatnonzero(bad_target):
-            skipped.append((int(ids[i]), "non-finite target", f"{config.target_col}={target[i]!r}"))
-        valid &= ~bad_target
-
-    rows = np.flatnonzero(valid)
+    valid, size, skipped = _usable_rows(cat, config)
     coords = SkyCoord(ra=np.where(valid, ra, 0.0) * u.deg, dec=np.where(valid, dec, 0.0) * u.deg, frame="icrs")
-    # Which images hold each position (pixel centres span -0.5 .. n-0.5).
-    inside = np.zeros((len(skies), len(cat)), dtype=bool)
-    for k, sky in enumerate(skies):
-        x, y = sky.wcs.world_to_pixel(coords)
-        ny, nx = sky.data.shape
-        inside[k] = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+    inside = _images_holding(skies, coords)
 
     stamps, kept = [], []
-    for i in rows:
+    for i in np.flatnonzero(valid):
         gid = int(ids[i])
         holders = np.flatnonzero(inside[:, i])
         if holders.size == 0:
             skipped.append((gid, "off image", f"ra={ra[i]:.6f}, dec={dec[i]:.6f} is outside all {len(skies)} images"))
             continue
-        cut, partial_in = None, []
-        for k in holders:
-            sky = skies[k]
-            side_pix = config.npix if not np.isfinite(size[i]) else size[i] / sky.pixscale_arcsec
-            side_pix = max(int(round(side_pix)), 3)
-            try:
-                cut = Cutout2D(sky.data, coords[i], (side_pix, side_pix), wcs=sky.wcs, mode="strict", copy=True)
-                break
-            except PartialOverlapError:
-                partial_in.append(sky.path.name)
-            except NoOverlapError:  # rounding at the very edge
-                partial_in.append(sky.path.name)
+        cut, side_pix, partial_in = _cut_from_first_holder([skies[k] for k in holders], coords[i], size[i], config)
         if cut is None:
             skipped.append((gid, "partially off image", f"the {side_pix}-pixel stamp crosses the edge of {', '.join(partial_in)}"))
             continue
@@ -389,6 +345,76 @@ def make_cutouts(
     report.files.append(write_split_labels(out, split, ids[kept]))
     report.files.append(_merge_metadata(out, cat.iloc[kept], config))
     return report
+
+
+def _usable_rows(cat: pd.DataFrame, config: CutoutConfig):
+    """``(valid, size_arcsec, skipped)``: the catalogue rows worth cutting out.
+
+    Duplicate ids (after the first), bad coordinates, bad sizes and
+    non-finite targets are skipped, in that order, each with its reason.
+    """
+    ids = cat[config.id_col].to_numpy()
+    ra = cat[config.ra_col].to_numpy()
+    dec = cat[config.dec_col].to_numpy()
+    skipped: list[tuple[int, str, str]] = []
+    valid = np.ones(len(cat), dtype=bool)
+
+    dup = pd.Series(ids).duplicated().to_numpy()
+    for i in np.flatnonzero(dup):
+        skipped.append((int(ids[i]), "duplicate id", "an earlier catalogue row has the same id"))
+    valid &= ~dup
+    bad_coord = valid & ~(np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90))
+    for i in np.flatnonzero(bad_coord):
+        skipped.append((int(ids[i]), "bad coordinates", f"ra={ra[i]!r}, dec={dec[i]!r}"))
+    valid &= ~bad_coord
+    if config.size_col:
+        size = cat[config.size_col].to_numpy() * config.size_factor
+        bad_size = valid & ~(np.isfinite(size) & (size > 0))
+        for i in np.flatnonzero(bad_size):
+            skipped.append((int(ids[i]), "bad size", f"{config.size_col}={cat[config.size_col][i]!r}"))
+        valid &= ~bad_size
+    else:
+        size = np.full(len(cat), np.nan if config.size_arcsec is None else config.size_arcsec)
+    if config.target_col:
+        target = cat[config.target_col].to_numpy()
+        bad_target = valid & ~np.isfinite(target)
+        for i in np.flatnonzero(bad_target):
+            skipped.append((int(ids[i]), "non-finite target", f"{config.target_col}={target[i]!r}"))
+        valid &= ~bad_target
+    return valid, size, skipped
+
+
+def _images_holding(skies: list[_SkyImage], coords) -> np.ndarray:
+    """``inside[k, i]``: whether image ``k`` holds position ``i`` (pixel centres span -0.5 .. n-0.5)."""
+    inside = np.zeros((len(skies), len(coords)), dtype=bool)
+    for k, sky in enumerate(skies):
+        x, y = sky.wcs.world_to_pixel(coords)
+        ny, nx = sky.data.shape
+        inside[k] = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+    return inside
+
+
+def _cut_from_first_holder(holders: list[_SkyImage], coord, size_arcsec: float, config: CutoutConfig):
+    """``(cutout, side_pix, partial_in)``: the stamp from the first image that holds all of it.
+
+    ``cutout`` is None when the stamp crosses the edge of every holder
+    (``partial_in`` names them). The side is ``size_arcsec`` in that image's
+    pixels, or ``config.npix`` without a size, and at least 3.
+    """
+    from astropy.nddata import Cutout2D
+    from astropy.nddata.utils import NoOverlapError, PartialOverlapError
+
+    partial_in = []
+    for sky in holders:
+        side_pix = config.npix if not np.isfinite(size_arcsec) else size_arcsec / sky.pixscale_arcsec
+        side_pix = max(int(round(side_pix)), 3)
+        try:
+            return Cutout2D(sky.data, coord, (side_pix, side_pix), wcs=sky.wcs, mode="strict", copy=True), side_pix, []
+        except PartialOverlapError:
+            partial_in.append(sky.path.name)
+        except NoOverlapError:  # rounding at the very edge
+            partial_in.append(sky.path.name)
+    return None, side_pix, partial_in
 
 
 def _write_report(out: Path, split: str, skipped: pd.DataFrame) -> Path:

@@ -78,39 +78,7 @@ def dataset_info(root: str | os.PathLike) -> dict:
             f"{root} is not a dataset in the seed layout: it has no images/, metadata/ or split/ folder"
         )
     problems: list[str] = []
-
-    meta = None
-    meta_info = None
-    if layout.metadata_path.is_file():
-        try:
-            meta = read_metadata(layout.metadata_path)
-        except DataError as exc:
-            problems.append(str(exc))
-        else:
-            meta_info = {
-                "path": str(layout.metadata_path),
-                "n_rows": int(len(meta)),
-                "columns": [str(c) for c in meta.columns],
-                "target": _target_stats(meta[TARGET_COLUMN].to_numpy()),
-            }
-            n_bad = meta_info["target"]["count"] - meta_info["target"]["n_finite"]
-            if n_bad:
-                bad_ids = meta.index[~np.isfinite(meta[TARGET_COLUMN].to_numpy(dtype=np.float64))]
-                problems.append(
-                    f"{layout.metadata_path}: {n_bad} rows with non-finite {TARGET_COLUMN}: "
-                    f"ids {_examples(bad_ids)}"
-                )
-            target = meta[TARGET_COLUMN].to_numpy(dtype=np.float64)
-            with np.errstate(invalid="ignore"):
-                not_positive = np.isfinite(target) & (target <= 0)
-            if not_positive.any():
-                problems.append(
-                    f"{layout.metadata_path}: {int(not_positive.sum())} rows with {TARGET_COLUMN} "
-                    f"<= 0 (a mass-to-light ratio is positive): ids "
-                    f"{_examples(meta.index[not_positive])}"
-                )
-    else:
-        problems.append(f"no metadata file ({layout.metadata_path})")
+    meta, meta_info = _metadata_info(layout, problems)
     meta_ids = meta.index.to_numpy() if meta is not None else None
 
     files = []
@@ -121,42 +89,11 @@ def dataset_info(root: str | os.PathLike) -> dict:
         train_sizes[str(npix)] = layout.available_train_sizes(npix)
         requests = [("train", t) for t in train_sizes[str(npix)]] + [("val", None), ("test", None)]
         for split, label in requests:
-            img_path = layout.image_path(npix, split, label)
-            names_path = layout.names_path(npix, split, label)
-            if not img_path.is_file() and not names_path.is_file():
-                continue
-            rec = {"npix": npix, "split": split, "train_size": label, "path": str(img_path)}
-            try:
-                images = load_npy(img_path)
-                rec.update(n=int(images.shape[0]) if images.ndim else 0, shape=list(images.shape),
-                           dtype=str(images.dtype))
-                if images.dtype != np.float32 or images.ndim != 3 or images.shape[1:] != (npix, npix):
-                    problems.append(f"{img_path} has {images.dtype} {images.shape}; expected float32 (n, {npix}, {npix})")
-                del images
-                ids = as_int64_ids(load_npy(names_path, mmap=False), names_path)
-            except DataError as exc:
-                problems.append(str(exc))
-                rec["error"] = str(exc)
+            if layout.image_path(npix, split, label).is_file() or layout.names_path(npix, split, label).is_file():
+                rec, ids = _image_file_info(layout, npix, split, label, meta_ids, problems)
                 files.append(rec)
-                continue
-            ids = ids.astype(np.int64)
-            if len(ids) != rec["n"]:
-                problems.append(f"{names_path} has {len(ids)} ids but {img_path} has {rec['n']} images")
-            uniq, counts = np.unique(ids, return_counts=True)
-            dups = uniq[counts > 1]
-            rec["n_duplicate_ids"] = int(dups.size)
-            if dups.size:
-                problems.append(f"{names_path}: {dups.size} duplicate ids {_examples(dups)}")
-            if meta_ids is not None:
-                missing = ids[~np.isin(ids, meta_ids)]
-                rec["n_missing_from_metadata"] = int(missing.size)
-                rec["missing_from_metadata"] = _examples(missing)
-                if missing.size:
-                    problems.append(
-                        f"{names_path}: {missing.size} ids missing from the metadata, e.g. {_examples(missing)}"
-                    )
-            ids_by_split[split].update(ids.tolist())
-            files.append(rec)
+                if ids is not None:
+                    ids_by_split[split].update(ids.tolist())
 
     splits = {}
     for rec in files:
@@ -164,6 +101,98 @@ def dataset_info(root: str | os.PathLike) -> dict:
             key = f"{rec['split']}" + (f"_{rec['train_size']}" if rec["train_size"] else "")
             splits.setdefault(key, {})[str(rec["npix"])] = rec["n"]
 
+    return {
+        "root": str(root),
+        "npix": npix_list,
+        "train_sizes": train_sizes,
+        "splits": splits,
+        "files": files,
+        "metadata": meta_info,
+        "split_labels": _split_labels_info(layout, ids_by_split, problems),
+        "problems": problems,
+    }
+
+
+def _metadata_info(layout: SeedLayout, problems: list[str]):
+    """``(metadata, summary)`` of the metadata file (None, None when absent or unreadable).
+
+    Non-finite and non-positive targets are reported in ``problems``.
+    """
+    if not layout.metadata_path.is_file():
+        problems.append(f"no metadata file ({layout.metadata_path})")
+        return None, None
+    try:
+        meta = read_metadata(layout.metadata_path)
+    except DataError as exc:
+        problems.append(str(exc))
+        return None, None
+    meta_info = {
+        "path": str(layout.metadata_path),
+        "n_rows": int(len(meta)),
+        "columns": [str(c) for c in meta.columns],
+        "target": _target_stats(meta[TARGET_COLUMN].to_numpy()),
+    }
+    n_bad = meta_info["target"]["count"] - meta_info["target"]["n_finite"]
+    if n_bad:
+        bad_ids = meta.index[~np.isfinite(meta[TARGET_COLUMN].to_numpy(dtype=np.float64))]
+        problems.append(
+            f"{layout.metadata_path}: {n_bad} rows with non-finite {TARGET_COLUMN}: "
+            f"ids {_examples(bad_ids)}"
+        )
+    target = meta[TARGET_COLUMN].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        not_positive = np.isfinite(target) & (target <= 0)
+    if not_positive.any():
+        problems.append(
+            f"{layout.metadata_path}: {int(not_positive.sum())} rows with {TARGET_COLUMN} "
+            f"<= 0 (a mass-to-light ratio is positive): ids "
+            f"{_examples(meta.index[not_positive])}"
+        )
+    return meta, meta_info
+
+
+def _image_file_info(layout: SeedLayout, npix: int, split: str, label, meta_ids, problems: list[str]):
+    """``(record, ids)`` of one image file and its names file (``ids`` None when unreadable).
+
+    Wrong dtype or shape, a count mismatch, duplicate ids and ids missing
+    from the metadata are reported in ``problems``.
+    """
+    img_path = layout.image_path(npix, split, label)
+    names_path = layout.names_path(npix, split, label)
+    rec = {"npix": npix, "split": split, "train_size": label, "path": str(img_path)}
+    try:
+        images = load_npy(img_path)
+        rec.update(n=int(images.shape[0]) if images.ndim else 0, shape=list(images.shape),
+                   dtype=str(images.dtype))
+        if images.dtype != np.float32 or images.ndim != 3 or images.shape[1:] != (npix, npix):
+            problems.append(f"{img_path} has {images.dtype} {images.shape}; expected float32 (n, {npix}, {npix})")
+        del images
+        ids = as_int64_ids(load_npy(names_path, mmap=False), names_path)
+    except DataError as exc:
+        problems.append(str(exc))
+        rec["error"] = str(exc)
+        return rec, None
+    ids = ids.astype(np.int64)
+    if len(ids) != rec["n"]:
+        problems.append(f"{names_path} has {len(ids)} ids but {img_path} has {rec['n']} images")
+    uniq, counts = np.unique(ids, return_counts=True)
+    dups = uniq[counts > 1]
+    rec["n_duplicate_ids"] = int(dups.size)
+    if dups.size:
+        problems.append(f"{names_path}: {dups.size} duplicate ids {_examples(dups)}")
+    if meta_ids is not None:
+        missing = ids[~np.isin(ids, meta_ids)]
+        rec["n_missing_from_metadata"] = int(missing.size)
+        rec["missing_from_metadata"] = _examples(missing)
+        if missing.size:
+            problems.append(
+                f"{names_path}: {missing.size} ids missing from the metadata, e.g. {_examples(missing)}"
+            )
+    return rec, ids
+
+
+def _split_labels_info(layout: SeedLayout, ids_by_split: dict[str, set[int]], problems: list[str]) -> dict:
+    """Ids per split-label file, and those absent from every image file of that split."""
     labels_info = {}
     for split in SPLITS:
         path = layout.split_labels_path(split)
@@ -180,17 +209,7 @@ def dataset_info(root: str | os.PathLike) -> dict:
             entry["n_not_in_images"] = int(absent.size)
             entry["not_in_images"] = _examples(absent)
         labels_info[split] = entry
-
-    return {
-        "root": str(root),
-        "npix": npix_list,
-        "train_sizes": train_sizes,
-        "splits": splits,
-        "files": files,
-        "metadata": meta_info,
-        "split_labels": labels_info,
-        "problems": problems,
-    }
+    return labels_info
 
 
 def _fmt(v: float) -> str:

@@ -165,6 +165,8 @@ def read_split_labels(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"split file not found: {path}")
+    if not path.read_bytes().strip():
+        return np.zeros(0, dtype=np.int64)  # an empty split (e.g. simulate --n-val 0), without loadtxt's warning
     try:
         return np.loadtxt(path, dtype=np.int64, ndmin=1)
     except ValueError as exc:

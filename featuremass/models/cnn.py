@@ -107,6 +107,20 @@ def data_fingerprint(images: np.ndarray, y: np.ndarray | None = None, extra=None
     return h.hexdigest()[:16]
 
 
+def _check_target(y, n: int) -> np.ndarray:
+    """``y`` as ``n`` finite float64 values (a column vector is accepted), else DataError."""
+    if y is None:
+        raise DataError("CNNRegressor requires y to be passed, but the target y is None")
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim > 1 and y.shape[1:] != (1,):
+        raise DataError(f"y should be a 1d array, got an array of shape {y.shape} instead")
+    y = y.ravel()
+    if len(y) != n or not np.isfinite(y).all():
+        raise DataError(f"y must hold {n} finite values; got {y.shape} "
+                        f"with {int((~np.isfinite(y)).sum())} non-finite")
+    return y
+
+
 def fits_valid_padding(npix: int) -> bool:
     """Whether a ``npix`` stamp survives the seed's convolutions with ``'valid'`` padding.
 
@@ -429,19 +443,9 @@ class CNNRegressor(RegressorMixin, BaseEstimator):
         """
         tf = import_tensorflow("The CNN")
         keras = _keras()
-        from featuremass.models import cnn_training
 
-        extra_callbacks = list(callbacks or [])
         x = self._check_images(X)
-        if y is None:
-            raise DataError("CNNRegressor requires y to be passed, but the target y is None")
-        y = np.asarray(y, dtype=np.float64)
-        if y.ndim > 1 and y.shape[1:] != (1,):
-            raise DataError(f"y should be a 1d array, got an array of shape {y.shape} instead")
-        y = y.ravel()
-        if len(y) != len(x) or not np.isfinite(y).all():
-            raise DataError(f"y must hold {len(x)} finite values; got {y.shape} "
-                            f"with {int((~np.isfinite(y)).sum())} non-finite")
+        y = _check_target(y, len(x))
         e = self._check_extra(extra, len(x))
         self.npix_ = int(x.shape[1])
         self.n_features_in_ = self.npix_ ** 2
@@ -452,15 +456,8 @@ class CNNRegressor(RegressorMixin, BaseEstimator):
             log.debug("TensorFlow op determinism is not available here")
 
         self.target_mean_ = float(y.mean())
-        if e is not None:
-            self.extra_mean_ = e.mean(axis=0)
-            std = e.std(axis=0)
-            self.extra_std_ = np.where(std > 0, std, 1.0)
-        else:
-            self.extra_mean_ = np.zeros(0)
-            self.extra_std_ = np.ones(0)
-        n_extra = 0 if e is None else e.shape[1]
-        model = build_cnn(self.npix_, n_extra=n_extra, target_mean=self.target_mean_,
+        self._fit_extra_scaling(e)
+        model = build_cnn(self.npix_, n_extra=0 if e is None else e.shape[1], target_mean=self.target_mean_,
                           augment=self.augment)
         model.compile(optimizer=keras.optimizers.Nadam(learning_rate=self.learning_rate),
                       loss="mean_squared_error")
@@ -468,50 +465,14 @@ class CNNRegressor(RegressorMixin, BaseEstimator):
         train_x = x if e is None else {
             "image": x, "extra": ((e - self.extra_mean_) / self.extra_std_).astype(np.float32)}
         self.fingerprint_ = data_fingerprint(x[..., 0], y, e)
-
-        monitors = []
-        validation_data = None
-        val_fingerprint = None
-        if val is not None:
-            if len(val) not in (2, 3):
-                raise FeaturemassError("val must be (images, y) or (images, y, extra)")
-            v_images, v_y = val[0], np.asarray(val[1], dtype=np.float64).ravel()
-            v_extra = val[2] if len(val) == 3 else None
-            vx = self._inputs(v_images, v_extra, "validation images")
-            if len(v_y) != len(v_images) or not np.isfinite(v_y).all():
-                raise DataError("validation y must be finite and match the validation images")
-            validation_data = (vx, v_y.astype(np.float32))
-            val_fingerprint = data_fingerprint(np.asarray(v_images), v_y, v_extra)
-            monitors = [
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=6,
-                                              restore_best_weights=True),
-                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=3),
-            ]
-        backup = None
-        if backup_dir is not None:
-            run = {"data": self.fingerprint_, "val": val_fingerprint, "featuremass": __version__,
-                   "params": {k: getattr(self, k) for k in (
-                       "npix", "extra_inputs", "epochs", "batch_size", "learning_rate",
-                       "augment", "seed")}}
-            run["params"]["npix"] = self.npix_
-            backup = cnn_training.TrainingBackup(backup_dir, run, monitors)
+        validation_data, val_fingerprint, monitors = self._validation(val, keras)
+        backup = self._training_backup(backup_dir, val_fingerprint, monitors) if backup_dir is not None else None
+        if backup is not None:
             backup.restore(model)
-        initial_epoch = backup.initial_epoch if backup else 0
 
         t0 = time.perf_counter()
         if backup is None or not backup.finished:
-            batches = cnn_training.epoch_batches(
-                train_x, y.astype(np.float32), batch_size=int(self.batch_size),
-                seed=int(self.seed), first_epoch=initial_epoch, epochs=int(self.epochs))
-            hist = model.fit(
-                batches, epochs=int(self.epochs), initial_epoch=initial_epoch,
-                steps_per_epoch=-(-len(x) // int(self.batch_size)),
-                validation_data=validation_data,
-                callbacks=[cnn_training.EpochSeeds(self.seed), *monitors,
-                           *([backup] if backup else []), *extra_callbacks],
-                shuffle=False, verbose=self.verbose,  # epoch_batches shuffles, from the seed
-            )
-            history = hist.history
+            history = self._train(model, train_x, y, validation_data, monitors, backup, list(callbacks or []))
         if backup is not None:
             history = backup.history
             self.fit_seconds_ = backup.seconds
@@ -527,6 +488,66 @@ class CNNRegressor(RegressorMixin, BaseEstimator):
             self.best_epoch_ = len(self.history_.get("loss", []))
         self.devices_ = [d.name for d in tf.config.list_logical_devices()]
         return self
+
+    def _fit_extra_scaling(self, e) -> None:
+        """Mean and standard deviation (1 where constant) of the extra inputs, for standardising them."""
+        if e is not None:
+            self.extra_mean_ = e.mean(axis=0)
+            std = e.std(axis=0)
+            self.extra_std_ = np.where(std > 0, std, 1.0)
+        else:
+            self.extra_mean_ = np.zeros(0)
+            self.extra_std_ = np.ones(0)
+
+    def _validation(self, val, keras):
+        """``(validation_data, fingerprint, monitors)`` of the validation split (``(None, None, [])`` without one).
+
+        The monitors are early stopping (patience 6, best weights restored)
+        and learning-rate reduction (x0.3 after 3 epochs without progress).
+        """
+        if val is None:
+            return None, None, []
+        if len(val) not in (2, 3):
+            raise FeaturemassError("val must be (images, y) or (images, y, extra)")
+        v_images, v_y = val[0], np.asarray(val[1], dtype=np.float64).ravel()
+        v_extra = val[2] if len(val) == 3 else None
+        vx = self._inputs(v_images, v_extra, "validation images")
+        if len(v_y) != len(v_images) or not np.isfinite(v_y).all():
+            raise DataError("validation y must be finite and match the validation images")
+        monitors = [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=6, restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=3),
+        ]
+        return (vx, v_y.astype(np.float32)), data_fingerprint(np.asarray(v_images), v_y, v_extra), monitors
+
+    def _training_backup(self, backup_dir, val_fingerprint, monitors):
+        """The resumable-training backup in ``backup_dir``, keyed by the data, settings and version."""
+        from featuremass.models import cnn_training
+
+        run = {"data": self.fingerprint_, "val": val_fingerprint, "featuremass": __version__,
+               "params": {k: getattr(self, k) for k in (
+                   "npix", "extra_inputs", "epochs", "batch_size", "learning_rate",
+                   "augment", "seed")}}
+        run["params"]["npix"] = self.npix_
+        return cnn_training.TrainingBackup(backup_dir, run, monitors)
+
+    def _train(self, model, train_x, y, validation_data, monitors, backup, extra_callbacks) -> dict:
+        """Keras training from the backup's epoch (or the first) to ``epochs``; the history."""
+        from featuremass.models import cnn_training
+
+        initial_epoch = backup.initial_epoch if backup else 0
+        batches = cnn_training.epoch_batches(
+            train_x, y.astype(np.float32), batch_size=int(self.batch_size),
+            seed=int(self.seed), first_epoch=initial_epoch, epochs=int(self.epochs))
+        hist = model.fit(
+            batches, epochs=int(self.epochs), initial_epoch=initial_epoch,
+            steps_per_epoch=-(-len(y) // int(self.batch_size)),
+            validation_data=validation_data,
+            callbacks=[cnn_training.EpochSeeds(self.seed), *monitors,
+                       *([backup] if backup else []), *extra_callbacks],
+            shuffle=False, verbose=self.verbose,  # epoch_batches shuffles, from the seed
+        )
+        return hist.history
 
     def remove_backup(self) -> None:
         """Delete the backup folder of the last ``fit(..., keep_backup=True)``, if any."""

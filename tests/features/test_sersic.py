@@ -66,12 +66,27 @@ def test_bn_solves_its_defining_equation(n, rtol):
 
 
 def test_total_flux_matches_numerical_integral():
+    # The profile written out here, with b_n from scipy: nothing from the module under test.
     amp, re, n, ellip = 3.0, 7.0, 2.5, 0.3
+    bn = special.gammaincinv(2 * n, 0.5)
     radial, _ = integrate.quad(
-        lambda r: 2 * math.pi * r * sersic_profile(r, amplitude=amp, rhalf=re, n=n), 0, np.inf, limit=200
+        lambda r: 2 * math.pi * r * amp * math.exp(-bn * ((r / re) ** (1 / n) - 1)), 0, np.inf, limit=200
     )
     expected = radial * (1 - ellip)  # an ellipse of axis ratio q has q times the area
-    assert sersic_total_flux(amplitude=amp, rhalf=re, n=n, ellip=ellip) == pytest.approx(expected, rel=1e-6)
+    assert sersic_total_flux(amplitude=amp, rhalf=re, n=n, ellip=ellip) == pytest.approx(expected, rel=2e-6)
+
+
+@pytest.mark.parametrize("n", [1.0, 2.5, 4.0])
+def test_profile_holds_half_its_light_inside_rhalf_and_amplitude_at_rhalf(n):
+    amp, re = 3.0, 7.0
+
+    def ring(r):
+        return 2 * math.pi * r * float(sersic_profile(r, amplitude=amp, rhalf=re, n=n))
+
+    inner, _ = integrate.quad(ring, 0, re, limit=200)
+    outer, _ = integrate.quad(ring, re, np.inf, limit=200)
+    assert inner / (inner + outer) == pytest.approx(0.5, rel=1e-4)  # b_n's expansion: < 3e-5 from n = 1 on
+    assert float(sersic_profile(re, amplitude=amp, rhalf=re, n=n)) == pytest.approx(amp, rel=1e-12)
 
 
 # --------------------------------------------------------------------------- single Sérsic

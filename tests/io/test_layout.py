@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -216,6 +217,11 @@ def test_split_labels(tmp_path):
     path.write_text("1\nx\n")
     with pytest.raises(DataError, match=r"train_labels\.txt holds a non-integer id"):
         layout.read_split_labels(path)
+    path.write_text("\n")  # an empty split: no ids, and no loadtxt warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        empty = layout.read_split_labels(path)
+    assert empty.dtype == np.int64 and empty.size == 0
 
 
 def test_write_split_validates(tmp_path):

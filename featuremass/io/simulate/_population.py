@@ -130,7 +130,83 @@ def draw_galaxy(rng: np.random.Generator, config: SurveyConfig) -> dict:
 
 
 def _draw_once(rng: np.random.Generator, cfg: SurveyConfig) -> dict:
+    """One candidate galaxy (before the magnitude limit): the steps below, in this order.
+
+    The order of the draws is part of the survey: a given seed gives the same
+    galaxy only as long as every step draws the same numbers in the same order.
+    """
     z = rng.uniform(*cfg.redshift_range)
+    kind = _draw_kind(rng)
+    colours = _draw_colours(rng, cfg, kind)
+    tracers = _draw_star_formation_tracers(rng, kind)
+    dust = _draw_orientation_and_dust(rng, kind, tracers["is_disk"])
+    light = _luminosities_and_masses(rng, cfg, kind, colours, tracers, dust)
+    sizes = _draw_sizes(rng, kind, light, tracers["has_bar"])
+    dist = hubble_distance_mpc(z, cfg.h0)
+    d_lum = dist * (1.0 + z)
+    d_ang = dist / (1.0 + z)
+    abs_mag = M_SUN_G - 2.5 * math.log10(light["l_obs"])
+    g_mag = abs_mag + 5.0 * math.log10(d_lum * 1e5)  # 10 pc = 1e-5 Mpc
+    flux = 10.0 ** (-0.4 * (g_mag - 22.5))  # nanomaggies
+    l_obs = light["l_obs"]
+
+    # The angles and bar shape below are drawn last, in this order.
+    return {
+        "redshift": z,
+        "distance_Mpc": dist,
+        "luminosity_distance_Mpc": d_lum,
+        "kpc_per_arcsec": d_ang * 1e3 / ARCSEC_PER_RAD,
+        "early_type": bool(kind["early"]),
+        "bulge_to_total": float(kind["bt"]),
+        "bulge_to_total_obs": float(light["lobs_bulge"] / l_obs),
+        "sf_activity": float(kind["activity"]),
+        "bulge_sersic_n": sizes["bulge_n"],
+        "bulge_re_kpc": sizes["bulge_re"],
+        "bulge_q": sizes["bulge_q"],
+        "disk_re_kpc": sizes["disk_re"],
+        "inclination_deg": dust["inclination"],
+        "disk_q": dust["disk_q"],
+        "position_angle_deg": float(rng.uniform(0.0, 180.0)),
+        "bulge_pa_offset_deg": float(rng.normal(0.0, 10.0)),
+        "n_arms": tracers["n_arms"],
+        "arm_amplitude": tracers["arm_amplitude"],
+        "arm_pitch_deg": tracers["arm_pitch"],
+        "arm_phase_rad": float(rng.uniform(0.0, 2 * math.pi)),
+        "has_bar": tracers["has_bar"],
+        "bar_fraction": tracers["bar_fraction"],
+        "bar_length_kpc": sizes["bar_length"],
+        "bar_q": float(rng.uniform(0.2, 0.35)) if tracers["has_bar"] else 0.0,
+        "bar_angle_deg": float(rng.uniform(0.0, 180.0)) if tracers["has_bar"] else 0.0,
+        "clump_fraction": tracers["clump_fraction"],
+        "n_clumps": tracers["n_clumps"],
+        "tau_face": float(dust["tau_face"]),
+        "dust_lane_depth": dust["dust_lane_depth"],
+        "A_g_bulge": dust["a_bulge"],
+        "A_g_disk": dust["a_disk"],
+        "gr_bulge": float(colours["gr_bulge"]),
+        "gr_disk": float(colours["gr_disk"]),
+        "gr_clumps": float(colours["gr_clumps"]),
+        "ml_bulge": light["ml_bulge"],
+        "ml_disk": light["ml_disk"],
+        "ml_clumps": light["ml_clumps"],
+        "log_mass": math.log10(light["mass"]),
+        "L_g_intrinsic": light["l_int"],
+        "L_g": l_obs,
+        "ml_sed_scatter_dex": float(light["sed_scatter"]),
+        "M/L_true": light["ml_true"],
+        "M/L": light["ml"],
+        "r50_kpc": sizes["r50"],
+        "galsize_kpc": sizes["r90"],
+        "g_mag": g_mag,
+        "flux_nmgy": flux,
+        "flux_bulge_nmgy": flux * light["lobs_bulge"] / l_obs,
+        "flux_disk_nmgy": flux * light["lobs_disk"] / l_obs,
+        "flux_clumps_nmgy": flux * light["lobs_clumps"] / l_obs,
+    }
+
+
+def _draw_kind(rng: np.random.Generator) -> dict:
+    """Morphological type, bulge-to-total, star-formation activity and intrinsic luminosity."""
     # Morphology: 27 % spheroid-dominated, 73 % disk-dominated.
     early = rng.random() < 0.27
     bt = rng.beta(6.0, 2.0) if early else rng.beta(1.3, 4.5)
@@ -138,14 +214,22 @@ def _draw_once(rng: np.random.Generator, cfg: SurveyConfig) -> dict:
     # the disk colour and, with scatter, the visible clumps and arms.
     activity = rng.beta(1.0 + 3.0 * (1.0 - bt), 1.0 + 3.0 * bt)
     log_l_int = rng.normal(10.0, 0.45) + 0.4 * (bt - 0.3)
+    return {"early": early, "bt": bt, "activity": activity, "log_l_int": log_l_int}
 
-    # --- colours (g - r) -> component M/L (Bell et al. 2003)
+
+def _draw_colours(rng: np.random.Generator, cfg: SurveyConfig, kind: dict) -> dict:
+    """g - r of the bulge, disk and clumps (they set the component M/L, Bell et al. 2003)."""
     sc = cfg.colour_scatter
-    gr_bulge = 0.72 + 0.08 * (log_l_int - 10.0) + rng.normal(0.0, sc)
-    gr_disk = 0.57 - 0.42 * activity + rng.normal(0.0, sc * 1.3)
-    gr_clumps = 0.12 + rng.normal(0.0, sc * 1.3)
+    return {
+        "gr_bulge": 0.72 + 0.08 * (kind["log_l_int"] - 10.0) + rng.normal(0.0, sc),
+        "gr_disk": 0.57 - 0.42 * kind["activity"] + rng.normal(0.0, sc * 1.3),
+        "gr_clumps": 0.12 + rng.normal(0.0, sc * 1.3),
+    }
 
-    # --- visible star-formation tracers (noisy functions of the activity)
+
+def _draw_star_formation_tracers(rng: np.random.Generator, kind: dict) -> dict:
+    """Visible star-formation tracers, noisy functions of the activity: clumps, arms, bar."""
+    bt, activity = kind["bt"], kind["activity"]
     is_disk = bt < 0.85
     clump_fraction = float(np.clip(0.28 * activity * rng.uniform(0.6, 1.4), 0.0, 0.45)) if is_disk else 0.0
     n_clumps = int(round(8 + 70 * activity * rng.uniform(0.5, 1.5))) if clump_fraction > 0 else 0
@@ -157,109 +241,67 @@ def _draw_once(rng: np.random.Generator, cfg: SurveyConfig) -> dict:
         arm_amplitude, n_arms, arm_pitch = 0.0, 0, 0.0
     has_bar = bool(is_disk and bt < 0.7 and rng.random() < 0.35)
     bar_fraction = float(rng.uniform(0.05, 0.2)) if has_bar else 0.0
+    return {"is_disk": is_disk, "clump_fraction": clump_fraction, "n_clumps": n_clumps,
+            "arm_amplitude": arm_amplitude, "n_arms": n_arms, "arm_pitch": arm_pitch,
+            "has_bar": has_bar, "bar_fraction": bar_fraction}
 
-    # --- orientation and dust
+
+def _draw_orientation_and_dust(rng: np.random.Generator, kind: dict, is_disk: bool) -> dict:
+    """Inclination, projected disk axis ratio, slab attenuation and the dust lane of edge-on disks."""
     cos_i = rng.uniform(0.0, 1.0)
     inclination = math.degrees(math.acos(cos_i))
     disk_q = math.sqrt((1.0 - DISK_Q0**2) * cos_i**2 + DISK_Q0**2)
-    tau_face = (0.05 + 0.7 * activity * rng.uniform(0.3, 1.4)) if is_disk else rng.uniform(0.0, 0.05)
+    tau_face = (0.05 + 0.7 * kind["activity"] * rng.uniform(0.3, 1.4)) if is_disk else rng.uniform(0.0, 0.05)
     a_disk = slab_attenuation(tau_face, cos_i)
-    a_bulge = 0.3 * a_disk
     # A lane shows only in (nearly) edge-on disks; its depth follows the dust.
     edge_on = float(np.clip((inclination - 65.0) / 20.0, 0.0, 1.0))
     dust_lane_depth = float(edge_on * -math.expm1(-0.6 * tau_face / max(cos_i, DISK_Q0))) if is_disk else 0.0
+    return {"inclination": inclination, "disk_q": disk_q, "tau_face": tau_face, "a_disk": a_disk,
+            "a_bulge": 0.3 * a_disk, "dust_lane_depth": dust_lane_depth}
 
-    # --- luminosities (intrinsic, L_sun) and masses
-    l_int = 10.0**log_l_int
+
+def _luminosities_and_masses(rng: np.random.Generator, cfg: SurveyConfig, kind: dict, colours: dict,
+                             tracers: dict, dust: dict) -> dict:
+    """Intrinsic and observed luminosities (L_sun) of each component, the stellar mass and the M/L.
+
+    The reported M/L is the true one times the "SED-fit" scatter (``cfg.ml_scatter_dex``).
+    """
+    bt, clump_fraction = kind["bt"], tracers["clump_fraction"]
+    l_int = 10.0 ** kind["log_l_int"]
     l_bulge = bt * l_int
     l_disk = (1.0 - bt) * (1.0 - clump_fraction) * l_int
     l_clumps = (1.0 - bt) * clump_fraction * l_int
-    ml_bulge, ml_disk, ml_clumps = (float(colour_to_ml(c)) for c in (gr_bulge, gr_disk, gr_clumps))
+    ml_bulge, ml_disk, ml_clumps = (float(colour_to_ml(colours[c])) for c in ("gr_bulge", "gr_disk", "gr_clumps"))
     mass = l_bulge * ml_bulge + l_disk * ml_disk + l_clumps * ml_clumps
-    att_b, att_d = 10.0 ** (-0.4 * a_bulge), 10.0 ** (-0.4 * a_disk)
+    att_b, att_d = 10.0 ** (-0.4 * dust["a_bulge"]), 10.0 ** (-0.4 * dust["a_disk"])
     lobs_bulge, lobs_disk, lobs_clumps = l_bulge * att_b, l_disk * att_d, l_clumps * att_d
     l_obs = lobs_bulge + lobs_disk + lobs_clumps
     sed_scatter = rng.normal(0.0, cfg.ml_scatter_dex)
     ml_true = mass / l_obs
-    ml = ml_true * 10.0**sed_scatter
+    return {"l_int": l_int, "l_disk": l_disk, "l_clumps": l_clumps, "l_bulge": l_bulge,
+            "ml_bulge": ml_bulge, "ml_disk": ml_disk, "ml_clumps": ml_clumps, "mass": mass,
+            "lobs_bulge": lobs_bulge, "lobs_disk": lobs_disk, "lobs_clumps": lobs_clumps, "l_obs": l_obs,
+            "sed_scatter": sed_scatter, "ml_true": ml_true, "ml": ml_true * 10.0**sed_scatter}
 
-    # --- sizes (kpc): disks from a size-luminosity relation, bulges likewise
-    disk_re = float(np.clip(4.0 * (max(l_disk + l_clumps, 1e7) / 1e10) ** 0.3 * 10 ** rng.normal(0, 0.12), 0.8, 25.0))
-    if early:
-        bulge_re = 2.0 * (l_bulge / 1e10) ** 0.5 * 10 ** rng.normal(0, 0.12)
+
+def _draw_sizes(rng: np.random.Generator, kind: dict, light: dict, has_bar: bool) -> dict:
+    """Disk and bulge sizes (kpc) from size-luminosity relations, bulge shape, bar length, r50 and r90."""
+    disk_re = float(np.clip(4.0 * (max(light["l_disk"] + light["l_clumps"], 1e7) / 1e10) ** 0.3
+                            * 10 ** rng.normal(0, 0.12), 0.8, 25.0))
+    if kind["early"]:
+        bulge_re = 2.0 * (light["l_bulge"] / 1e10) ** 0.5 * 10 ** rng.normal(0, 0.12)
         bulge_n = float(np.clip(rng.normal(4.0, 0.6), 2.5, 6.0))
     else:
         bulge_re = disk_re * rng.uniform(0.1, 0.35)
-        bulge_n = float(np.clip(1.0 + 3.0 * bt + rng.normal(0.0, 0.5), 0.8, 5.0))
+        bulge_n = float(np.clip(1.0 + 3.0 * kind["bt"] + rng.normal(0.0, 0.5), 0.8, 5.0))
     bulge_re = float(np.clip(bulge_re, 0.2, 12.0))
     # GalSim tabulates each Sérsic index once per process (and keeps at most
     # 100): a 0.25 grid bounds that cost without a visible effect.
     bulge_n = round(bulge_n * 4.0) / 4.0
     bulge_q = float(rng.uniform(0.55, 1.0))
     bar_length = float(disk_re / 1.678 * rng.uniform(0.8, 1.6)) if has_bar else 0.0
-    r_light = (lobs_bulge, lobs_disk + lobs_clumps)
+    r_light = (light["lobs_bulge"], light["lobs_disk"] + light["lobs_clumps"])
     radii, indices = (bulge_re, disk_re), (bulge_n, 1.0)
-    r50 = light_radius(0.5, r_light, radii, indices)
-    r90 = light_radius(0.9, r_light, radii, indices)
-
-    # --- distance and flux
-    dist = hubble_distance_mpc(z, cfg.h0)
-    d_lum = dist * (1.0 + z)
-    d_ang = dist / (1.0 + z)
-    abs_mag = M_SUN_G - 2.5 * math.log10(l_obs)
-    g_mag = abs_mag + 5.0 * math.log10(d_lum * 1e5)  # 10 pc = 1e-5 Mpc
-    flux = 10.0 ** (-0.4 * (g_mag - 22.5))  # nanomaggies
-    kpc_per_arcsec = d_ang * 1e3 / ARCSEC_PER_RAD
-
-    return {
-        "redshift": z,
-        "distance_Mpc": dist,
-        "luminosity_distance_Mpc": d_lum,
-        "kpc_per_arcsec": kpc_per_arcsec,
-        "early_type": bool(early),
-        "bulge_to_total": float(bt),
-        "bulge_to_total_obs": float(lobs_bulge / l_obs),
-        "sf_activity": float(activity),
-        "bulge_sersic_n": bulge_n,
-        "bulge_re_kpc": bulge_re,
-        "bulge_q": bulge_q,
-        "disk_re_kpc": disk_re,
-        "inclination_deg": inclination,
-        "disk_q": disk_q,
-        "position_angle_deg": float(rng.uniform(0.0, 180.0)),
-        "bulge_pa_offset_deg": float(rng.normal(0.0, 10.0)),
-        "n_arms": n_arms,
-        "arm_amplitude": arm_amplitude,
-        "arm_pitch_deg": arm_pitch,
-        "arm_phase_rad": float(rng.uniform(0.0, 2 * math.pi)),
-        "has_bar": has_bar,
-        "bar_fraction": bar_fraction,
-        "bar_length_kpc": bar_length,
-        "bar_q": float(rng.uniform(0.2, 0.35)) if has_bar else 0.0,
-        "bar_angle_deg": float(rng.uniform(0.0, 180.0)) if has_bar else 0.0,
-        "clump_fraction": clump_fraction,
-        "n_clumps": n_clumps,
-        "tau_face": float(tau_face),
-        "dust_lane_depth": dust_lane_depth,
-        "A_g_bulge": a_bulge,
-        "A_g_disk": a_disk,
-        "gr_bulge": float(gr_bulge),
-        "gr_disk": float(gr_disk),
-        "gr_clumps": float(gr_clumps),
-        "ml_bulge": ml_bulge,
-        "ml_disk": ml_disk,
-        "ml_clumps": ml_clumps,
-        "log_mass": math.log10(mass),
-        "L_g_intrinsic": l_int,
-        "L_g": l_obs,
-        "ml_sed_scatter_dex": float(sed_scatter),
-        "M/L_true": ml_true,
-        "M/L": ml,
-        "r50_kpc": r50,
-        "galsize_kpc": r90,
-        "g_mag": g_mag,
-        "flux_nmgy": flux,
-        "flux_bulge_nmgy": flux * lobs_bulge / l_obs,
-        "flux_disk_nmgy": flux * lobs_disk / l_obs,
-        "flux_clumps_nmgy": flux * lobs_clumps / l_obs,
-    }
+    return {"disk_re": disk_re, "bulge_re": bulge_re, "bulge_n": bulge_n, "bulge_q": bulge_q,
+            "bar_length": bar_length, "r50": light_radius(0.5, r_light, radii, indices),
+            "r90": light_radius(0.9, r_light, radii, indices)}

@@ -8,6 +8,7 @@ See ``docs/simulation.md`` for the model.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import galsim
 import numpy as np
@@ -99,9 +100,24 @@ def _bin(arr: np.ndarray, side: int, oversample: int) -> np.ndarray:
     return arr.reshape(side, oversample, side, oversample).mean(axis=(1, 3))
 
 
+class _Frame(NamedTuple):
+    """The native-pixel crop a galaxy is drawn on, and the disk's orientation in it."""
+
+    side: int  # crop side, native pixels
+    scale: float  # arcsec per native pixel
+    offset: tuple[float, float]  # galaxy centre from the crop centre, pixels
+    pa: float  # disk position angle, radians
+    q: float  # disk axis ratio
+    oversample: int  # sub-pixels per pixel side for the disk-plane modulations
+
+
 def render_galaxy(rng: np.random.Generator, galaxy: dict, obs: dict, cfg: SurveyConfig, *,
                   return_noise: bool = False):
     """Linear-flux image (nanomaggies per native pixel) of one galaxy.
+
+    Draws, in order: the disk with its spiral arms, the bar, the clumps and
+    the dust lane (all convolved with the PSF at once), the PSF-convolved
+    Sérsic bulge, then stars and noise (:func:`_observe`).
 
     Returns
     -------
@@ -118,33 +134,53 @@ def render_galaxy(rng: np.random.Generator, galaxy: dict, obs: dict, cfg: Survey
         that callers can correlate it without touching the signal.
     """
     scale = cfg.pixel_scale
-    side = obs["crop_native_px"]
-    offset = (obs["center_dx_px"], obs["center_dy_px"])
     kpa = galaxy["kpc_per_arcsec"]
-    pa = math.radians(galaxy["position_angle_deg"])
-    q = galaxy["disk_q"]
     psf = _psf(obs)
     psf_img = _psf_image(psf, obs["psf_fwhm_arcsec"], scale)
-
     disk_re = galaxy["disk_re_kpc"] / kpa
     h = disk_re / 1.678  # exponential scale length, arcsec
-    oversample = 1 if h / scale >= 3.0 else 3
+    frame = _Frame(obs["crop_native_px"], scale, (obs["center_dx_px"], obs["center_dy_px"]),
+                   math.radians(galaxy["position_angle_deg"]), galaxy["disk_q"], 1 if h / scale >= 3.0 else 3)
+    major, minor, r, theta = _disk_plane_coords(frame.side, scale, frame.offset, frame.pa, frame.q, frame.oversample)
 
+    intrinsic = _spiral_disk(galaxy, frame, disk_re, r / h, theta)
+    if galaxy["has_bar"]:
+        intrinsic = intrinsic + _bar(galaxy, frame, kpa)
+    if galaxy["n_clumps"] > 0 and galaxy["flux_clumps_nmgy"] > 0:
+        intrinsic = intrinsic + _clumps(rng, galaxy, frame, disk_re)
+    transmission = None
+    if galaxy["dust_lane_depth"] > 0.01:
+        intrinsic, transmission = _dust_lane(galaxy, frame, intrinsic, major, minor, h)
+    model = signal.fftconvolve(intrinsic, psf_img, mode="same")
+    if galaxy["flux_bulge_nmgy"] > 0:
+        model = model + _bulge(galaxy, frame, kpa, psf, psf_img, transmission)
+    model = np.clip(model, 0.0, None)
+
+    noisy, clean, star_info = _observe(rng, model, obs, psf, cfg, frame.side)
+    if return_noise:
+        return noisy, model, star_info, noisy - clean
+    return noisy, model, star_info
+
+
+def _spiral_disk(galaxy: dict, frame: _Frame, disk_re: float, rr_scale, theta) -> np.ndarray:
+    """Exponential disk (GalSim) modulated by logarithmic spiral arms, before the PSF.
+
+    ``rr_scale`` and ``theta`` are the disk-plane radius (in scale lengths)
+    and angle of the (oversampled) pixels. The flux is that of the smooth
+    disk (without the bar) times the fraction of the disk on the crop.
+    """
+    side, oversample = frame.side, frame.oversample
     flux_disk = galaxy["flux_disk_nmgy"]
-    flux_bar = flux_disk * galaxy["bar_fraction"]
-    flux_disk_smooth = flux_disk - flux_bar
-    beta = pa * galsim.radians
-
-    # --- exponential disk (GalSim), modulated by logarithmic spiral arms
-    disk = galsim.Exponential(half_light_radius=disk_re, flux=1.0).shear(q=q, beta=beta)
-    disk_fine = _draw_no_pixel(disk, side * oversample, scale / oversample, 1, (offset[0] * oversample, offset[1] * oversample))
+    flux_disk_smooth = flux_disk - flux_disk * galaxy["bar_fraction"]
+    disk = galsim.Exponential(half_light_radius=disk_re, flux=1.0).shear(q=frame.q, beta=frame.pa * galsim.radians)
+    disk_fine = _draw_no_pixel(disk, side * oversample, frame.scale / oversample, 1,
+                               (frame.offset[0] * oversample, frame.offset[1] * oversample))
     # flux=1, so the sum is the fraction of the disk's light that lands on the crop.
     on_crop = float(min(disk_fine.sum(), 1.0))
-    major, minor, r, theta = _disk_plane_coords(side, scale, offset, pa, q, oversample)
     if galaxy["n_arms"] > 0 and galaxy["arm_amplitude"] > 0:
         m = galaxy["n_arms"]
         tan_p = math.tan(math.radians(galaxy["arm_pitch_deg"]))
-        rr = np.maximum(r / h, 1e-3)
+        rr = np.maximum(rr_scale, 1e-3)
         phase = m * (theta - np.log(rr) / tan_p) - galaxy["arm_phase_rad"]
         # Arms start outside the bulge region and are narrow ridges:
         # ((1 + cos)/2)^3 has mean 5/16 over angle, so ``wave`` has zero mean.
@@ -154,69 +190,82 @@ def render_galaxy(rng: np.random.Generator, galaxy: dict, obs: dict, cfg: Survey
     disk_img = _bin(disk_fine, side, oversample) * oversample**2
     if disk_img.sum() > 0:
         disk_img *= flux_disk_smooth * on_crop / disk_img.sum()
+    return disk_img
 
-    intrinsic = disk_img
-    # --- bar: an elongated Gaussian in the disk plane, projected
-    if galaxy["has_bar"]:
-        bar_len = galaxy["bar_length_kpc"] / kpa
-        bar_angle = math.radians(galaxy["bar_angle_deg"])
-        bar = (
-            galsim.Gaussian(sigma=bar_len / 2.0, flux=1.0)
-            .shear(q=galaxy["bar_q"], beta=bar_angle * galsim.radians)
-            .transform(1.0, 0.0, 0.0, q)
-            .rotate(beta)
-            .withFlux(flux_bar)
-        )
-        intrinsic = intrinsic + _draw_no_pixel(bar, side, scale, oversample, offset)
 
-    # --- star-forming clumps: galsim.RandomKnots positions in the disk plane
-    if galaxy["n_clumps"] > 0 and galaxy["flux_clumps_nmgy"] > 0:
-        knots = galsim.RandomKnots(
-            npoints=int(galaxy["n_clumps"]), half_light_radius=disk_re, flux=1.0,
-            rng=galsim.BaseDeviate(int(rng.integers(1, 2**31 - 1))),
-        )
-        pts = np.asarray(knots.points, dtype=np.float64)
-        weights = rng.gamma(2.0, 1.0, len(pts))
-        weights *= galaxy["flux_clumps_nmgy"] / weights.sum()
-        xs = pts[:, 0] * math.cos(pa) - pts[:, 1] * q * math.sin(pa)
-        ys = pts[:, 0] * math.sin(pa) + pts[:, 1] * q * math.cos(pa)
-        intrinsic = intrinsic + _deposit(xs, ys, weights, side, scale, offset)
+def _bar(galaxy: dict, frame: _Frame, kpa: float) -> np.ndarray:
+    """The bar: an elongated Gaussian in the disk plane, projected, before the PSF."""
+    bar_len = galaxy["bar_length_kpc"] / kpa
+    bar_angle = math.radians(galaxy["bar_angle_deg"])
+    bar = (
+        galsim.Gaussian(sigma=bar_len / 2.0, flux=1.0)
+        .shear(q=galaxy["bar_q"], beta=bar_angle * galsim.radians)
+        .transform(1.0, 0.0, 0.0, frame.q)
+        .rotate(frame.pa * galsim.radians)
+        .withFlux(galaxy["flux_disk_nmgy"] * galaxy["bar_fraction"])
+    )
+    return _draw_no_pixel(bar, frame.side, frame.scale, frame.oversample, frame.offset)
 
-    # --- dust lane along the major axis of (nearly) edge-on disks
+
+def _clumps(rng: np.random.Generator, galaxy: dict, frame: _Frame, disk_re: float) -> np.ndarray:
+    """Star-forming clumps: galsim.RandomKnots positions in the disk plane, gamma-distributed fluxes."""
+    knots = galsim.RandomKnots(
+        npoints=int(galaxy["n_clumps"]), half_light_radius=disk_re, flux=1.0,
+        rng=galsim.BaseDeviate(int(rng.integers(1, 2**31 - 1))),
+    )
+    pts = np.asarray(knots.points, dtype=np.float64)
+    weights = rng.gamma(2.0, 1.0, len(pts))
+    weights *= galaxy["flux_clumps_nmgy"] / weights.sum()
+    pa, q = frame.pa, frame.q
+    xs = pts[:, 0] * math.cos(pa) - pts[:, 1] * q * math.sin(pa)
+    ys = pts[:, 0] * math.sin(pa) + pts[:, 1] * q * math.cos(pa)
+    return _deposit(xs, ys, weights, frame.side, frame.scale, frame.offset)
+
+
+def _dust_lane(galaxy: dict, frame: _Frame, intrinsic, major, minor, h: float):
+    """Dust lane along the major axis of a (nearly) edge-on disk: ``(intrinsic, transmission)``.
+
+    The lane redistributes the attenuation already in the disk's flux, so the
+    total is kept.
+    """
     depth = galaxy["dust_lane_depth"]
-    transmission = None
-    if depth > 0.01:
-        width = max(0.5 * h * max(q, 0.12), 0.5 * scale)
-        lane = np.exp(-0.5 * (minor / width) ** 2) * np.exp(-0.5 * (major / (4.0 * h)) ** 2)
-        transmission = _bin(1.0 - depth * lane, side, oversample)
-        before = intrinsic.sum()
-        intrinsic = intrinsic * transmission
-        # The lane redistributes the attenuation already in the disk's flux.
-        if intrinsic.sum() > 0:
-            intrinsic *= before / intrinsic.sum()
+    width = max(0.5 * h * max(frame.q, 0.12), 0.5 * frame.scale)
+    lane = np.exp(-0.5 * (minor / width) ** 2) * np.exp(-0.5 * (major / (4.0 * h)) ** 2)
+    transmission = _bin(1.0 - depth * lane, frame.side, frame.oversample)
+    before = intrinsic.sum()
+    intrinsic = intrinsic * transmission
+    if intrinsic.sum() > 0:
+        intrinsic *= before / intrinsic.sum()
+    return intrinsic, transmission
 
-    model = signal.fftconvolve(intrinsic, psf_img, mode="same")
 
-    # --- Sérsic bulge (GalSim, convolved with the PSF and the pixel)
-    if galaxy["flux_bulge_nmgy"] > 0:
-        bulge_re = galaxy["bulge_re_kpc"] / kpa
-        bulge = galsim.Sersic(
-            n=galaxy["bulge_sersic_n"], half_light_radius=bulge_re,
-            flux=galaxy["flux_bulge_nmgy"], trunc=_sersic_trunc(bulge_re, side * scale),
-            flux_untruncated=True,
-        ).shear(q=galaxy["bulge_q"], beta=(pa + math.radians(galaxy["bulge_pa_offset_deg"])) * galsim.radians)
-        bulge_img = galsim.Convolve(bulge, psf).drawImage(
-            nx=side, ny=side, scale=scale, offset=offset
-        ).array.astype(np.float64)
-        if transmission is not None:
-            smooth_t = signal.fftconvolve(transmission, psf_img, mode="same")
-            before = bulge_img.sum()
-            bulge_img = bulge_img * np.clip(smooth_t, 0.0, 1.0)
-            if bulge_img.sum() > 0:
-                bulge_img *= before / bulge_img.sum()
-        model = model + bulge_img
-    model = np.clip(model, 0.0, None)
+def _bulge(galaxy: dict, frame: _Frame, kpa: float, psf, psf_img, transmission) -> np.ndarray:
+    """Sérsic bulge (GalSim, convolved with the PSF and the pixel), behind the dust lane if any."""
+    side, scale = frame.side, frame.scale
+    bulge_re = galaxy["bulge_re_kpc"] / kpa
+    bulge = galsim.Sersic(
+        n=galaxy["bulge_sersic_n"], half_light_radius=bulge_re,
+        flux=galaxy["flux_bulge_nmgy"], trunc=_sersic_trunc(bulge_re, side * scale),
+        flux_untruncated=True,
+    ).shear(q=galaxy["bulge_q"], beta=(frame.pa + math.radians(galaxy["bulge_pa_offset_deg"])) * galsim.radians)
+    bulge_img = galsim.Convolve(bulge, psf).drawImage(
+        nx=side, ny=side, scale=scale, offset=frame.offset
+    ).array.astype(np.float64)
+    if transmission is not None:
+        smooth_t = signal.fftconvolve(transmission, psf_img, mode="same")
+        before = bulge_img.sum()
+        bulge_img = bulge_img * np.clip(smooth_t, 0.0, 1.0)
+        if bulge_img.sum() > 0:
+            bulge_img *= before / bulge_img.sum()
+    return bulge_img
 
+
+def _observe(rng: np.random.Generator, model, obs: dict, psf, cfg: SurveyConfig, side: int):
+    """Stars, sky and Poisson noise on the noiseless model: ``(noisy, clean, star_info)``.
+
+    Removed stars are filled from their surroundings (or subtracted with an
+    imperfect PSF model); ``clean`` is ``noisy`` without its noise.
+    """
     stars_img, removal_masks, subtracted, star_info = _stars(rng, side, obs, psf, cfg)
     sky = obs["sky_nmgy_per_px"] * cfg.electrons_per_nmgy
     expected = (model + stars_img) * cfg.electrons_per_nmgy + sky
@@ -228,9 +277,7 @@ def render_galaxy(rng: np.random.Generator, galaxy: dict, obs: dict, cfg: Survey
     for mask in removal_masks:
         noisy, level = _fill_from_surroundings(rng, noisy, mask, obs["sky_sigma_nmgy"])
         clean = np.where(mask, level, clean)
-    if return_noise:
-        return noisy, model, star_info, noisy - clean
-    return noisy, model, star_info
+    return noisy, clean, star_info
 
 
 #: Truncation radii of bulges, in units of r_e. GalSim caches its Sérsic
