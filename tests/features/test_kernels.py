@@ -77,3 +77,21 @@ def test_small_solver_matches_lapack():
         assert ok
         np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-9)
     assert not sersic._solve_small(np.zeros((3, 3)), np.ones(3))[1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ascent_and_saddle_kernels_match_numpy(seed):
+    from featuremass.features import segmentation as seg
+
+    rng = np.random.default_rng(seed)
+    img = _lumpy(rng, 23 + seed, 30)
+    if seed == 4:
+        img = np.round(img, 1)  # plateaus: ties keep the first maximum
+    region = img > 0.2
+    region[rng.random(region.shape) < 0.05] = False
+    labels, peaks = seg.ascent_labels(img, region)
+    ref_labels, ref_peaks = seg._ascent_labels_reference(img, region)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_array_equal(peaks, ref_peaks)
+    np.testing.assert_array_equal(seg._saddles(img, labels, peaks.size),
+                                  seg._saddles_reference(img, labels, peaks.size))
