@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -95,3 +97,44 @@ def test_ascent_and_saddle_kernels_match_numpy(seed):
     np.testing.assert_array_equal(peaks, ref_peaks)
     np.testing.assert_array_equal(seg._saddles(img, labels, peaks.size),
                                   seg._saddles_reference(img, labels, peaks.size))
+
+
+@pytest.mark.parametrize("model", [0, 1, 2])
+def test_compiled_levenberg_marquardt_matches_the_python_one(model):
+    from featuremass.features import fit_kernels
+
+    rng = np.random.default_rng(model)
+    grid = np.concatenate([[0.0], np.geomspace(0.01, 60.0, 80)])
+    log_grid = sersic._log_grid(grid)
+    nb = 18
+    # annulus means of a profile on the grid: smooth, positive averaging weights
+    centres = np.geomspace(0.5, 30.0, nb)
+    matrix = np.exp(-0.5 * ((grid[None, :] - centres[:, None]) / (0.3 * centres[:, None] + 0.3)) ** 2)
+    matrix /= matrix.sum(axis=1, keepdims=True)
+    wa, wb = np.empty((grid.size, 3)), np.empty((grid.size, 3))
+    if model == fit_kernels.SERSIC:
+        truth = np.array([math.log(5.0), math.log(4.0), math.log(2.5)])
+        data = sersic._sersic_model(truth, matrix, np.zeros(nb), log_grid, wa)[0].copy()
+        p0, lower, upper = np.array([1.0, 1.0, 0.0]), np.array([-np.inf, -3.0, -1.6]), np.array([np.inf, 5.0, 2.1])
+
+        def fun(p):
+            return sersic._sersic_model(p, matrix, data, log_grid, wa)
+    else:
+        rel = model == fit_kernels.BULGE_DISK_NESTED
+        truth = np.array([3.0, 1.0, math.log(1.5) - (math.log(6.0) if rel else 0.0), math.log(6.0)])
+        data = sersic._bulge_disk_model(truth, matrix, log_grid, wa, wb, rel)[0]
+        p0 = truth + np.array([-0.5, 0.3, 0.3, -0.3])
+        lower = np.array([0.0, 0.0, math.log(0.01) if rel else math.log(0.05), math.log(0.3)])
+        upper = np.array([np.inf, np.inf, 0.0 if rel else 5.0, 5.0])
+
+        def fun(p):
+            m, s = sersic._bulge_disk_model(p, matrix, log_grid, wa, wb, rel)
+            return m - data, s
+    data = data * (1.0 + 0.001 * rng.normal(size=nb))
+    ref_p, ref_cost, ref_ok = sersic._levenberg_marquardt(fun, p0, lower, upper, max_iter=80)
+    p, cost, ok = fit_kernels.lm_fit(model, p0, lower, upper, matrix, data, log_grid, max_iter=80)
+    assert ok == ref_ok
+    np.testing.assert_allclose(p, ref_p, rtol=1e-9, atol=1e-12)
+    assert cost == pytest.approx(ref_cost, rel=1e-9)
+    r0 = fun(p0)[0]
+    assert cost < 0.05 * float(r0 @ r0)  # and it fits
