@@ -138,3 +138,19 @@ def test_compiled_levenberg_marquardt_matches_the_python_one(model):
     assert cost == pytest.approx(ref_cost, rel=1e-9)
     r0 = fun(p0)[0]
     assert cost < 0.05 * float(r0 @ r0)  # and it fits
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_growth_curve_kernel_matches_numpy_bit_for_bit(seed):
+    from featuremass.features import radii
+
+    rng = np.random.default_rng(seed)
+    img = _lumpy(rng, 27, 33)
+    y, x = np.mgrid[:27, :33]
+    rho = np.hypot(x - 15.3, (y - 12.8) / 0.7)
+    mask_w = (rng.random(img.shape) > 0.1).astype(float)
+    got = radii._growth_curves((img, None, mask_w), rho, 14.2)
+    ref = radii._growth_curves_reference((img, None, mask_w), rho, 14.2)
+    np.testing.assert_array_equal(got[0], ref[0])
+    for a, b in zip(got[1], ref[1], strict=True):
+        np.testing.assert_array_equal(a, b)
