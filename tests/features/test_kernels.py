@@ -154,3 +154,14 @@ def test_growth_curve_kernel_matches_numpy_bit_for_bit(seed):
     np.testing.assert_array_equal(got[0], ref[0])
     for a, b in zip(got[1], ref[1], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mid_threshold_kernel_matches_the_labelling_reference(seed):
+    rng = np.random.default_rng(seed)
+    sub = _lumpy(rng, 29, 31)
+    py, px = np.unravel_index(int(np.argmax(sub)), sub.shape)
+    values = np.sort(sub[sub > 0.05 * seed])
+    for eta in (0.05, 0.2, 0.6):
+        assert mid._threshold_index(sub, values, int(py), int(px), eta) == \
+            mid._threshold_index_reference(sub, values, int(py), int(px), eta)
