@@ -165,3 +165,17 @@ def test_mid_threshold_kernel_matches_the_labelling_reference(seed):
     for eta in (0.05, 0.2, 0.6):
         assert mid._threshold_index(sub, values, int(py), int(px), eta) == \
             mid._threshold_index_reference(sub, values, int(py), int(px), eta)
+
+
+def test_cross_dilation_kernel_matches_numpy_and_scipy():
+    from scipy import ndimage as ndi
+
+    from featuremass.features import segmentation as seg
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((17, 23)) < 0.05
+    for it in (0, 1, 4):
+        got = seg._dilate_cross(mask, it)
+        np.testing.assert_array_equal(got, seg._dilate_cross_reference(mask, it))
+        if it:
+            np.testing.assert_array_equal(got, ndi.binary_dilation(mask, iterations=it))
