@@ -24,6 +24,16 @@ every comparison is a ratio within the run):
   against ``featuremass cnn predict`` on the same seed-stretched test stamps, as
   whole commands, alternated ``--rounds`` times; wall and CPU seconds.
 
+* ``archive``: whole extractions of ``--archive`` n 128 px stamps (default 1000
+  and 10000) from a memory map in a fresh process, two workers: wall and CPU
+  seconds, galaxies per second and the summed peak resident memory. The full
+  archive on its own (simulated once into ``--archive-data``, 2 x 4.8 GB):
+
+    python benchmarks/bench_speed.py --sections archive --archive 1000 10000 73627 \\
+        --archive-data bench-work/archive73k --name archive.md
+
+Everything else:
+
     python benchmarks/bench_speed.py --npix 69 128 --n-ratio 40 --n-predict 1000
 """
 
@@ -48,7 +58,7 @@ from featuremass.features.measure import measure_galaxy
 from featuremass.io.layout import SeedLayout, load_npy
 from featuremass.report.provenance import provenance_markdown
 
-SECTIONS = ("baseline", "ratio", "scaling", "fast", "accuracy", "compile", "predict")
+SECTIONS = ("baseline", "ratio", "scaling", "fast", "accuracy", "compile", "predict", "archive")
 REALDATA = Path("/work/shared/realdata")
 
 
@@ -122,23 +132,32 @@ def section_scaling(layout, args) -> list[str]:
 
 def section_fast(layout, args) -> list[str]:
     lines = ["## Fast tier: stamps per second on one core", "",
-             "Stamps per CPU second (`time.process_time`, one BLAS thread), and per wall second in brackets.", "",
+             "Stamps per CPU second (`time.process_time`, one BLAS thread), and per wall second in brackets; "
+             "one chunk, one process.", "",
              "| npix | n | features alone (linear stack) | through `extract_features(scale=\"seed-log\", "
-             "feature_set=\"fast\")` |", "|---|---|---|---|"]
+             "feature_set=\"fast\")` | through `extract_features(scale=\"auto\", feature_set=\"fast\")` |",
+             "|---|---|---|---|---|"]
     for npix in args.npix:
         linear = np.asarray(load_npy(layout.linear_path(npix, "test")))[: args.n_fast]
         stretched = np.asarray(load_npy(layout.image_path(npix, "test")))[: args.n_fast]
         fast_features(linear[:10])
+        extract_features(stretched[:10], scale="seed-log", feature_set="fast")  # compiled kernels loaded
         t0, c0 = time.perf_counter(), time.process_time()
         fast_features(linear)
         wall_alone, cpu_alone = len(linear) / (time.perf_counter() - t0), len(linear) / (time.process_time() - c0)
-        t0, c0 = time.perf_counter(), time.process_time()
-        extract_features(stretched, scale="seed-log", feature_set="fast", chunk_size=len(stretched))
-        wall_ex, cpu_ex = len(linear) / (time.perf_counter() - t0), len(linear) / (time.process_time() - c0)
-        lines.append(f"| {npix} | {len(linear)} | **{cpu_alone:.0f}** ({wall_alone:.0f}) | {cpu_ex:.0f} ({wall_ex:.0f}) |")
-        print(f"fast {npix}px: {cpu_alone:.0f}/CPU s alone, {cpu_ex:.0f}/CPU s via extract", flush=True)
-    lines += ["", "The seed-log column includes `inverse_seed_stretch`, run per stamp as `extract` does "
-              "(its dynamic-range estimate sorts every stamp)."]
+        row = [f"**{cpu_alone:.0f}** ({wall_alone:.0f})"]
+        for scale in ("seed-log", "auto"):
+            t0, c0 = time.perf_counter(), time.process_time()
+            extract_features(stretched, scale=scale, feature_set="fast", chunk_size=len(stretched))
+            wall_ex, cpu_ex = len(linear) / (time.perf_counter() - t0), len(linear) / (time.process_time() - c0)
+            row.append(f"**{cpu_ex:.0f}** ({wall_ex:.0f})")
+            print(f"fast {npix}px {scale}: {cpu_ex:.0f}/CPU s via extract", flush=True)
+        lines.append(f"| {npix} | {len(linear)} | {' | '.join(row)} |")
+        print(f"fast {npix}px: {cpu_alone:.0f}/CPU s alone", flush=True)
+    lines += ["", "`seed-log` inverts the whole chunk in one compiled pass "
+              "(`featuremass.features.seedlog.seed_log_inverse_stack`: one batched sort, the dynamic range "
+              "found with the map evaluated lazily); `auto` detects and inverts each stamp's stretch "
+              "(`invert_stretch`, per stamp)."]
     return lines + [""]
 
 
@@ -287,11 +306,16 @@ def section_predict(layout, args, work: Path) -> list[str]:
     root = str(layout.root)
     npix = args.npix[0]
     log = work / "commands.log"
-    lgbm, cnn = work / "lgbm", work / "cnn"
+    lgbm, lgbm_fast, cnn = work / "lgbm", work / "lgbm_fast", work / "cnn"
     setup = [
         [exe, "extract", "--data", root, "--npix", str(npix), "--split", "train", "-j", "2",
          "--out", str(work / "train.parquet")],
         [exe, "train", "--features", str(work / "train.parquet"), "--data", root, "-j", "2", "--out", str(lgbm)],
+        # a fast-tier model: its sidecar records feature_set 'fast', which predict --images extracts
+        [exe, "extract", "--data", root, "--npix", str(npix), "--split", "train", "--feature-set", "fast",
+         "--out", str(work / "train_fast.parquet")],
+        [exe, "train", "--features", str(work / "train_fast.parquet"), "--data", root, "-j", "2",
+         "--out", str(lgbm_fast)],
         [exe, "cnn", "train", "--data", root, "--npix", str(npix), "--epochs", str(args.cnn_epochs),
          "--out", str(cnn)],
     ]
@@ -304,6 +328,9 @@ def section_predict(layout, args, work: Path) -> list[str]:
             # the default --scale auto, as the model's training table was extracted
             [exe, "predict", "--model", str(lgbm), "--images", str(images), "-j", "2",
              "--out", str(work / "pred_lgbm.csv"), "--overwrite"],
+        "featuremass predict --images (fast-tier model, LightGBM)":
+            [exe, "predict", "--model", str(lgbm_fast), "--images", str(images),
+             "--out", str(work / "pred_fast.csv"), "--overwrite"],
         "featuremass cnn predict": [exe, "cnn", "predict", "--model", str(cnn), "--data", root, "--npix",
                                     str(npix), "--split", "test", "--out", str(work / "pred_cnn.csv"),
                                     "--overwrite"],
@@ -316,7 +343,8 @@ def section_predict(layout, args, work: Path) -> list[str]:
              f"{n} seed-stretched {npix} px test stamps; {args.rounds} alternated rounds; the LightGBM model "
              f"was trained on {layout.image_path(npix, 'train').name} full features, the CNN for "
              f"{args.cnn_epochs} epoch(s) (prediction cost does not depend on training quality). "
-             "`predict` runs 2 extraction processes; TensorFlow uses every core.", "",
+             "`predict` (full set) runs 2 extraction processes, the fast-tier model one (it is batched NumPy); "
+             "TensorFlow uses every core.", "",
              "| command | median wall s | median CPU s | ms per galaxy (wall) |", "|---|---|---|---|"]
     med = {}
     for name, tt in times.items():
@@ -324,10 +352,112 @@ def section_predict(layout, args, work: Path) -> list[str]:
         cpu = float(np.median([t[1] for t in tt]))
         med[name] = wall
         lines.append(f"| {name} | {wall:.1f} | {cpu:.1f} | {wall / n * 1e3:.1f} |")
-    a, b = med.values()
-    lines += ["", f"`predict --images` / `cnn predict` wall-time ratio: **{a / b:.2f}** (≤ 1 is the target).", ""]
-    print(f"predict: lgbm/cnn wall ratio {a / b:.2f}", flush=True)
+    a, f, b = med.values()
+    lines += ["", f"`predict --images` (full set) / `cnn predict` wall-time ratio: **{a / b:.2f}** "
+              f"(≤ 1 is the target); the fast-tier model (one process): **{f / b:.2f}**.", ""]
+    print(f"predict: lgbm/cnn wall ratio {a / b:.2f}, fast/cnn {f / b:.2f}", flush=True)
     return lines
+
+
+_ARCHIVE_SNIPPET = """
+import json, time
+from featuremass.features.batch import extract_features
+from featuremass.io.layout import load_npy
+images = load_npy({path!r}, mmap=True)[:{n}]
+t0 = time.perf_counter()
+extract_features(images, scale={scale!r}, n_jobs={jobs}, chunk_size={chunk}, out={out!r})
+print(json.dumps({{"seconds": time.perf_counter() - t0}}))
+"""
+
+
+def _tree_rss(proc) -> tuple[int, int]:
+    """Resident memory (bytes) of a process and all its descendants: all of it, and without
+    file-backed pages (``rss - shared``: the memory-mapped stamps read so far are resident
+    but clean, and the kernel drops them under pressure)."""
+    import psutil
+
+    total = anon = 0
+    with contextlib.suppress(psutil.Error):
+        for p in (proc, *proc.children(recursive=True)):
+            with contextlib.suppress(psutil.Error):
+                info = p.memory_info()
+                total += info.rss
+                anon += info.rss - getattr(info, "shared", 0)
+    return total, anon
+
+
+def _measure_tree(cmd: list[str], env: dict) -> dict:
+    """Run ``cmd``; wall and CPU seconds (children included) and the peak summed RSS, sampled every 0.2 s."""
+    import psutil
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ps = psutil.Process(proc.pid)
+    peak = peak_anon = 0
+    while proc.poll() is None:
+        rss, anon = _tree_rss(ps)
+        peak, peak_anon = max(peak, rss), max(peak_anon, anon)
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd[:3])}... failed: {err[-2000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu, "peak_rss": peak, "peak_anon": peak_anon, "stdout": out}
+
+
+def section_archive(layout, args, work: Path) -> list[str]:
+    """Whole extractions of n stamps at 128 px from a memory map (time against n, peak memory).
+
+    The stamps are the seed-stretched test split of ``--archive-data`` (simulated
+    there with ``max(--archive)`` test galaxies at 128 px when missing), read
+    through a memory map in a fresh process running
+    ``extract_features(..., n_jobs=--archive-jobs, out=table.parquet)``.
+    """
+    root = args.archive_data if args.archive_data is not None else Path("bench-work") / "archive"
+    n_max = max(args.archive)
+    if not (root / "images").exists():
+        from featuremass.io.simulate import SurveyConfig, simulate_survey
+
+        t0 = time.perf_counter()
+        cfg = SurveyConfig(n_train=1, n_val=1, n_test=n_max, npix=(128,), seed=args.seed)
+        simulate_survey(root, cfg, n_jobs=args.archive_jobs, overwrite=True)
+        print(f"archive: simulated {n_max} stamps in {time.perf_counter() - t0:.0f} s", flush=True)
+    path = SeedLayout(root).image_path(128, "test")
+    have = len(load_npy(path, mmap=True))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    lines = ["## Whole extractions at 128 px: time against n, peak memory", "",
+             f"Seed-stretched simulated 128 px stamps ({path}), read through a memory map in a fresh "
+             f"process: `extract_features(images[:n], scale=\"{args.archive_scale}\", "
+             f"n_jobs={args.archive_jobs}, chunk_size={args.archive_chunk}, out=table.parquet)` "
+             "(start-up of the workers and the Parquet write included). Peak memory is the summed "
+             "resident memory of the process and its workers, sampled every 0.2 s; without file-backed pages "
+             "(`rss - shared`) it leaves out the memory-mapped stamps already read, which stay resident but "
+             "clean (the kernel drops them under pressure).", "",
+             "| n | wall s | CPU s (all processes) | ms per galaxy (wall) | galaxies/s | peak RSS (GB) "
+             "| peak RSS without file-backed pages (GB) | extrapolated to 73,627 (min, wall) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for n in args.archive:
+        if n > have:
+            lines.append(f"| {n} | (only {have} stamps in {path}) | | | | | | |")
+            continue
+        out = work / f"archive_{n}.parquet"
+        snippet = _ARCHIVE_SNIPPET.format(path=str(path), n=n, scale=args.archive_scale, jobs=args.archive_jobs,
+                                          chunk=args.archive_chunk, out=str(out))
+        try:
+            r = _measure_tree([sys.executable, "-c", snippet], env)
+        except RuntimeError as exc:  # one failed (or killed) size keeps the others' rows
+            lines.append(f"| {n} | failed: {str(exc)[-200:]} | | | | | | |")
+            continue
+        per = r["wall"] / n
+        lines.append(f"| {n} | {r['wall']:.1f} | {r['cpu']:.1f} | {per * 1e3:.2f} | {n / r['wall']:.0f} "
+                     f"| {r['peak_rss'] / 1e9:.2f} | {r['peak_anon'] / 1e9:.2f} | {per * 73627 / 60:.1f} |")
+        print(f"archive n={n}: {r['wall']:.1f} s wall, peak {r['peak_rss'] / 1e9:.2f} GB", flush=True)
+        with contextlib.suppress(OSError):
+            out.unlink()
+    return lines + [""]
 
 
 def main(argv=None) -> int:
@@ -346,6 +476,16 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", type=Path, default=None, help="reuse (or create) a simulated survey here")
     p.add_argument("--out", type=Path, default=Path("reports"))
+    p.add_argument("--name", default="performance.md",
+                   help="report file inside --out (e.g. archive.md for a run of the archive section alone)")
+    p.add_argument("--archive", type=int, nargs="+", default=[1000, 10000],
+                   help="section archive: numbers of 128 px stamps to extract whole (e.g. 1000 10000 73627)")
+    p.add_argument("--archive-data", type=Path, default=None,
+                   help="section archive: a survey with max(--archive) 128 px test stamps "
+                        "(simulated there if missing; default bench-work/archive)")
+    p.add_argument("--archive-jobs", type=int, default=2, help="section archive: worker processes (default 2)")
+    p.add_argument("--archive-chunk", type=int, default=1000, help="section archive: chunk size (default 1000)")
+    p.add_argument("--archive-scale", default="auto", help="section archive: scale mode (default auto)")
     args = p.parse_args(argv)
     with contextlib.suppress(ImportError):
         from threadpoolctl import threadpool_limits
@@ -356,26 +496,29 @@ def main(argv=None) -> int:
     root = args.data if args.data is not None else Path(tmp.name) / "survey"
     n_test = max(args.n_ratio, args.n_scaling, args.n_fast, args.n_predict)
     t0 = time.perf_counter()
-    if not (root / "images").exists():
+    needs_survey = any(name != "archive" for name in args.sections)  # archive has its own stamps
+    if needs_survey and not (root / "images").exists():
         from featuremass.io.simulate import SurveyConfig, simulate_survey
 
         cfg = SurveyConfig(n_train=args.n_train, n_val=max(1, args.n_train // 10), n_test=n_test,
                            npix=tuple(args.npix), seed=args.seed)
         simulate_survey(root, cfg, n_jobs=2, overwrite=True)
-    layout = SeedLayout(root)
+    layout = SeedLayout(root) if needs_survey else None
     sim_s = time.perf_counter() - t0
-    lines = ["# Performance", "", provenance,
-             f"- simulated survey: {root} ({n_test} test stamps per size; {sim_s:.0f} s to simulate or find)", ""]
+    lines = ["# Performance", "", provenance]
+    if needs_survey:
+        lines.append(f"- simulated survey: {root} ({n_test} test stamps per size; {sim_s:.0f} s to simulate or find)")
+    lines.append("")
     for name in args.sections:
         t0 = time.perf_counter()
-        if name == "predict":
-            lines += section_predict(layout, args, Path(tmp.name))
+        if name in ("predict", "archive"):
+            lines += globals()[f"section_{name}"](layout, args, Path(tmp.name))
         else:
             lines += globals()[f"section_{name}"](layout, args)
         lines.append(f"_(section {name}: {time.perf_counter() - t0:.0f} s)_\n")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "performance.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out / 'performance.md'}")
+    (args.out / args.name).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out / args.name}")
     tmp.cleanup()
     return 0
 

@@ -30,6 +30,7 @@ from featuremass.models.workflow import (
     evaluate_model,
     fit_model,
     json_safe,
+    model_feature_set,
     predict_table,
     table_record,
     valid_target_rows,
@@ -72,7 +73,7 @@ def train_cli(args) -> None:
     X_val = y_val = None
     if args.val_features is not None:
         val_table, val_record = _training_table(args.val_features, meta, args)
-        for key in ("feature_engine_version", "scale"):
+        for key in ("feature_engine_version", "scale", "feature_set"):
             if record and val_record and record.get(key) != val_record.get(key):
                 raise SchemaError(f"{args.features} and {args.val_features} differ in {key} "
                                   f"({record.get(key)!r} vs {val_record.get(key)!r}); measure "
@@ -95,6 +96,7 @@ def train_cli(args) -> None:
                 "data": str(args.data), "scheduler": scheduler},
         scale=record.get("scale") if uses_features else None,
         feature_engine_version=engine if uses_features else None,
+        feature_set=(record.get("feature_set") or "full") if uses_features and record else None,
     )
     if scheduler is None:
         model = fit_model(design.X, design.y, design.ids, **fit)
@@ -226,7 +228,7 @@ def _read_feature_table(model, path) -> pd.DataFrame:
 
 
 def _measure_images(model, args, executor) -> pd.DataFrame:
-    """The feature table of ``--images``, measured with the scale the model was trained with."""
+    """The feature table of ``--images``, measured with the scale and feature set the model was trained with."""
     from featuremass.cli._extract import read_images
     from featuremass.features.batch import extract_features
 
@@ -235,7 +237,8 @@ def _measure_images(model, args, executor) -> pd.DataFrame:
         raise SchemaError(f"{args.model} was trained on features measured with --scale "
                           f"{model.scale}; pass --scale {model.scale} (not {scale})")
     source, ids = read_images(args.images, args.names, scale)
-    table = extract_features(source, ids, scale=scale, n_jobs=args.jobs, executor=executor)
+    table = extract_features(source, ids, scale=scale, n_jobs=args.jobs, executor=executor,
+                             feature_set=model_feature_set(model) or "full")
     table.attrs["source"] = str(args.images)
     return table
 

@@ -146,10 +146,17 @@ def _fast_chunk(images, scale) -> np.ndarray:
     from featuremass.features.fast import fast_features
     from featuremass.io.stretch import STRETCH_COLUMNS, invert_stretch
 
-    linear = np.array(images, dtype=np.float64)
-    meta = np.full((len(linear), len(STRETCH_COLUMNS)), np.nan)
-    extra = np.zeros(len(linear), dtype=np.int64)
-    if scale != "linear":
+    meta = np.full((len(images), len(STRETCH_COLUMNS)), np.nan)
+    extra = np.zeros(len(images), dtype=np.int64)
+    if scale == "seed-log":  # one compiled pass over the chunk (featuremass.features.seedlog)
+        from featuremass.features.seedlog import seed_log_inverse_stack
+        from featuremass.io.stretch import STRETCH_CODES
+
+        linear, meta[:, 1] = seed_log_inverse_stack(np.asarray(images))
+        meta[:, 0], meta[:, 2] = STRETCH_CODES["shifted-log"], 0.0
+    else:
+        linear = np.array(images, dtype=np.float64)
+    if scale not in ("linear", "seed-log"):
         for i in range(len(linear)):
             with np.errstate(all="ignore"):
                 inv = invert_stretch(linear[i], scale)

@@ -61,26 +61,10 @@ def mid_segmap(image: np.ndarray, segmap: np.ndarray, *, eta: float = 0.2) -> np
     sub = img[sl]
     peak = np.unravel_index(int(np.argmax(sub)), sub.shape)
     values = np.sort(sub[segmap[sl]])
-    n = values.size
-
     py, px = int(peak[0]), int(peak[1])
-
-    def ratio(k: int) -> float:
-        t = values[k]
-        if t <= 0:  # every pixel of the stamp is >= 0: one clump, the whole stamp
-            return 0.0 - eta
-        _, mean = _peak_clump(sub, t, py, px)
-        return t / mean - eta
-
-    if ratio(0) > 0:
+    lo = _threshold_index(np.ascontiguousarray(sub), values, py, px, float(eta))
+    if lo < 0:
         return None
-    lo, hi = 0, n - 1  # ratio(lo) <= 0 < ratio(hi) = 1 - eta
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ratio(mid) > 0:
-            hi = mid
-        else:
-            lo = mid
     t = values[lo]
     if t > 0:
         clump, _ = _peak_clump(sub, t, py, px)
@@ -92,6 +76,55 @@ def mid_segmap(image: np.ndarray, segmap: np.ndarray, *, eta: float = 0.2) -> np
     out = np.zeros(segmap.shape, dtype=bool)
     out[sl] = labels == labels[peak]
     return out
+
+
+@njit(cache=True)
+def _clump_ratio(sub, values, k, py, px, eta):
+    t = values[k]
+    if t <= 0:  # every pixel of the stamp is >= 0: one clump, the whole stamp
+        return 0.0 - eta
+    _, mean = _peak_clump(sub, t, py, px)
+    return t / mean - eta
+
+
+@njit(cache=True)
+def _threshold_index(sub, values, py, px, eta):
+    """Index into the sorted ``values`` of the MID threshold (bisection on
+    ``t / <I>_clump - eta``; :func:`_threshold_index_reference`); -1 when the ratio
+    is above ``eta`` already at the lowest value."""
+    n = values.size
+    if _clump_ratio(sub, values, 0, py, px, eta) > 0:
+        return -1
+    lo, hi = 0, n - 1  # ratio(lo) <= 0 < ratio(hi) = 1 - eta
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _clump_ratio(sub, values, mid, py, px, eta) > 0:
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
+def _threshold_index_reference(sub, values, py, px, eta) -> int:
+    """Plain-Python reference of :func:`_threshold_index` (labelling by ``ndi.label``)."""
+
+    def ratio(k: int) -> float:
+        t = values[k]
+        if t <= 0:
+            return 0.0 - eta
+        _, mean = _peak_clump_reference(sub, t, py, px)
+        return t / mean - eta
+
+    if ratio(0) > 0:
+        return -1
+    lo, hi = 0, values.size - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ratio(mid) > 0:
+            hi = mid
+        else:
+            lo = mid
+    return lo
 
 
 def _peak_clump_reference(sub: np.ndarray, t: float, py: int, px: int) -> tuple[np.ndarray, float]:

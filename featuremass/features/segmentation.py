@@ -30,14 +30,78 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from scipy import ndimage as ndi
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 _OFFSETS = [(0, 0)] + [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+_DY = np.array([dy for dy, _ in _OFFSETS[1:]], dtype=np.int64)
+_DX = np.array([dx for _, dx in _OFFSETS[1:]], dtype=np.int64)
 
 
 def ascent_labels(image: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Split ``region`` into basins of the local maxima of ``image`` (steepest ascent).
+
+    Compiled (:func:`_ascent_kernel`); :func:`_ascent_labels_reference` is its
+    NumPy reference, documented below.
+    """
+    img = np.ascontiguousarray(image, dtype=np.float64)
+    labels, peaks = _ascent_kernel(img, np.ascontiguousarray(region, dtype=np.bool_))
+    return labels, peaks.astype(np.intp, copy=False)
+
+
+@njit(cache=True)
+def _ascent_kernel(image, region):
+    """:func:`_ascent_labels_reference` by pointer chasing: each pixel's brightest 8-neighbour
+    (offsets in the reference's order, strict ``>``), then the roots in flat order."""
+    ny, nx = image.shape
+    npx = ny * nx
+    parent = np.full(npx, -1, dtype=np.int64)
+    for y in range(ny):
+        for x in range(nx):
+            if not region[y, x]:
+                continue
+            best = image[y, x]
+            p = y * nx + x
+            target = p
+            for k in range(8):
+                dy = _DY[k]
+                dx = _DX[k]
+                yy, xx = y + dy, x + dx
+                if 0 <= yy < ny and 0 <= xx < nx and region[yy, xx]:
+                    val = image[yy, xx]
+                    if val > best:
+                        best = val
+                        target = yy * nx + xx
+            parent[p] = target
+    label_of = np.zeros(npx, dtype=np.int64)
+    n_peaks = 0
+    for p in range(npx):
+        if parent[p] == p:
+            n_peaks += 1
+            label_of[p] = n_peaks
+    peaks = np.empty(n_peaks, dtype=np.int64)
+    labels = np.zeros((ny, nx), dtype=np.int64)
+    for p in range(npx):
+        if parent[p] < 0:
+            continue
+        if parent[p] == p:
+            peaks[label_of[p] - 1] = p
+        root = p
+        while parent[root] != root:
+            root = parent[root]
+        # path compression: every pixel on the way points at the root
+        q = p
+        while parent[q] != root:
+            nxt = parent[q]
+            parent[q] = root
+            q = nxt
+        labels[p // nx, p % nx] = label_of[root]
+    return labels, peaks
+
+
+def _ascent_labels_reference(image: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``region`` into basins of the local maxima of ``image`` (steepest ascent; plain NumPy).
 
     Every pixel of ``region`` points to its brightest 8-neighbour inside
     ``region`` (itself if none is brighter); following the pointers (by
@@ -366,7 +430,35 @@ def _dilate_square(mask: np.ndarray) -> np.ndarray:
 
 
 def _dilate_cross(mask: np.ndarray, iterations: int) -> np.ndarray:
-    """``iterations`` binary dilations by the 4-connected cross (``ndi.binary_dilation``'s default)."""
+    """``iterations`` binary dilations by the 4-connected cross (``ndi.binary_dilation``'s default).
+
+    Compiled (:func:`_dilate_cross_kernel`); :func:`_dilate_cross_reference` is the NumPy reference.
+    """
+    return _dilate_cross_kernel(np.ascontiguousarray(mask, dtype=np.bool_), max(int(iterations), 0))
+
+
+@njit(cache=True)
+def _dilate_cross_kernel(mask, iterations):
+    ny, nx = mask.shape
+    out = mask.copy()
+    for _ in range(iterations):
+        prev = out.copy()
+        for y in range(ny):
+            for x in range(nx):
+                if prev[y, x]:
+                    if y > 0:
+                        out[y - 1, x] = True
+                    if y < ny - 1:
+                        out[y + 1, x] = True
+                    if x > 0:
+                        out[y, x - 1] = True
+                    if x < nx - 1:
+                        out[y, x + 1] = True
+    return out
+
+
+def _dilate_cross_reference(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """NumPy reference of :func:`_dilate_cross`."""
     out = mask.copy()
     for _ in range(max(int(iterations), 0)):
         prev = out.copy()
@@ -392,7 +484,46 @@ def _saddles(smooth: np.ndarray, basins: np.ndarray, n_peaks: int) -> np.ndarray
 
     Basins with no neighbouring basin get ``-inf`` (their prominence is then
     infinite; they are isolated, which cannot happen inside one footprint).
+    Compiled (:func:`_saddles_kernel`); :func:`_saddles_reference` is its reference.
     """
+    return _saddles_kernel(np.ascontiguousarray(smooth, dtype=np.float64),
+                           np.ascontiguousarray(basins, dtype=np.int64), int(n_peaks))
+
+
+@njit(cache=True)
+def _saddle_update(saddle, a, b, level):
+    # np.maximum's rule: NaN wins and stays
+    for k in (a, b):
+        cur = saddle[k]
+        if cur == cur and (level != level or level > cur):
+            saddle[k] = level
+
+
+@njit(cache=True)
+def _saddles_kernel(smooth, basins, n_peaks):
+    saddle = np.full(n_peaks + 1, -np.inf)
+    ny, nx = basins.shape
+    for y in range(ny):
+        for x in range(nx):
+            a = basins[y, x]
+            if a <= 0:
+                continue
+            va = smooth[y, x]
+            # right, down, down-right, down-left: each unordered pair once
+            for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+                yy, xx = y + dy, x + dx
+                if yy >= ny or xx < 0 or xx >= nx:
+                    continue
+                b = basins[yy, xx]
+                if b > 0 and b != a:
+                    vb = smooth[yy, xx]
+                    level = np.nan if (va != va or vb != vb) else min(va, vb)  # np.minimum
+                    _saddle_update(saddle, a, b, level)
+    return saddle[1:]
+
+
+def _saddles_reference(smooth: np.ndarray, basins: np.ndarray, n_peaks: int) -> np.ndarray:
+    """NumPy reference of :func:`_saddles`."""
     saddle = np.full(n_peaks + 1, -np.inf)
     ends, levels = [], []
     for a, b, va, vb in (

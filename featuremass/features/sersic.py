@@ -839,6 +839,28 @@ def _sky_prior_width(red) -> float:
     return _SKY_PRIOR_SIGMAS * red.pixel_sigma
 
 
+def _sersic_model(p, matrix, data, log_grid, work):
+    """Residuals and Jacobian of the single Sérsic fit at ``p = (ln I_e, ln r_e, ln n)`` (reference
+    of :func:`featuremass.features.fit_kernels.lm_fit`'s ``SERSIC`` model)."""
+    amp = math.exp(p[0])
+    s = matrix @ _profile_and_derivs(log_grid, math.exp(p[1]), math.exp(p[2]), work)
+    s *= amp
+    return s[:, 0] - data, s
+
+
+def _bulge_disk_model(p, matrix, log_grid, wb, wd, rel):
+    """Model and Jacobian of the bulge + disk fit at ``p = (A_b, A_d, ln r_b [or ln r_b/r_d], ln r_d)``."""
+    ln_rb = p[2] + p[3] if rel else p[2]
+    pb = _profile_and_derivs(log_grid, math.exp(ln_rb), 4.0, wb)
+    pd = _profile_and_derivs(log_grid, math.exp(p[3]), 1.0, wd)
+    s = matrix @ np.column_stack([pb[:, 0], pd[:, 0], pb[:, 1], pd[:, 1]])
+    s[:, 2] *= p[0]
+    s[:, 3] *= p[1]
+    if rel:
+        s[:, 3] += s[:, 2]
+    return p[0] * s[:, 0] + p[1] * s[:, 1], s
+
+
 def _sersic_from_reduced(red, r_max, center, ellip, theta, rhalf_guess, n_guess, fit_sky=False):
     log_grid = _log_grid(red.grid)
     # Pixel-noise weights: the annulus chi^2 equals the per-pixel chi^2 of the
@@ -851,11 +873,11 @@ def _sersic_from_reduced(red, r_max, center, ellip, theta, rhalf_guess, n_guess,
     prior = _sky_prior_width(red)
 
     def fun(p):
+        if not fit_sky:
+            return _sersic_model(p, matrix, data, log_grid, work)
         amp = math.exp(p[0])
         s = matrix @ _profile_and_derivs(log_grid, math.exp(p[1]), math.exp(p[2]), work)
         s *= amp
-        if not fit_sky:
-            return s[:, 0] - data, s
         # Sky pedestal p[3]: adds p[3] to every annulus mean; a Gaussian prior
         # of width ``prior`` around 0 is one more residual.
         res = np.empty(nb + 1)
@@ -882,7 +904,12 @@ def _sersic_from_reduced(red, r_max, center, ellip, theta, rhalf_guess, n_guess,
         upper.append(np.inf)
         p0.append(0.0)
     lower, upper = np.array(lower), np.array(upper)
-    p, _, ok = _levenberg_marquardt(fun, p0, lower, upper)
+    if fit_sky:
+        p, _, ok = _levenberg_marquardt(fun, p0, lower, upper)
+    else:  # compiled, the same iterations (fun stays as the reference)
+        from featuremass.features.fit_kernels import SERSIC, lm_fit
+
+        p, _, ok = lm_fit(SERSIC, np.array(p0, dtype=np.float64), lower, upper, matrix, data, log_grid)
     if not ok or not np.all(np.isfinite(p)):
         return _nan_result(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED)
     amp, rhalf, n = math.exp(p[0]), math.exp(p[1]), math.exp(p[2])
@@ -988,15 +1015,7 @@ def _bulge_disk_once(red, r_max, rhalf_guess, fit_sky, bulge_within_disk):
     rel = bulge_within_disk  # then p[2] = ln(r_b / r_d) <= 0 instead of ln r_b
 
     def fun(p):
-        ln_rb = p[2] + p[3] if rel else p[2]
-        pb = _profile_and_derivs(log_grid, math.exp(ln_rb), 4.0, wb)
-        pd = _profile_and_derivs(log_grid, math.exp(p[3]), 1.0, wd)
-        s = matrix @ np.column_stack([pb[:, 0], pd[:, 0], pb[:, 1], pd[:, 1]])
-        s[:, 2] *= p[0]
-        s[:, 3] *= p[1]
-        if rel:
-            s[:, 3] += s[:, 2]
-        model = p[0] * s[:, 0] + p[1] * s[:, 1]
+        model, s = _bulge_disk_model(p, matrix, log_grid, wb, wd, rel)
         if not fit_sky:
             return model - data, s
         res = np.empty(nb + 1)
@@ -1019,7 +1038,13 @@ def _bulge_disk_once(red, r_max, rhalf_guess, fit_sky, bulge_within_disk):
         upper.append(np.inf)
         p0.append(0.0)
     lower, upper = np.array(lower), np.array(upper)
-    p, _, ok = _levenberg_marquardt(fun, p0, lower, upper, max_iter=80)
+    if fit_sky:
+        p, _, ok = _levenberg_marquardt(fun, p0, lower, upper, max_iter=80)
+    else:  # compiled, the same iterations (fun stays as the reference)
+        from featuremass.features.fit_kernels import BULGE_DISK, BULGE_DISK_NESTED, lm_fit
+
+        p, _, ok = lm_fit(BULGE_DISK_NESTED if rel else BULGE_DISK, np.array(p0, dtype=np.float64),
+                          lower, upper, matrix, data, log_grid, max_iter=80)
     if not ok or not np.all(np.isfinite(p)):
         return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED), False
     ab, ad = float(p[0]), float(p[1])

@@ -482,7 +482,18 @@ def _sorted_percentile(v: np.ndarray, q: float) -> float:
 
 
 def _dynamic_range_sorted(u: np.ndarray, scale_factor: float) -> float:
-    """:func:`estimate_dynamic_range` of the finite stretched values ``(y + 1) / 2``, sorted."""
+    """:func:`estimate_dynamic_range` of the finite stretched values ``(y + 1) / 2``, sorted.
+
+    Compiled (:func:`featuremass.io.stretch_kernels._dynamic_range_kernel`);
+    :func:`_dynamic_range_sorted_py` is its reference.
+    """
+    from featuremass.io.stretch_kernels import _dynamic_range_kernel
+
+    return float(_dynamic_range_kernel(np.ascontiguousarray(u, dtype=np.float64), float(scale_factor)))
+
+
+def _dynamic_range_sorted_py(u: np.ndarray, scale_factor: float) -> float:
+    """NumPy/SciPy reference of :func:`_dynamic_range_sorted` (the tests hold the kernel to it)."""
     if u.size < 10:
         return 3.0
     target = 1.0 / scale_factor
@@ -910,9 +921,9 @@ def invert_stretch(stretched: np.ndarray, kind: str = "auto") -> Inversion:
     if arr.ndim != 2:
         raise FeaturemassError(f"invert_stretch expects a 2-D image, got shape {arr.shape}")
     if kind == "seed-log":
-        rec = inverse_seed_stretch(arr)
-        finite = np.isfinite(rec)
-        R = estimate_dynamic_range(arr) if finite.sum() >= 10 else float("nan")
+        # R once: the inverse would estimate the same value again.
+        R = estimate_dynamic_range(arr) if np.isfinite(arr).sum() >= 10 else float("nan")
+        rec = inverse_seed_stretch(arr, dynamic_range_dex=R if np.isfinite(R) else None)
         return Inversion(rec, "shifted-log", R, 0.0, False)
     prepared = _unit_range(arr)
     if prepared is None:

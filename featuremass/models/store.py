@@ -418,6 +418,10 @@ class TrainedModel:
         ``'seed-log'``...); None when unknown (hand-made tables).
     feature_engine_version : int or None
         :data:`featuremass._version.FEATURE_ENGINE_VERSION` of those tables.
+    feature_set : str or None
+        Feature set of those tables (``'full'`` or ``'fast'``, see
+        :data:`featuremass.features.batch.FEATURE_SETS`): what ``predict
+        --images`` extracts. None when unknown (hand-made tables, no features).
     """
 
     estimator: object
@@ -427,6 +431,7 @@ class TrainedModel:
     info: dict = field(default_factory=dict)
     scale: str | None = None
     feature_engine_version: int | None = FEATURE_ENGINE_VERSION
+    feature_set: str | None = None
     #: The sidecar as read by :func:`load_model` (empty for a model not loaded).
     sidecar: dict = field(default_factory=dict)
 
@@ -501,7 +506,9 @@ TABULAR_FIELDS = {
     "conformal": (dict, type(None)),
 }
 _TABULAR_KNOWN = {*COMMON_FIELDS, *TABULAR_FIELDS, "lightgbm_version", "booster_file",
-                  "best_iteration", "coefficients"}
+                  "best_iteration", "coefficients", "feature_set"}
+#: Feature sets a tabular sidecar may name (``featuremass.features.batch.FEATURE_SETS``).
+_FEATURE_SETS = ("full", "fast")
 
 
 _NUMBER = (int, float)
@@ -577,6 +584,7 @@ def save_model(path: str | os.PathLike, model: TrainedModel, *, overwrite: bool 
                           else {"column": NOISE_COLUMN, "seed": int(model.noise_seed)}),
         "params": dict(est.get_params()),
         "conformal": None,
+        "feature_set": model.feature_set,
     }
     texts = {}
     if model.kind == "lgbm":
@@ -650,10 +658,18 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
         noise_seed = None if noise is None else int(noise["seed"])
     info = {k: v for k, v in sidecar.items() if k not in _TABULAR_KNOWN}
     info["metrics"] = sidecar["metrics"]
+    # Older sidecars have no feature_set: a model on fast-tier columns is 'fast'.
+    feature_set = sidecar.get("feature_set")
+    _check_type(feature_set, (str, type(None)), where, "feature_set")
+    if feature_set is not None:
+        _one_of(feature_set, _FEATURE_SETS, where, "feature_set")
+    elif sidecar["scale"] is not None:
+        feature_set = "fast" if any(str(c).startswith("fast_") for c in names) else "full"
     model = TrainedModel(estimator=est, input_set=check_input_set(sidecar["input_set"]),
                          conformal=conformal, noise_seed=noise_seed, info=info,
                          scale=sidecar["scale"],
-                         feature_engine_version=sidecar["feature_engine_version"])
+                         feature_engine_version=sidecar["feature_engine_version"],
+                         feature_set=feature_set)
     model.sidecar = sidecar
     return model
 

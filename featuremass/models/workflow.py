@@ -79,6 +79,15 @@ def _remeasure_command(record: dict, scale: str | None, source) -> str:
     return f"featuremass extract (on the images of {source}){scale_opt} --out {out}"
 
 
+def model_feature_set(model) -> str | None:
+    """The feature set a model was trained on (``'full'``, ``'fast'``), None when unknown.
+
+    Models without the field (saved before it existed, or kinds without a
+    feature table such as the CNN) give None.
+    """
+    return getattr(model, "feature_set", None)
+
+
 def check_compatible(model, record: dict, source) -> None:
     """Refuse a feature table measured by another feature engine or at another fixed scale.
 
@@ -102,6 +111,12 @@ def check_compatible(model, record: dict, source) -> None:
         raise SchemaError(
             f"{source} was measured by {t_name}, but the model expects feature engine "
             f"{engine}; its features are not comparable. Measure the galaxies again: {fix}"
+        )
+    f_set, t_set = model_feature_set(model), record.get("feature_set")
+    if f_set is not None and t_set is not None and t_set != f_set:
+        raise SchemaError(
+            f"{source} holds the {t_set!r} feature set, but the model was trained on the "
+            f"{f_set!r} set. Measure the galaxies again: {fix} --feature-set {f_set}"
         )
     if scale is not None and t_scale is not None and t_scale != scale:
         raise SchemaError(
@@ -188,7 +203,7 @@ def fit_model(X, y, ids, *, kind: str = "lgbm", input_set: str = "image", X_val=
               noise_seed: int | None = None, intervals: bool = True, n_boot: int = 200,
               source: dict | None = None, scale: str | None = None,
               feature_engine_version: int | None = FEATURE_ENGINE_VERSION, client=None,
-              local_cluster: bool = False):
+              local_cluster: bool = False, feature_set: str | None = None):
     """Fit a point model, its conformal intervals and (optionally) K-fold CV.
 
     With a Dask ``client`` the LightGBM point model is trained on the cluster
@@ -268,7 +283,7 @@ def fit_model(X, y, ids, *, kind: str = "lgbm", input_set: str = "image", X_val=
         }
     return TrainedModel(estimator=est, input_set=input_set, conformal=conformal,
                         noise_seed=noise_seed, info=info, scale=scale,
-                        feature_engine_version=feature_engine_version)
+                        feature_engine_version=feature_engine_version, feature_set=feature_set)
 
 
 # =========================================================================== train

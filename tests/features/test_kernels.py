@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,103 @@ def test_small_solver_matches_lapack():
         assert ok
         np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-9)
     assert not sersic._solve_small(np.zeros((3, 3)), np.ones(3))[1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ascent_and_saddle_kernels_match_numpy(seed):
+    from featuremass.features import segmentation as seg
+
+    rng = np.random.default_rng(seed)
+    img = _lumpy(rng, 23 + seed, 30)
+    if seed == 4:
+        img = np.round(img, 1)  # plateaus: ties keep the first maximum
+    region = img > 0.2
+    region[rng.random(region.shape) < 0.05] = False
+    labels, peaks = seg.ascent_labels(img, region)
+    ref_labels, ref_peaks = seg._ascent_labels_reference(img, region)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_array_equal(peaks, ref_peaks)
+    np.testing.assert_array_equal(seg._saddles(img, labels, peaks.size),
+                                  seg._saddles_reference(img, labels, peaks.size))
+
+
+@pytest.mark.parametrize("model", [0, 1, 2])
+def test_compiled_levenberg_marquardt_matches_the_python_one(model):
+    from featuremass.features import fit_kernels
+
+    rng = np.random.default_rng(model)
+    grid = np.concatenate([[0.0], np.geomspace(0.01, 60.0, 80)])
+    log_grid = sersic._log_grid(grid)
+    nb = 18
+    # annulus means of a profile on the grid: smooth, positive averaging weights
+    centres = np.geomspace(0.5, 30.0, nb)
+    matrix = np.exp(-0.5 * ((grid[None, :] - centres[:, None]) / (0.3 * centres[:, None] + 0.3)) ** 2)
+    matrix /= matrix.sum(axis=1, keepdims=True)
+    wa, wb = np.empty((grid.size, 3)), np.empty((grid.size, 3))
+    if model == fit_kernels.SERSIC:
+        truth = np.array([math.log(5.0), math.log(4.0), math.log(2.5)])
+        data = sersic._sersic_model(truth, matrix, np.zeros(nb), log_grid, wa)[0].copy()
+        p0, lower, upper = np.array([1.0, 1.0, 0.0]), np.array([-np.inf, -3.0, -1.6]), np.array([np.inf, 5.0, 2.1])
+
+        def fun(p):
+            return sersic._sersic_model(p, matrix, data, log_grid, wa)
+    else:
+        rel = model == fit_kernels.BULGE_DISK_NESTED
+        truth = np.array([3.0, 1.0, math.log(1.5) - (math.log(6.0) if rel else 0.0), math.log(6.0)])
+        data = sersic._bulge_disk_model(truth, matrix, log_grid, wa, wb, rel)[0]
+        p0 = truth + np.array([-0.5, 0.3, 0.3, -0.3])
+        lower = np.array([0.0, 0.0, math.log(0.01) if rel else math.log(0.05), math.log(0.3)])
+        upper = np.array([np.inf, np.inf, 0.0 if rel else 5.0, 5.0])
+
+        def fun(p):
+            m, s = sersic._bulge_disk_model(p, matrix, log_grid, wa, wb, rel)
+            return m - data, s
+    data = data * (1.0 + 0.001 * rng.normal(size=nb))
+    ref_p, ref_cost, ref_ok = sersic._levenberg_marquardt(fun, p0, lower, upper, max_iter=80)
+    p, cost, ok = fit_kernels.lm_fit(model, p0, lower, upper, matrix, data, log_grid, max_iter=80)
+    assert ok == ref_ok
+    np.testing.assert_allclose(p, ref_p, rtol=1e-9, atol=1e-12)
+    assert cost == pytest.approx(ref_cost, rel=1e-9)
+    r0 = fun(p0)[0]
+    assert cost < 0.05 * float(r0 @ r0)  # and it fits
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_growth_curve_kernel_matches_numpy_bit_for_bit(seed):
+    from featuremass.features import radii
+
+    rng = np.random.default_rng(seed)
+    img = _lumpy(rng, 27, 33)
+    y, x = np.mgrid[:27, :33]
+    rho = np.hypot(x - 15.3, (y - 12.8) / 0.7)
+    mask_w = (rng.random(img.shape) > 0.1).astype(float)
+    got = radii._growth_curves((img, None, mask_w), rho, 14.2)
+    ref = radii._growth_curves_reference((img, None, mask_w), rho, 14.2)
+    np.testing.assert_array_equal(got[0], ref[0])
+    for a, b in zip(got[1], ref[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mid_threshold_kernel_matches_the_labelling_reference(seed):
+    rng = np.random.default_rng(seed)
+    sub = _lumpy(rng, 29, 31)
+    py, px = np.unravel_index(int(np.argmax(sub)), sub.shape)
+    values = np.sort(sub[sub > 0.05 * seed])
+    for eta in (0.05, 0.2, 0.6):
+        assert mid._threshold_index(sub, values, int(py), int(px), eta) == \
+            mid._threshold_index_reference(sub, values, int(py), int(px), eta)
+
+
+def test_cross_dilation_kernel_matches_numpy_and_scipy():
+    from scipy import ndimage as ndi
+
+    from featuremass.features import segmentation as seg
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((17, 23)) < 0.05
+    for it in (0, 1, 4):
+        got = seg._dilate_cross(mask, it)
+        np.testing.assert_array_equal(got, seg._dilate_cross_reference(mask, it))
+        if it:
+            np.testing.assert_array_equal(got, ndi.binary_dilation(mask, iterations=it))
