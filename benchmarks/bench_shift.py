@@ -107,6 +107,9 @@ def parse_args(argv=None):
     p.add_argument("--n-cal", type=int, default=5000, help="calibration galaxies (unused training rows)")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("-j", "--jobs", type=int, default=None)
+    p.add_argument("--prepare", action="store_true",
+                   help="only render the shifted test sets and measure their features and the "
+                        "calibration galaxies' (needs no trained model; run it while the CNN trains)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run on bench_accuracy.py --quick's survey and cell")
     args = p.parse_args(argv)
@@ -155,8 +158,12 @@ def render(config, npix: int, indices, jobs: int) -> tuple[pd.DataFrame, np.ndar
     return pd.DataFrame(rows), np.concatenate([part[1] for part in parts])
 
 
-def variant_set(args, name: str, overrides: dict, base, npix: int, indices, ids) -> dict:
-    """Stamps, truth and feature tables of one variant (rendered once, then read back)."""
+def variant_set(args, name: str, overrides: dict, base, npix: int, indices, ids, stored) -> dict:
+    """Stamps, truth and feature tables of one variant (rendered once, then read back).
+
+    The default preprocessing (no ``overrides``) is the survey's stored test split,
+    ``stored = (stamps, truth)`` (re-rendering it is checked to be bit-identical).
+    """
     from featuremass.features.batch import extract_features, read_feature_table
     from featuremass.io.layout import atomic_output
 
@@ -164,7 +171,9 @@ def variant_set(args, name: str, overrides: dict, base, npix: int, indices, ids)
     folder.mkdir(parents=True, exist_ok=True)
     images_path, truth_path = folder / f"test_{npix}px.npy", folder / "truth.parquet"
     config = dataclasses.replace(base, npix=(npix,), **overrides)
-    if not (images_path.is_file() and truth_path.is_file()
+    if not overrides:
+        images_path = None
+    elif not (images_path.is_file() and truth_path.is_file()
             and np.array_equal(pd.read_parquet(truth_path, columns=["galaxy_id"])["galaxy_id"], ids)):
         t0 = time.perf_counter()
         truth, stamps = render(config, npix, indices, args.jobs)
@@ -175,7 +184,8 @@ def variant_set(args, name: str, overrides: dict, base, npix: int, indices, ids)
         with atomic_output(truth_path) as tmp:
             truth.to_parquet(tmp)
         print(f"{name}: rendered {len(ids)} galaxies in {time.perf_counter() - t0:.0f} s", flush=True)
-    out = {"images": np.load(images_path, mmap_mode="r"), "truth": pd.read_parquet(truth_path),
+    out = {"images": stored[0] if images_path is None else np.load(images_path, mmap_mode="r"),
+           "truth": stored[1] if images_path is None else pd.read_parquet(truth_path),
            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()}}
     for feature_set in ("full", "fast"):
         path = folder / f"features_{feature_set}_auto.parquet"
@@ -237,7 +247,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     cell, npix, n = args.cell, args.cell.npix, args.cell.n_train
     cnn_dir = acc.cnn_paths(args, cell)["model"]
-    if not (cnn_dir / "model.json").is_file():
+    if not args.prepare and not (cnn_dir / "model.json").is_file():
         raise SystemExit(f"error: no trained CNN for {cell} in {cnn_dir}; run "
                          f"bench_accuracy.py --cells {npix}:{n}:image:{cell.seed} first")
     base = base_config(args.data)
@@ -260,25 +270,41 @@ def main(argv=None) -> int:
         raise SystemExit("error: the simulator does not reproduce the stored test stamps; "
                          "the survey was made by another version")
 
+    stored = (np.asarray(test.images[:n_test]), base_truth)
+    checks = {}
+    for vname, overrides in variants(base).items():
+        vs = variant_set(args, vname, overrides, base, npix, indices, ids, stored)
+        checks[vname] = same_galaxies(base_truth, vs["truth"], overrides)
+        if checks[vname]["unexpected"]:
+            raise SystemExit(f"error: {vname} changed galaxy parameters "
+                             f"{checks[vname]['unexpected']}: not the same galaxies")
+    train = load_split(args.data, npix=npix, split="train")
+    n_cal = min(args.n_cal, len(train.ids) - n)
+    if n_cal < 50:
+        raise SystemExit(f"error: only {n_cal} training galaxies after the first {n} to calibrate on")
+    cal = slice(n, n + n_cal)
+
+    def cal_table(fs, cols=None):  # the unused training galaxies, measured into the shift folder
+        sub = argparse.Namespace(ids=train.ids[cal], images=train.images[cal])
+        path_args = argparse.Namespace(data=args.work / "calibration", jobs=args.jobs)
+        table = acc.feature_table(path_args, npix, "train_unused", sub, n_cal, fs)
+        return table if cols is None else table[cols[fs]]
+
+    if args.prepare:
+        for fs in ("full", "fast"):
+            cal_table(fs)
+        print("prepared: variants rendered, their features and the calibration features measured")
+        return 0
+
     # Training data of the cell, as the accuracy benchmark sees it.
     acc_args = argparse.Namespace(data=args.data, jobs=args.jobs, cache=args.cache)
     data = acc.SurveyData(acc_args, npix)
     cols = {fs: data.columns(fs) for fs in ("full", "fast")}
     y_train, y_val = data.y["train"][:n], data.y["val"]
-    n_cal = min(args.n_cal, len(data.y["train"]) - n)
-    if n_cal < 100:
-        raise SystemExit(f"error: only {n_cal} unused training galaxies to calibrate on")
-    cal = slice(n, n + n_cal)
     y_cal = data.y["train"][cal]
 
     def table(split, fs, rows=None):
         return data.table(split, fs, rows)[cols[fs]]
-
-    def cal_table(fs):  # the unused training galaxies, measured into the shift folder
-        ds = data.ds["train"]
-        sub = argparse.Namespace(ids=ds.ids[cal], images=ds.images[cal])
-        path_args = argparse.Namespace(data=args.work / "calibration", jobs=args.jobs)
-        return acc.feature_table(path_args, npix, "train_unused", sub, n_cal, fs)[cols[fs]]
 
     seed = cell.seed
     models = {}
@@ -287,7 +313,7 @@ def main(argv=None) -> int:
             table("train", fs, n), y_train, X_val=table("val", fs), y_val=y_val)
         ci = ConformalIntervals(method="cqr", levels=LEVELS,
                                 quantile_params={"random_state": seed, "n_jobs": args.jobs})
-        ci.fit(table("train", fs, n), y_train, X_cal=cal_table(fs), y_cal=y_cal, point_model=gbm,
+        ci.fit(table("train", fs, n), y_train, X_cal=cal_table(fs, cols), y_cal=y_cal, point_model=gbm,
                X_val=table("val", fs), y_val=y_val)
         models[name] = {"kind": fs, "model": gbm, "conformal": ci}
     cnn = CNNRegressor.load(cnn_dir)
@@ -298,18 +324,14 @@ def main(argv=None) -> int:
     cal_images = data.ds["train"].images[cal]
     for name, predict in (("cnn", lambda im, feats: cnn.predict(im)),
                           ("hybrid", lambda im, feats: hyb.predict(im, feats))):
-        p_cal = predict(cal_images, cal_table("full"))
+        p_cal = predict(cal_images, cal_table("full", cols))
         ci = ConformalIntervals(method="split", levels=LEVELS).fit(
             None, None, X_cal=p_cal, y_cal=y_cal, point_model=FixedPoint())
         models[name] = {"kind": "image", "predict": predict, "conformal": ci}
 
-    results, checks, preds = [], {}, {}
+    results, preds = [], {}
     for vname, overrides in variants(base).items():
-        vs = variant_set(args, vname, overrides, base, npix, indices, ids)
-        checks[vname] = same_galaxies(base_truth, vs["truth"], overrides)
-        if checks[vname]["unexpected"]:
-            raise SystemExit(f"error: {vname} changed galaxy parameters "
-                             f"{checks[vname]['unexpected']}: not the same galaxies")
+        vs = variant_set(args, vname, overrides, base, npix, indices, ids, stored)
         for name in MODELS:
             m = models[name]
             if name in ("lgbm", "fast"):
