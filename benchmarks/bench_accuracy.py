@@ -529,7 +529,7 @@ def missing_lines(missing, args) -> list[str]:
     for cell, models in by_cell.items():
         backup = cnn_paths(args, cell)["epochs"]
         done = len(json.loads(backup.read_text())) if backup.is_file() else 0
-        state = f" (CNN: {done} epochs done, training resumes from its backup)" \
+        state = f" (CNN: {done} epochs done so far; running, or resumes from its backup)" \
             if "cnn" in models and done else ""
         lines.append(f"- {cell}: {', '.join(models)}{state}")
     return ["## Not measured yet", "",
@@ -693,8 +693,10 @@ def render(args, command: str) -> Path:
                   "stretch, crop and PSF on the same test galaxies: [shift.md](shift.md).", ""]
     for f in figs:
         lines.append(f"![{f.stem}](figures/{f.name})")
-    lines += ["", "Rerun or resume (finished cells are reused, an interrupted CNN continues "
-              "from its last epoch):", "", "```", command, "```", ""]
+    lines += ["", "Run or resume the grid (finished cells are reused, an interrupted CNN "
+              "continues from its last completed epoch); with `--report-only` it only "
+              "re-renders this report from the cache:", "", "```",
+              command.replace(" --report-only", ""), "```", ""]
     path = args.out / "benchmark.md"
     with atomic_output(path) as tmp:
         tmp.write_text("\n".join(lines))

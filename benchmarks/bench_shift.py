@@ -394,6 +394,9 @@ def verdict_lines(results: list[dict]) -> list[str]:
               + f". **Least degraded on average: {mean.index[0]}; smallest worst case: "
               f"{worst.index[0]}.**"]
     cov = df.groupby("model")["coverage95"].min().sort_values(ascending=False)
+    lines += ["", "ΔRMSE measures robustness alone (a model close to the mean predictor has "
+              "little to lose), so read it beside the shifted RMSE, which says which model is "
+              "still best under the shift."]
     lines += ["", "Lowest 95%-interval coverage under any shift: "
               + ", ".join(f"{m} {v:.3f}" for m, v in cov.items()) + "."]
     return lines
