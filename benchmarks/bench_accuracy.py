@@ -1,35 +1,57 @@
 """Accuracy benchmark: classical features vs the CNN vs the hybrid, on identical splits.
 
-On the simulated survey (``featuremass simulate``), for every training size,
-image size and input set, every model is trained on the same first-N training
-galaxies, early-stopped on the same validation split, and scored on the same
-test split. Models:
+On one simulated survey (``featuremass simulate``), the grid of issue 15 is run
+cell by cell; a *cell* is (image size, training size, input set, model seed).
+In every cell each model is trained on the same first-N training galaxies,
+early-stopped on the same validation split and scored on the same test split.
+Models:
 
 * ``mean``        the training mean (the R² = 0 reference);
-* ``extra only``  LightGBM on distance and L_g alone (no image);
+* ``extra only``  LightGBM on distance and L_g alone (image+dl cells);
 * ``ridge``       ridge regression on the standardised morphology features;
-* ``lgbm``        LightGBM on the morphology features;
+* ``lgbm``        LightGBM on the full morphology feature set;
+* ``fast``        LightGBM on the fast tier (``feature_set="fast"``);
 * ``cnn``         the seed's CNN (:class:`featuremass.models.cnn.CNNRegressor`);
-* ``hybrid``      CNN embedding (16 PCs) + morphology -> LightGBM;
+* ``hybrid``      the cell's own trained CNN, embedded (16 PCs) + morphology ->
+                  LightGBM (``HybridRegressor(prefit=True)``: no second CNN is trained);
 * ``oracle``      LightGBM on the simulation's true latent parameters that an image
-                  can show (``featuremass.io.simulate.ORACLE_COLUMNS``: structure and
-                  observing conditions; not the colours, dust optical depth, M/L or
-                  mass), plus distance and L_g for the image+dl inputs: the floor an
-                  image model could reach.
+                  can show (``featuremass.io.simulate.ORACLE_COLUMNS``), plus distance
+                  and L_g for the image+dl inputs: the floor an image model could reach.
 
-Each gets the test RMSE and R² with bootstrap 95% intervals, and its wall time.
-Features are measured once per (npix, split) on the largest training set;
-smaller training sets are its first N rows. Writes ``OUT/benchmark.md`` (table
-shaped like the seed's results table), ``OUT/benchmark.json`` and figures in
-``OUT/figures/``.
+Features are measured with the current feature engine and ``scale="auto"``
+(the stretch of each stamp is detected and inverted, as ``featuremass extract``
+does by default), once per (npix, split); smaller training sets use the first N
+rows. Every model gets the test RMSE and R² with bootstrap 95% intervals.
 
-Default (CPU-feasible) grid::
+**CNN training: converged and resumable.** The CNN trains with an epoch cap of
+``--epochs`` (default 200, far above where any cell stops) and early stopping
+on the validation loss with ``--patience`` (default 10) epochs, the best
+epoch's weights restored; the learning rate still drops by 0.3 after 3 epochs
+without improvement, so patience 10 lets the schedule reduce the rate about
+three times before training is declared converged (the seed's patience 6
+allowed one or two). The training state is backed up after every epoch under
+the cell's cache folder (``cnn-backup/``): killing the job and rerunning the
+same command continues that CNN from its last completed epoch, with the same
+result as an uninterrupted run. Finished cells are never recomputed. Each CNN
+row in ``benchmark.json`` records ``epochs_run``, ``best_epoch``,
+``stopped_early``, ``seed``, the wall and CPU seconds per epoch and the device.
 
-    python benchmarks/bench_accuracy.py                 # 69 px at 1k, 3k, 10k; 128 px at 10k
+The report (``OUT/benchmark.md``, ``OUT/benchmark.json``, figures in
+``OUT/figures/``) is rendered from the cache after every finished cell, and
+with ``--report-only`` from the cache alone: cells not finished are listed as
+missing, never filled in.
 
-Full grid (GPU recommended)::
+Issue-15 grid (CPU, about a day of CPU time; run it in the background)::
 
-    python benchmarks/bench_accuracy.py --sizes 1000 3000 10000 30000 --large-sizes 1000 3000 10000 30000
+    python benchmarks/bench_accuracy.py --data /path/sim-benchmark
+
+One cell only::
+
+    python benchmarks/bench_accuracy.py --cells 69:10000:image:0
+
+Re-render the report from whatever is finished::
+
+    python benchmarks/bench_accuracy.py --report-only
 
 Smoke run::
 
@@ -44,14 +66,55 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL_ORDER = ("mean", "extra only", "ridge", "lgbm", "cnn", "hybrid", "oracle")
-FULL_SIZES = (1000, 3000, 10000, 30000)  # the issue's full grid, at both image sizes
+MODEL_ORDER = ("mean", "extra only", "ridge", "lgbm", "fast", "cnn", "hybrid", "oracle")
+INPUT_SETS = ("image", "image+dl")
+
+
+@dataclass(frozen=True)
+class Cell:
+    npix: int
+    n_train: int
+    inputs: str
+    seed: int
+
+    @classmethod
+    def parse(cls, text: str) -> Cell:
+        try:
+            npix, n, inputs, seed = text.split(":")
+            cell = cls(int(npix), int(n), inputs, int(seed))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"a cell is NPIX:NTRAIN:INPUTS:SEED (e.g. 69:10000:image:0), got {text!r}") from None
+        if inputs not in INPUT_SETS:
+            raise argparse.ArgumentTypeError(f"inputs must be one of {INPUT_SETS}, got {inputs!r}")
+        return cell
+
+    @property
+    def key(self) -> str:
+        return f"{self.npix}px-{self.n_train}-{self.inputs.replace('+', '_')}-s{self.seed}"
+
+    def __str__(self) -> str:
+        return f"{self.npix} px, {self.n_train:,} train, {self.inputs}, seed {self.seed}"
+
+
+# Issue 15's grid, in the order it is run (most informative first).
+PLAN = (
+    Cell(69, 10000, "image", 0),
+    Cell(69, 1000, "image", 0), Cell(69, 1000, "image+dl", 0),
+    Cell(69, 3000, "image", 0), Cell(69, 3000, "image+dl", 0),
+    Cell(69, 10000, "image+dl", 0),
+    Cell(69, 10000, "image", 1),
+    Cell(69, 30000, "image", 0),
+    Cell(128, 10000, "image", 0),
+)
+QUICK_PLAN = (Cell(32, 150, "image", 0), Cell(32, 300, "image+dl", 0), Cell(32, 150, "image", 1))
 
 
 def parse_args(argv=None):
@@ -59,339 +122,440 @@ def parse_args(argv=None):
     p.add_argument("--data", type=Path, default=REPO / "data" / "sim-benchmark",
                    help="simulated survey folder (created when missing)")
     p.add_argument("--out", type=Path, default=REPO / "reports")
-    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000],
-                   help="training sizes at --npix")
-    p.add_argument("--npix", type=int, default=69)
-    p.add_argument("--large-npix", type=int, default=128)
-    p.add_argument("--large-sizes", type=int, nargs="*", default=[10000],
-                   help="training sizes at --large-npix (none: skip)")
-    p.add_argument("--n-val", type=int, default=2000)
+    p.add_argument("--cells", type=Cell.parse, nargs="+", default=None,
+                   help="cells to run, NPIX:NTRAIN:INPUTS:SEED (default: the issue-15 grid)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: render the report from the cells finished in the cache")
+    p.add_argument("--n-val", type=int, default=2500)
     p.add_argument("--n-test", type=int, default=5000)
-    p.add_argument("--inputs", nargs="+", default=["image", "image+dl"],
-                   choices=["image", "image+dl"])
+    p.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated survey")
     p.add_argument("--models", nargs="+", default=list(MODEL_ORDER), choices=MODEL_ORDER)
-    p.add_argument("--epochs", type=int, default=50, help="CNN epochs (early stopping applies)")
+    p.add_argument("--epochs", type=int, default=200,
+                   help="CNN epoch cap (set far above where early stopping ends training)")
+    p.add_argument("--patience", type=int, default=10, help="CNN early-stopping patience")
     p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("-j", "--jobs", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--tf-threads", type=int, default=2,
+                   help="TensorFlow intra- and inter-op threads (default 2)")
     p.add_argument("--cache", type=Path, default=None,
-                   help="per-cell results and trained CNNs (default DATA/bench-cache); a cell "
-                        "already there is not recomputed, so a long grid can be run in parts")
-    p.add_argument("--cached-cnn-only", action="store_true",
-                   help="skip cnn/hybrid cells whose CNN is not in the cache (report what exists)")
+                   help="per-cell results, trained CNNs and training backups (default "
+                        "DATA/bench-cache); a finished cell is never recomputed")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: 32 px, 150/300 training galaxies, 2 CNN epochs")
+                   help="smoke run: 32 px, 150/300 training galaxies, 3 CNN epochs")
     args = p.parse_args(argv)
+    args.plan = QUICK_PLAN if args.quick else PLAN
     if args.quick:
-        args.sizes, args.npix, args.large_sizes = [150, 300], 32, []
-        args.n_val, args.n_test, args.epochs, args.n_boot = 80, 150, 2, 200
+        args.n_val, args.n_test, args.epochs, args.patience, args.n_boot = 80, 150, 3, 2, 200
         if args.data == REPO / "data" / "sim-benchmark":
             args.data = args.out / "sim-quick"
+    args.cells = list(args.cells or args.plan)
     args.jobs = args.jobs or os.cpu_count() or 1
     args.cache = args.cache or args.data / "bench-cache"
-    args.skipped = []  # grid cells left out (cnn/hybrid without a cached CNN)
     return args
+
+
+def write_json(path: Path, obj) -> None:
+    from featuremass.io.layout import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1))
 
 
 def ensure_survey(args) -> Path:
     from featuremass.io.layout import SeedLayout
     from featuremass.io.simulate import SurveyConfig, simulate_survey
 
-    npix = tuple(sorted({args.npix} | ({args.large_npix} if args.large_sizes else set())))
-    n_train = max(args.sizes + list(args.large_sizes))
+    npix = tuple(sorted({c.npix for c in args.plan}))
+    n_train = max(c.n_train for c in args.plan)
     layout = SeedLayout(args.data)
     if all(layout.image_path(p, "test").is_file() for p in npix) and layout.truth_path.is_file():
         truth = pd.read_parquet(layout.truth_path, columns=["split"])
         counts = truth["split"].value_counts()
-        if counts.get("train", 0) >= n_train and counts.get("test", 0) == args.n_test:
+        if (counts.get("train", 0) >= n_train and counts.get("test", 0) == args.n_test
+                and counts.get("val", 0) == args.n_val and survey_seed(args.data) == args.sim_seed):
             print(f"reusing survey {args.data}", flush=True)
             return args.data
+    if args.report_only:
+        raise SystemExit(f"error: {args.data} holds no survey matching the plan "
+                         f"({n_train} train, {args.n_val} val, {args.n_test} test, seed {args.sim_seed})")
     cfg = SurveyConfig(n_train=n_train, n_val=args.n_val, n_test=args.n_test, npix=npix,
-                       seed=args.seed)
+                       seed=args.sim_seed)
     print(simulate_survey(args.data, cfg, n_jobs=args.jobs, overwrite=args.data.exists(),
                           progress=True), flush=True)
     return args.data
 
 
-def features(args, npix: int, split: str, ds) -> pd.DataFrame:
+def feature_table(args, npix: int, split: str, ds, n: int, feature_set: str) -> pd.DataFrame:
+    """The ``feature_set`` table of the first ``n`` galaxies of ``ds``, scale ``auto``.
+
+    Kept under ``DATA/features`` and named by the feature engine version; a
+    stored table is reused when it starts with the same galaxies, and an
+    interrupted extraction resumes from its finished chunks.
+    """
+    from featuremass._version import FEATURE_ENGINE_VERSION
+    from featuremass.features.batch import extract_features, read_feature_table
+
+    path = (args.data / "features"
+            / f"{npix}px_{split}_{feature_set}_auto_engine{FEATURE_ENGINE_VERSION}.parquet")
+    ids = np.asarray(ds.ids[:n])
+    if path.is_file():
+        table, _ = read_feature_table(path)
+        if len(table) >= n and np.array_equal(table["galaxy_id"].to_numpy()[:n], ids):
+            return table.iloc[:n].reset_index(drop=True)
+    print(f"measuring {feature_set} features of {n:,} {split} galaxies at {npix} px", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = extract_features(ds.images[:n], ids, scale="auto", feature_set=feature_set,
+                             n_jobs=args.jobs, out=path, progress=False)
+    return table.set_index("galaxy_id").loc[ids].reset_index()
+
+
+def extraction_rate(args, npix: int, ds) -> dict:
+    """Wall time of the full and fast tiers on 500 test galaxies, timed once per npix (cached)."""
     from featuremass.features.batch import extract_features
 
-    path = args.data / "features" / f"{npix}px_{split}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file():  # measured by an earlier run on the same galaxies: reuse
-        table = pd.read_parquet(path)
-        if np.array_equal(table["galaxy_id"].to_numpy(), ds.ids):
-            print(f"reusing features {path}", flush=True)
-            return table
-    table = extract_features(ds.images, ds.ids, scale="seed-log", n_jobs=args.jobs, out=path,
-                             progress=True)
-    return table.set_index("galaxy_id").loc[ds.ids].reset_index()
+    path = args.cache / f"extraction-{npix}px.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    n = min(500, len(ds.ids))
+    out = {"n": n, "jobs": args.jobs}
+    for feature_set in ("full", "fast"):
+        t0 = time.perf_counter()
+        extract_features(ds.images[:n], ds.ids[:n], scale="auto", feature_set=feature_set,
+                         n_jobs=args.jobs)
+        out[f"{feature_set}_seconds"] = time.perf_counter() - t0
+    write_json(path, out)
+    return out
 
 
-def design_matrix(table: pd.DataFrame, columns, extra=None, rows=None) -> pd.DataFrame:
+def design_matrix(table: pd.DataFrame, columns, extra=None) -> pd.DataFrame:
     """Morphology columns of ``table``, plus log distance and log L_g when ``extra`` is given
-    (the CNN's extra inputs, so every model sees the same transformed values); first ``rows``."""
+    (the CNN's extra inputs, so every model sees the same transformed values)."""
     X = table[columns].reset_index(drop=True)
     if extra is not None:
         X = X.assign(log_distance=extra[:, 0], log_L_g=extra[:, 1])
-    return X if rows is None else X.iloc[:rows]
+    return X
 
 
 def score(y, p, args) -> dict:
     from featuremass.models.metrics import regression_report
 
-    rep = regression_report(y, p, n_boot=args.n_boot, random_state=args.seed)
+    rep = regression_report(y, p, n_boot=args.n_boot, random_state=0)
     return {"rmse": rep["linear"]["rmse"]["value"], "rmse_ci": rep["linear"]["rmse"]["ci95"],
             "r2": rep["linear"]["r2"]["value"], "r2_ci": rep["linear"]["r2"]["ci95"]}
 
 
-def run_grid(args) -> tuple[list[dict], dict]:
-    from featuremass.compat import has_module
-    from featuremass.io.layout import load_split
-    from featuremass.io.simulate import ORACLE_COLUMNS
-    from featuremass.models.baselines import MeanRegressor, RidgeRegressor
-    from featuremass.models.cnn import CNNRegressor, extra_inputs_from_metadata
-    from featuremass.models.gbm import GBMRegressor
-    from featuremass.models.hybrid import HybridRegressor
-    truth = pd.read_parquet(args.data / "truth" / "truth.parquet").set_index("galaxy_id")
-    oracle_cols = list(ORACLE_COLUMNS)
-    models = list(args.models)
-    if ("cnn" in models or "hybrid" in models) and not has_module("tensorflow"):
-        print("TensorFlow missing: skipping cnn and hybrid", file=sys.stderr)
-        models = [m for m in models if m not in ("cnn", "hybrid")]
-    grid = [(args.npix, n) for n in args.sizes] + [(args.large_npix, n) for n in args.large_sizes]
-    rows, panels = [], {}
-    args.extraction = {}
-    for npix in sorted({g[0] for g in grid}):
-        ds = {s: load_split(args.data, npix=npix, split=s) for s in ("train", "val", "test")}
-        tables = LazyFeatures(args, npix, ds)
-        if {"ridge", "lgbm", "hybrid"} & set(models):
-            # Measured (or read) once per image size, outside every model's time;
-            # the cost per galaxy is timed separately on a subset in this run.
-            for s in ds:
-                tables[s]
-            args.extraction[npix] = extraction_rate(ds["test"], args)
-        extra = {s: extra_inputs_from_metadata(d.metadata) for s, d in ds.items()}
-        y = {s: d.target for s, d in ds.items()}
-        truth_X = {s: truth.loc[d.ids, oracle_cols].astype(np.float64).reset_index(drop=True)
-                   for s, d in ds.items()}
-        for n in sorted(n for p, n in grid if p == npix):
-            n = min(n, len(ds["train"]))
-            for inputs in args.inputs:
-                use_extra = inputs == "image+dl"
+class SurveyData:
+    """Splits, targets, extra inputs, truth and feature tables of one image size, loaded lazily."""
 
-                def design(s, rows_=None, use_extra=use_extra, tables=tables, extra=extra):
-                    return design_matrix(tables[s], tables.columns,
-                                         extra[s] if use_extra else None, rows_)
+    def __init__(self, args, npix: int):
+        from featuremass.io.layout import load_split
+        from featuremass.io.simulate import ORACLE_COLUMNS
+        from featuremass.models.cnn import extra_inputs_from_metadata
 
-                for model in models:
-                    if model == "extra only" and not use_extra:
-                        continue
-                    if model == "mean" and inputs != args.inputs[0]:
-                        continue  # independent of the input set: one row per (npix, n)
-                    label = inputs if model != "mean" else "-"
-                    cell = args.cache / f"{npix}px-{n}-{label.replace('+', '_')}-{model.replace(' ', '_')}.json"
-                    cnn_dir = cnn_cache_dir(args, npix, n, inputs)
-                    if cell.is_file():
-                        cached = json.loads(cell.read_text())
-                        row, p = cached["row"], np.asarray(cached["pred"])
-                        rows.append(row)
-                        panels[(npix, n, row["inputs"], model)] = (y["test"], p)
-                        print(f"{npix:>4} px {n:>6} {row['inputs']:<9} {model:<10} (cached) RMSE "
-                              f"{row['rmse']:.3f} R2 {row['r2']:.3f}", flush=True)
-                        continue
-                    if (args.cached_cnn_only and model in ("cnn", "hybrid")
-                            and not (cnn_dir / "model.keras").is_file()):
-                        print(f"{npix:>4} px {n:>6} {inputs:<9} {model:<10} skipped (no cached CNN)",
-                              flush=True)
-                        args.skipped.append(f"{npix} px, {n:,} train, {inputs}, {model}")
-                        continue
-                    t0 = time.perf_counter()
-                    if model == "mean":
-                        p = MeanRegressor().fit(np.zeros((n, 1)), y["train"][:n]).predict(np.zeros((len(y["test"]), 1)))
-                    elif model == "extra only":
-                        Xe = {s: pd.DataFrame(extra[s], columns=["log_distance", "log_L_g"]) for s in ds}
-                        p = GBMRegressor(random_state=args.seed, n_jobs=args.jobs).fit(
-                            Xe["train"].iloc[:n], y["train"][:n], X_val=Xe["val"], y_val=y["val"]
-                        ).predict(Xe["test"])
-                    elif model == "ridge":
-                        p = RidgeRegressor().fit(design("train", n), y["train"][:n]).predict(design("test"))
-                    elif model == "lgbm":
-                        p = GBMRegressor(random_state=args.seed, n_jobs=args.jobs).fit(
-                            design("train", n), y["train"][:n], X_val=design("val"), y_val=y["val"]
-                        ).predict(design("test"))
-                    elif model == "oracle":
-                        def oracle_X(s, use_extra=use_extra, truth_X=truth_X, extra=extra):
-                            X = truth_X[s]
-                            if use_extra:
-                                X = X.assign(log_distance=extra[s][:, 0], log_L_g=extra[s][:, 1])
-                            return X
-                        p = GBMRegressor(random_state=args.seed, n_jobs=args.jobs).fit(
-                            oracle_X("train").iloc[:n], y["train"][:n], X_val=oracle_X("val"),
-                            y_val=y["val"]).predict(oracle_X("test"))
-                    elif model == "cnn":
-                        e = (lambda s, k=None, extra=extra: extra[s][:k]) if use_extra else (lambda s, k=None: None)
-                        cnn = CNNRegressor(npix=npix, extra_inputs=use_extra, epochs=args.epochs,
-                                           seed=args.seed, verbose=2)  # one log line per epoch
-                        cnn.fit(ds["train"].images[:n], y["train"][:n], extra=e("train", n),
-                                val=(ds["val"].images, y["val"], e("val")))
-                        p = cnn.predict(ds["test"].images, e("test"))
-                        cnn.save(cnn_dir)
-                    elif model == "hybrid":
-                        cnn = CNNRegressor.load(cnn_dir) if (cnn_dir / "model.keras").is_file() else None
-                        hyb = HybridRegressor(npix=npix, cnn=cnn, prefit=cnn is not None, n_components=16,
-                                              extra_inputs=use_extra, epochs=args.epochs,
-                                              seed=args.seed, gbm_params={"n_jobs": args.jobs})
-                        ex = (lambda s, k=None, extra=extra: extra[s][:k]) if use_extra else (lambda s, k=None: None)
-                        cols = tables.columns
-                        hyb.fit(ds["train"].images[:n], y["train"][:n], features=tables["train"][cols].iloc[:n],
-                                extra=ex("train", n),
-                                val=(ds["val"].images, tables["val"][cols], y["val"], ex("val"))
-                                if use_extra else (ds["val"].images, tables["val"][cols], y["val"]))
-                        p = hyb.predict(ds["test"].images, tables["test"][cols], ex("test"))
-                    seconds = time.perf_counter() - t0
-                    row = {"npix": npix, "n_train": n, "inputs": label, "model": model,
-                           **score(y["test"], p, args), "seconds": seconds}
-                    if model == "cnn":
-                        row["epochs_max"] = args.epochs
-                    rows.append(row)
-                    cell.parent.mkdir(parents=True, exist_ok=True)
-                    cell.write_text(json.dumps({"row": row, "pred": np.asarray(p).tolist()}))
-                    panels[(npix, n, row["inputs"], model)] = (y["test"], p)
-                    print(f"{npix:>4} px {n:>6} {row['inputs']:<9} {model:<10} RMSE "
-                          f"{row['rmse']:.3f} R2 {row['r2']:.3f} ({seconds:.0f} s)", flush=True)
-    return rows, panels
+        self.args, self.npix = args, npix
+        self.ds = {s: load_split(args.data, npix=npix, split=s) for s in ("train", "val", "test")}
+        self.extra = {s: extra_inputs_from_metadata(d.metadata) for s, d in self.ds.items()}
+        self.y = {s: np.asarray(d.target, dtype=np.float64) for s, d in self.ds.items()}
+        truth = pd.read_parquet(args.data / "truth" / "truth.parquet").set_index("galaxy_id")
+        self.truth_X = {s: truth.loc[d.ids, list(ORACLE_COLUMNS)].astype(np.float64)
+                        .reset_index(drop=True) for s, d in self.ds.items()}
+        self._tables = {}
 
+    def table(self, split: str, feature_set: str, n: int | None = None) -> pd.DataFrame:
+        n = len(self.ds[split].ids) if n is None else n
+        key = (split, feature_set)
+        if key not in self._tables or len(self._tables[key]) < n:
+            self._tables[key] = feature_table(self.args, self.npix, split, self.ds[split], n,
+                                              feature_set)
+        return self._tables[key].iloc[:n].reset_index(drop=True)
 
-def extraction_rate(ds, args, n: int = 1000) -> dict:
-    """Wall time of the native engine on the first ``n`` galaxies of ``ds``, this run."""
-    from featuremass.features.batch import extract_features
-
-    n = min(n, len(ds.ids))
-    t0 = time.perf_counter()
-    extract_features(ds.images[:n], ds.ids[:n], scale="seed-log", n_jobs=args.jobs)
-    seconds = time.perf_counter() - t0
-    print(f"feature extraction: {1e3 * seconds / n:.1f} ms per galaxy on {args.jobs} processes",
-          flush=True)
-    return {"n": n, "seconds": seconds, "jobs": args.jobs}
-
-
-class LazyFeatures:
-    """Feature tables per split, measured only when a model first needs them."""
-
-    def __init__(self, args, npix, ds):
-        self._args, self._npix, self._ds, self._tables = args, npix, ds, {}
-
-    def __getitem__(self, split: str) -> pd.DataFrame:
-        if split not in self._tables:
-            self._tables[split] = features(self._args, self._npix, split, self._ds[split])
-        return self._tables[split]
-
-    @property
-    def columns(self) -> list[str]:
+    def columns(self, feature_set: str) -> list[str]:
         from featuremass.models.inputs import morphology_columns
 
-        return morphology_columns(self["train"])
+        return morphology_columns(self.table("val", feature_set))
 
 
-def cnn_cache_dir(args, npix: int, n: int, inputs: str) -> Path:
-    return args.cache / f"cnn-{npix}px-{n}-{inputs.replace('+', '_')}"
+class EpochClock:
+    """Wall and process CPU seconds of every CNN epoch, appended to a JSON file (survives resumes)."""
+
+    def __init__(self, path: Path):
+        import keras
+
+        clock = self
+
+        class _Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                clock.start = (time.perf_counter(), time.process_time())
+
+            def on_epoch_end(self, epoch, logs=None):
+                wall, cpu = time.perf_counter() - clock.start[0], time.process_time() - clock.start[1]
+                clock.epochs = [e for e in clock.epochs if e["epoch"] < epoch + 1]
+                clock.epochs.append({"epoch": epoch + 1, "wall_s": wall, "cpu_s": cpu})
+                write_json(clock.path, clock.epochs)
+
+        self.path = path
+        self.epochs = json.loads(path.read_text()) if path.is_file() else []
+        self.callback = _Callback()
+
+
+def cnn_paths(args, cell: Cell) -> dict[str, Path]:
+    folder = args.cache / cell.key
+    return {"model": folder / "cnn-model", "backup": folder / "cnn-backup",
+            "epochs": folder / "cnn-epochs.json"}
+
+
+def train_cnn(args, cell: Cell, data: SurveyData):
+    """The cell's CNN: loaded when saved, else trained (resuming its backup); test predictions."""
+    from featuremass.models.cnn import CNNRegressor
+
+    paths = cnn_paths(args, cell)
+    use_extra = cell.inputs == "image+dl"
+    n = cell.n_train
+    e = (lambda s, k=None: data.extra[s][:k]) if use_extra else (lambda s, k=None: None)
+    if (paths["model"] / "model.json").is_file():
+        cnn = CNNRegressor.load(paths["model"])
+    else:
+        clock = EpochClock(paths["epochs"])
+        cnn = CNNRegressor(npix=cell.npix, extra_inputs=use_extra, epochs=args.epochs,
+                           patience=args.patience, seed=cell.seed, verbose=2)
+        cnn.fit(data.ds["train"].images[:n], data.y["train"][:n], extra=e("train", n),
+                val=(data.ds["val"].images, data.y["val"], e("val")),
+                callbacks=[clock.callback], backup_dir=paths["backup"], keep_backup=True)
+        cnn.save(paths["model"])
+        cnn.remove_backup()  # only once the model is safely saved
+    t0 = time.perf_counter()
+    pred = cnn.predict(data.ds["test"].images, e("test"))
+    return cnn, pred, time.perf_counter() - t0
+
+
+def cnn_row_fields(args, cell: Cell, cnn) -> dict:
+    epochs = json.loads(cnn_paths(args, cell)["epochs"].read_text()) \
+        if cnn_paths(args, cell)["epochs"].is_file() else []
+    val = cnn.history_.get("val_loss", [])
+    ran = len(val)
+    return {"epochs_run": ran, "epochs_max": int(cnn.epochs), "best_epoch": int(cnn.best_epoch_),
+            "stopped_early": bool(ran < int(cnn.epochs)), "patience": int(cnn.patience),
+            "seed": int(cnn.seed),
+            "val_loss_first": float(val[0]) if val else None,
+            "val_loss_best": float(min(val)) if val else None,
+            "fit_seconds": float(cnn.fit_seconds_),
+            "seconds_per_epoch_wall": float(np.mean([r["wall_s"] for r in epochs])) if epochs else None,
+            "seconds_per_epoch_cpu": float(np.mean([r["cpu_s"] for r in epochs])) if epochs else None,
+            "epochs_timed": len(epochs),
+            "device": f"{gpus()}; TensorFlow devices {list(cnn.devices_)}"}
+
+
+def run_cell(args, cell: Cell, data: SurveyData) -> None:
+    """Compute and cache every model of ``cell`` not yet in the cache (the CNN first)."""
+    from featuremass.models.baselines import MeanRegressor, RidgeRegressor
+    from featuremass.models.gbm import GBMRegressor
+    from featuremass.models.hybrid import HybridRegressor
+
+    n, use_extra, seed = cell.n_train, cell.inputs == "image+dl", cell.seed
+    folder = args.cache / cell.key
+    y_train, y_val, y_test = data.y["train"][:n], data.y["val"], data.y["test"]
+    if n > len(data.y["train"]):
+        raise SystemExit(f"error: {cell} needs {n} training galaxies; {args.data} has "
+                         f"{len(data.y['train'])}")
+    order = ["cnn", *(m for m in args.models if m != "cnn")] if "cnn" in args.models else list(args.models)
+    cnn = None
+    for model in order:
+        path = folder / f"{model.replace(' ', '_')}.json"
+        if path.is_file() or (model == "extra only" and not use_extra):
+            continue
+        needs = {"ridge": ("full",), "lgbm": ("full",), "hybrid": ("full",), "fast": ("fast",)}
+        for fs in needs.get(model, ()):  # measured or read outside the model's time
+            data.table("train", fs, n), data.table("val", fs), data.table("test", fs)
+        t0 = time.perf_counter()
+        extra_fields = {}
+
+        def design(split, feature_set, rows=None):
+            X = design_matrix(data.table(split, feature_set, rows), data.columns(feature_set),
+                              data.extra[split][:rows] if use_extra else None)
+            return X
+
+        def gbm():
+            return GBMRegressor(random_state=seed, n_jobs=args.jobs)
+
+        if model == "mean":
+            p = MeanRegressor().fit(np.zeros((n, 1)), y_train).predict(np.zeros((len(y_test), 1)))
+        elif model == "extra only":
+            Xe = {s: pd.DataFrame(data.extra[s], columns=["log_distance", "log_L_g"]) for s in data.ds}
+            p = gbm().fit(Xe["train"].iloc[:n], y_train, X_val=Xe["val"], y_val=y_val).predict(Xe["test"])
+        elif model == "ridge":
+            p = RidgeRegressor().fit(design("train", "full", n), y_train).predict(design("test", "full"))
+        elif model in ("lgbm", "fast"):
+            fs = "full" if model == "lgbm" else "fast"
+            p = gbm().fit(design("train", fs, n), y_train, X_val=design("val", fs),
+                          y_val=y_val).predict(design("test", fs))
+        elif model == "oracle":
+            def oracle_X(s):
+                X = data.truth_X[s]
+                return X.assign(log_distance=data.extra[s][:, 0], log_L_g=data.extra[s][:, 1]) \
+                    if use_extra else X
+            p = gbm().fit(oracle_X("train").iloc[:n], y_train, X_val=oracle_X("val"),
+                          y_val=y_val).predict(oracle_X("test"))
+        elif model == "cnn":
+            cnn, p, predict_s = train_cnn(args, cell, data)
+            extra_fields = cnn_row_fields(args, cell, cnn)
+            extra_fields["predict_seconds"] = predict_s
+        elif model == "hybrid":
+            if cnn is None:
+                from featuremass.models.cnn import CNNRegressor
+
+                model_dir = cnn_paths(args, cell)["model"]
+                if not (model_dir / "model.json").is_file():
+                    print(f"{cell}: hybrid skipped (the cell's CNN is not trained yet)", flush=True)
+                    continue
+                cnn = CNNRegressor.load(model_dir)
+            ex = (lambda s, k=None: data.extra[s][:k]) if use_extra else (lambda s, k=None: None)
+            cols = data.columns("full")
+            hyb = HybridRegressor(npix=cell.npix, cnn=cnn, prefit=True, n_components=16,
+                                  extra_inputs=use_extra, seed=seed, gbm_params={"n_jobs": args.jobs})
+            val = (data.ds["val"].images, data.table("val", "full")[cols], y_val)
+            hyb.fit(data.ds["train"].images[:n], y_train, features=data.table("train", "full", n)[cols],
+                    extra=ex("train", n), val=(*val, ex("val")) if use_extra else val)
+            p = hyb.predict(data.ds["test"].images, data.table("test", "full")[cols], ex("test"))
+        seconds = time.perf_counter() - t0
+        if model == "cnn":
+            seconds = extra_fields["fit_seconds"] + extra_fields["predict_seconds"]
+        row = {"npix": cell.npix, "n_train": n, "inputs": cell.inputs, "seed": seed, "model": model,
+               **score(y_test, p, args), "seconds": seconds, **extra_fields}
+        write_json(path, {"row": row, "pred": np.asarray(p, dtype=float).tolist()})
+        print(f"{cell}: {model:<10} RMSE {row['rmse']:.3f} R2 {row['r2']:.3f} ({seconds:.0f} s)",
+              flush=True)
+
+
+def load_cache(args, cells) -> tuple[list[dict], dict, list[str]]:
+    """Rows and test predictions of every finished (cell, model); the missing ones named."""
+    rows, panels, missing = [], {}, []
+    for cell in cells:
+        for model in MODEL_ORDER:
+            if model == "extra only" and cell.inputs != "image+dl":
+                continue
+            path = args.cache / cell.key / f"{model.replace(' ', '_')}.json"
+            if not path.is_file():
+                missing.append((cell, model))
+                continue
+            cached = json.loads(path.read_text())
+            rows.append(cached["row"])
+            panels[(cell.npix, cell.n_train, cell.inputs, cell.seed, model)] = np.asarray(cached["pred"])
+    return rows, panels, missing
 
 
 def cnn_training_lines(rows: list[dict], args) -> list[str]:
-    """How far each CNN trained, from the history in its saved sidecar.
-
-    A CNN whose validation loss was still falling at the epoch cap is
-    under-trained, and its row is a lower bound on what the architecture can do.
-    """
+    """How each CNN's training ended, from its row."""
     lines = []
     for r in rows:
         if r["model"] != "cnn":
             continue
-        sidecar = cnn_cache_dir(args, r["npix"], r["n_train"], r["inputs"]) / "model.json"
-        if not sidecar.is_file():
-            continue
-        meta = json.loads(sidecar.read_text())
-        val = meta.get("history", {}).get("val_loss", [])
-        if not val:
-            continue
-        ran, best = len(val), int(meta.get("best_epoch", int(np.argmin(val)) + 1))
-        if ran < int(meta["params"]["epochs"]):
-            ended = "early stopping"
-        elif best == ran:
-            ended = "epoch cap, still improving"
-        else:
-            ended = "epoch cap, before early stopping"
-        lines.append(f"| {r['npix']} | {r['n_train']:,} | {r['inputs']} | {ran} / "
-                     f"{meta['params']['epochs']} | {best} | {val[0]:.3f} → {min(val):.3f} | "
-                     f"{meta['fit_seconds'] / ran:.0f} | {ended} |")
+        ended = "early stopping" if r["stopped_early"] else "EPOCH CAP (not converged)"
+        wall = r.get("seconds_per_epoch_wall")
+        cpu = r.get("seconds_per_epoch_cpu")
+        lines.append(f"| {r['npix']} | {r['n_train']:,} | {r['inputs']} | {r['seed']} | "
+                     f"{r['epochs_run']} / {r['epochs_max']} | {r['best_epoch']} | {r['patience']} | "
+                     f"{r['val_loss_first']:.3f} → {r['val_loss_best']:.3f} | "
+                     f"{'-' if wall is None else f'{wall:.0f}'} | {'-' if cpu is None else f'{cpu:.0f}'} | "
+                     f"{ended} |")
     if not lines:
         return []
     return ["## How far the CNNs trained", "",
-            "From each saved CNN's training history (`model.json` in the cache). "
-            "Validation loss is the MSE on the validation split. A CNN whose training was "
-            "ended by the epoch cap rather than by early stopping (patience 6) may improve "
-            "with more epochs, so its row is a lower bound (*still improving*: the best epoch "
-            "was the last one; `reports/cnn_budget.md` trains one longer). Seconds per epoch "
-            "depend on what else ran on the machine at the time.", "",
-            "| npix | ntrain | inputs | epochs run / cap | best epoch | val loss first → best "
-            "| s per epoch | ended by |",
-            "| ---- | ------ | ------ | ---------------- | ---------- | -------------------- "
-            "| ----------- | -------- |", *lines, ""]
+            "Validation loss is the MSE on the validation split. *Stopped early*: the "
+            "validation loss had not improved for `patience` epochs, and the best epoch's "
+            "weights were restored. Seconds per epoch are the mean over the epochs of that "
+            "training (validation pass included; wall and process CPU time, which counts both "
+            "TensorFlow threads); they depend on what else ran on the shared machine.", "",
+            "| npix | ntrain | inputs | seed | epochs run / cap | best epoch | patience "
+            "| val loss first → best | wall s / epoch | CPU s / epoch | ended by |",
+            "| ---- | ------ | ------ | ---- | ---------------- | ---------- | -------- "
+            "| -------------------- | ------------- | ------------- | -------- |", *lines, ""]
 
 
-def paired_lines(panels: dict, args) -> list[str]:
-    """CNN and hybrid against LightGBM on the same test galaxies (paired bootstrap)."""
+def paired_lines(panels: dict, y_test, args) -> list[str]:
+    """CNN, hybrid and fast tier against LightGBM on the same test galaxies (paired bootstrap)."""
     from featuremass.models.metrics import paired_difference, rmse
 
     lines = []
-    for npix, n, inputs, model in sorted(panels, key=lambda k: (k[0], k[1], k[2])):
-        if model not in ("cnn", "hybrid") or (npix, n, inputs, "lgbm") not in panels:
+    for key in sorted(panels, key=lambda k: (k[0], k[1], k[2], k[3], MODEL_ORDER.index(k[4]))):
+        npix, n, inputs, seed, model = key
+        base = (npix, n, inputs, seed, "lgbm")
+        if model not in ("fast", "cnn", "hybrid") or base not in panels:
             continue
-        y, p = panels[(npix, n, inputs, model)]
-        d = paired_difference(rmse, y, p, panels[(npix, n, inputs, "lgbm")][1],
-                              n_boot=args.n_boot, random_state=args.seed)
+        d = paired_difference(rmse, y_test, panels[key], panels[base], n_boot=args.n_boot,
+                              random_state=0)
         lo, hi = d["ci95"]
         verdict = ("better" if hi < 0 else "worse" if lo > 0 else "no significant difference")
-        lines.append(f"| {npix} | {n:,} | {inputs} | {model} − lgbm | {d['value']:+.3f} "
+        lines.append(f"| {npix} | {n:,} | {inputs} | {seed} | {model} − lgbm | {d['value']:+.3f} "
                      f"[{lo:+.3f}, {hi:+.3f}] | {d['p_a_better']:.2f} | {verdict} |")
     if not lines:
         return []
-    return ["## CNN and hybrid against LightGBM, paired", "",
-            "Difference in test RMSE on the same galaxies (negative: the CNN-based model is "
-            f"better), with a paired bootstrap 95% interval ({args.n_boot} resamples of the "
-            "test galaxies, both models scored on each resample); *P(better)* is the fraction "
-            "of resamples in which it beats LightGBM.", "",
-            "| npix | ntrain | inputs | comparison | ΔRMSE | P(better) | verdict |",
-            "| ---- | ------ | ------ | ---------- | ----- | --------- | ------- |", *lines, ""]
+    return ["## Against LightGBM on the full feature set, paired", "",
+            "Difference in test RMSE on the same galaxies (negative: better than LightGBM), "
+            f"with a paired bootstrap 95% interval ({args.n_boot} resamples of the test "
+            "galaxies, both models scored on each resample); *P(better)* is the fraction of "
+            "resamples in which it beats LightGBM.", "",
+            "| npix | ntrain | inputs | seed | comparison | ΔRMSE | P(better) | verdict |",
+            "| ---- | ------ | ------ | ---- | ---------- | ----- | --------- | ------- |", *lines, ""]
 
 
-def not_measured_lines(rows: list[dict], args) -> list[str]:
-    """The cells of the full grid (both image sizes, FULL_SIZES, both input sets) not run."""
-    if args.quick:
+def seed_lines(rows: list[dict]) -> list[str]:
+    """Spread between model seeds of cells run with more than one seed."""
+    df = pd.DataFrame(rows)
+    if df.empty:
         return []
-    done = {(r["npix"], r["n_train"]) for r in rows}
-    missing = [f"{npix} px at {n:,} training galaxies"
-               for npix in (args.npix, args.large_npix) for n in FULL_SIZES
-               if (npix, n) not in done]
-    lines = [f"- {cell} (all models)" for cell in missing]
-    lines += [f"- {cell} (no trained CNN in the cache)" for cell in args.skipped]
-    return ["## Not measured in this report", "", *lines, ""] if lines else []
+    lines = []
+    for (npix, n, inputs, model), g in df.groupby(["npix", "n_train", "inputs", "model"], sort=False):
+        if g.seed.nunique() < 2:
+            continue
+        g = g.sort_values("seed")
+        per = ", ".join(f"seed {s}: {r2:.3f}" for s, r2 in zip(g.seed, g.r2, strict=True))
+        lines.append(f"| {npix} | {n:,} | {inputs} | {model} | {per} | {g.r2.max() - g.r2.min():.3f} "
+                     f"| {g.rmse.max() - g.rmse.min():.3f} |")
+    if not lines:
+        return []
+    return ["## Seed spread", "",
+            "The same cell trained with different model seeds (the survey and the splits are "
+            "the same; the seed drives the CNN's initialisation, shuffling and augmentation and "
+            "LightGBM's bagging). The spread is max − min over the seeds run.", "",
+            "| npix | ntrain | inputs | model | test R² per seed | R² spread | RMSE spread |",
+            "| ---- | ------ | ------ | ----- | ---------------- | --------- | ----------- |",
+            *lines, ""]
 
 
-def figures(rows: list[dict], panels: dict, out: Path) -> list[Path]:
+def missing_lines(missing, args) -> list[str]:
+    if not missing:
+        return []
+    by_cell = {}
+    for cell, model in missing:
+        by_cell.setdefault(cell, []).append(model)
+    lines = []
+    for cell, models in by_cell.items():
+        backup = cnn_paths(args, cell)["epochs"]
+        done = len(json.loads(backup.read_text())) if backup.is_file() else 0
+        state = f" (CNN: {done} epochs done so far; running, or resumes from its backup)" \
+            if "cnn" in models and done else ""
+        lines.append(f"- {cell}: {', '.join(models)}{state}")
+    return ["## Not measured yet", "",
+            "Cells of the issue-15 grid without a finished result in the cache when this report "
+            "was rendered (not estimated, not filled in):", "", *lines, ""]
+
+
+def figures(rows: list[dict], panels: dict, y_test, out: Path) -> list[Path]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    out.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame(rows)
+    from featuremass.io.layout import atomic_output
+
+    df = pd.DataFrame([r for r in rows if r["seed"] == 0])
+    if df.empty:
+        return []
     paths = []
-    groups = sorted({(r["npix"], r["inputs"]) for r in rows if r["inputs"] != "-"})
-    fig = Figure(figsize=(5 * max(1, len(groups)), 4))
+    groups = sorted({(r["npix"], r["inputs"]) for r in df.to_dict("records")})
+    fig = Figure(figsize=(5 * len(groups), 4))
     FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(1, max(1, len(groups)), squeeze=False)[0])
-    for ax, (npix, inputs) in zip(axes, groups, strict=False):
-        sub = df[(df.npix == npix) & ((df.inputs == inputs) | (df.inputs == "-"))]
+    axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)[0])
+    for ax, (npix, inputs) in zip(axes, groups, strict=True):
+        sub = df[(df.npix == npix) & (df.inputs == inputs)]
         for model in MODEL_ORDER:
             g = sub[sub.model == model].sort_values("n_train")
             if g.empty:
@@ -405,67 +569,34 @@ def figures(rows: list[dict], panels: dict, out: Path) -> list[Path]:
         ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(out / "benchmark_learning_curves.png")
-    fig.savefig(paths[-1], dpi=110)
+    with atomic_output(paths[-1]) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
 
-    # Image size: RMSE of each model at the largest training size run at both sizes.
-    sizes = sorted(set(df.npix))
-    common = [n for n in sorted(set(df.n_train)) if df[df.n_train == n].npix.nunique() > 1]
-    if len(sizes) > 1 and common:
-        n = common[-1]
-        sub = df[df.n_train == n]
-        inputs_sets = [i for i in ("image", "image+dl") if i in set(sub.inputs)]
-        fig = Figure(figsize=(5.5 * len(inputs_sets), 3.8))
+    # True vs predicted in the largest finished seed-0 cell of the smallest npix.
+    keys = [k for k in panels if k[3] == 0]
+    if keys:
+        best = max(((k[0], k[1], k[2]) for k in keys), key=lambda t: (t[1], -t[0], t[2] == "image"))
+        chosen = sorted((k for k in keys if k[:3] == best), key=lambda k: MODEL_ORDER.index(k[4]))
+        ncol = min(4, len(chosen))
+        nrow = int(np.ceil(len(chosen) / ncol))
+        fig = Figure(figsize=(3.4 * ncol, 3.3 * nrow))
         FigureCanvasAgg(fig)
-        axes = np.atleast_1d(fig.subplots(1, len(inputs_sets), squeeze=False)[0])
-        width = 0.8 / len(sizes)
-        for ax, inputs in zip(axes, inputs_sets, strict=True):
-            models = [m for m in MODEL_ORDER
-                      if not sub[(sub.model == m) & sub.inputs.isin([inputs, "-"])].empty]
-            for j, npix in enumerate(sizes):
-                vals, errs = [], []
-                for m in models:
-                    g = sub[(sub.model == m) & sub.inputs.isin([inputs, "-"]) & (sub.npix == npix)]
-                    if g.empty:
-                        vals.append(np.nan)
-                        errs.append((0.0, 0.0))
-                        continue
-                    lo, hi = g.rmse_ci.iloc[0]
-                    vals.append(g.rmse.iloc[0])
-                    errs.append((g.rmse.iloc[0] - lo, hi - g.rmse.iloc[0]))
-                x = np.arange(len(models)) + (j - (len(sizes) - 1) / 2) * width
-                ax.bar(x, vals, width, yerr=np.array(errs).T, capsize=2, label=f"{npix} px",
-                       color=f"C{j}")
-            ax.set_xticks(np.arange(len(models)), models, rotation=30, fontsize=8)
-            ax.set(ylabel="test RMSE (M/L)", title=f"{n:,} training galaxies, {inputs}")
-            ax.grid(alpha=0.3, axis="y")
-            ax.legend(fontsize=8)
+        axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
+        for ax, k in zip(axes, chosen, strict=False):
+            p = panels[k]
+            lim = (float(min(y_test.min(), p.min())), float(max(y_test.max(), p.max())))
+            ax.hexbin(y_test, p, gridsize=35, bins="log", mincnt=1, extent=lim + lim)
+            ax.plot(lim, lim, "k--", lw=1)
+            ax.set(title=k[4], xlabel="true M/L", ylabel="predicted M/L")
+            ax.text(0.04, 0.95, f"RMSE {np.sqrt(np.mean((p - y_test) ** 2)):.3f}",
+                    transform=ax.transAxes, va="top", fontsize=8)
+        for ax in axes[len(chosen):]:
+            ax.set_axis_off()
+        fig.suptitle(f"{best[0]} px, {best[1]:,} training galaxies, {best[2]} (test split)")
         fig.tight_layout()
-        paths.append(out / "benchmark_image_size.png")
-        fig.savefig(paths[-1], dpi=110)
-
-    # True vs predicted at the largest training size of the main npix.
-    key = max(((k[0], k[1]) for k in panels), key=lambda t: (t[1], -t[0]))
-    chosen = [k for k in panels if (k[0], k[1]) == key]
-    chosen.sort(key=lambda k: (MODEL_ORDER.index(k[3]), k[2]))
-    ncol = min(4, len(chosen))
-    nrow = int(np.ceil(len(chosen) / ncol))
-    fig = Figure(figsize=(3.4 * ncol, 3.3 * nrow))
-    FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
-    for ax, k in zip(axes, chosen, strict=False):
-        y, p = panels[k]
-        lim = (float(min(y.min(), p.min())), float(max(y.max(), p.max())))
-        ax.hexbin(y, p, gridsize=35, bins="log", mincnt=1, extent=lim + lim)
-        ax.plot(lim, lim, "k--", lw=1)
-        rmse = float(np.sqrt(np.mean((p - y) ** 2)))
-        ax.set(title=f"{k[3]} ({k[2]})", xlabel="true M/L", ylabel="predicted M/L")
-        ax.text(0.04, 0.95, f"RMSE {rmse:.3f}", transform=ax.transAxes, va="top", fontsize=8)
-    for ax in axes[len(chosen):]:
-        ax.set_axis_off()
-    fig.suptitle(f"{key[0]} px, {key[1]} training galaxies (test split)")
-    fig.tight_layout()
-    paths.append(out / "benchmark_true_vs_predicted.png")
-    fig.savefig(paths[-1], dpi=110)
+        paths.append(out / "benchmark_true_vs_predicted.png")
+        with atomic_output(paths[-1]) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
     return paths
 
 
@@ -476,7 +607,7 @@ def gpus() -> str:
         found = [d.name for d in tf.config.list_physical_devices("GPU")]
     except Exception:  # TensorFlow missing or broken: report CPU only
         found = []
-    return f"GPUs {found}" if found else "no GPU (CNN trained on the CPU)"
+    return f"GPUs {found}" if found else "CPU only (no GPU)"
 
 
 def survey_seed(data: Path):
@@ -490,83 +621,113 @@ def survey_seed(data: Path):
         return "unknown"
 
 
-def write_markdown(rows, panels, figs, args, command, seconds, out: Path) -> Path:
-    from featuremass.report.provenance import provenance_markdown
+def render(args, command: str) -> Path:
+    """benchmark.md / .json and figures from the cached cells of the plan."""
+    from featuremass._version import FEATURE_ENGINE_VERSION
+    from featuremass.io.layout import atomic_output, load_split
+    from featuremass.report.provenance import provenance, provenance_markdown
 
-    cnn_epochs = sorted({r["epochs_max"] for r in rows if "epochs_max" in r})
+    cells = list(dict.fromkeys([*args.plan, *args.cells]))
+    rows, panels, missing = load_cache(args, cells)
+    npix0 = min(c.npix for c in cells)
+    y_test = np.asarray(load_split(args.data, npix=npix0, split="test").target, dtype=np.float64)
+    rows.sort(key=lambda r: (r["npix"], r["n_train"], INPUT_SETS.index(r["inputs"]), r["seed"],
+                             MODEL_ORDER.index(r["model"])))
+    args.out.mkdir(parents=True, exist_ok=True)
+    figs = figures(rows, panels, y_test, args.out / "figures")
+    extraction = {c.npix: json.loads(p.read_text()) for c in cells
+                  if (p := args.cache / f"extraction-{c.npix}px.json").is_file()}
+    write_json(args.out / "benchmark.json", {
+        "rows": rows, "missing": [{"cell": str(c), "model": m} for c, m in missing],
+        "command": command, "provenance": provenance(), "gpus": gpus(),
+        "feature_engine_version": FEATURE_ENGINE_VERSION, "feature_scale": "auto",
+        "cnn": {"epoch_cap": args.epochs, "patience": args.patience},
+        "feature_extraction": {str(k): v for k, v in extraction.items()}})
+
     lines = ["# Accuracy benchmark: classical features vs CNN", "",
-             provenance_markdown(), f"- {gpus()}; this invocation took {seconds / 60:.1f} min",
-             f"- per-cell results are cached in `{args.cache}`: a cell computed by an earlier "
-             "invocation on the same survey is reused, and its time is from that run",
-             f"- CNN: at most {', '.join(map(str, cnn_epochs)) or '-'} epochs, early stopping "
-             "(patience 6) and reduce-LR-on-plateau on the validation split", "",
-             f"Simulated survey `{args.data}` (simulation seed {survey_seed(args.data)}; "
-             f"model seed {args.seed}): the same validation "
-             f"({args.n_val}) and test ({args.n_test}) galaxies for every model; a training set "
-             "of N galaxies is the first N of the largest. RMSE and R² on the test split "
-             f"with bootstrap 95% intervals ({args.n_boot} resamples); time is wall-clock "
-             "training plus prediction on the test split (the hybrid reuses the CNN of its row, "
-             "so its time is the embedding and LightGBM only; feature extraction is listed "
-             "separately below the table).", "",
-             "| npix | ntrain | add $D$ & $L_g$? | model | RMSE | $R^2$ | time [s] |",
-             "| ---- | ------ | ------------ | ----- | ---- | ----- | -------- |"]
+             provenance_markdown(), f"- device: {gpus()}",
+             f"- rendered from the per-cell cache `{args.cache}`: each cell's numbers (times "
+             "included) are from the run that computed it; this report lists every cell of "
+             "the issue-15 grid, finished or not",
+             f"- features: engine {FEATURE_ENGINE_VERSION}, `scale=\"auto\"` (stretch detected "
+             "and inverted per stamp); `fast` is LightGBM on `feature_set=\"fast\"`",
+             f"- CNN: epoch cap {args.epochs}, early stopping on the validation loss with "
+             f"patience {args.patience} (best weights restored), learning rate × 0.3 after 3 "
+             "epochs without improvement; training backed up every epoch and resumed after an "
+             "interruption", "",
+             f"Simulated survey `{args.data}` (simulation seed {survey_seed(args.data)}): the "
+             f"same validation ({args.n_val}) and test ({args.n_test}) galaxies for every model "
+             "and cell; a training set of N galaxies is the first N of the survey's training "
+             "split. RMSE and R² (linear M/L) on the test split with bootstrap 95% intervals "
+             f"({args.n_boot} resamples). Time is wall-clock training plus prediction; the "
+             "CNN's is its training time summed over resumed runs; the hybrid reuses its "
+             "cell's CNN, so its time is the embedding, PCA and LightGBM only; feature "
+             "extraction is listed separately below the table.", "",
+             "| npix | ntrain | add $D$ & $L_g$? | seed | model | RMSE | $R^2$ | time [s] |",
+             "| ---- | ------ | ---------------- | ---- | ----- | ---- | ----- | -------- |"]
     for r in rows:
-        dl = {"image": "no", "image+dl": "yes"}.get(r["inputs"], "-")
-        name = r["model"] + (f" (≤{r['epochs_max']} epochs)" if "epochs_max" in r else "")
-        lines.append(f"| {r['npix']} | {r['n_train']:,} | {dl} | {name} | "
+        dl = {"image": "no", "image+dl": "yes"}[r["inputs"]]
+        name = r["model"] + (f" ({r['epochs_run']} ep., best {r['best_epoch']})"
+                             if r["model"] == "cnn" else "")
+        lines.append(f"| {r['npix']} | {r['n_train']:,} | {dl} | {r['seed']} | {name} | "
                      f"{r['rmse']:.3f} [{r['rmse_ci'][0]:.3f}, {r['rmse_ci'][1]:.3f}] | "
                      f"{r['r2']:.3f} [{r['r2_ci'][0]:.3f}, {r['r2_ci'][1]:.3f}] | "
                      f"{r['seconds']:.0f} |")
     lines += ["", "`oracle` is LightGBM on the simulation's latent parameters an image can show "
               "(`featuremass.io.simulate.ORACLE_COLUMNS`; no colours, dust optical depth, M/L "
               "or mass; plus distance and L_g for the D & L_g rows): roughly the floor any "
-              "image-based model can reach; the rest of its error is the hidden colour scatter "
-              "and the SED-fit scatter.", ""]
-    if args.extraction:
-        lines += ["**Feature extraction** (native engine, paid once per galaxy and shared by "
-                  "ridge, lgbm and hybrid; not included in their time column):", ""]
-        n_eval = args.n_val + args.n_test
-        for npix, e in sorted(args.extraction.items()):
-            per = e["seconds"] / e["n"]
-            n_max = max(r["n_train"] for r in rows if r["npix"] == npix)
-            procs = f"{e['jobs']} process" + ("es" if e["jobs"] > 1 else "")
-            lines.append(f"- {npix} px: {1e3 * per:.1f} ms per galaxy on {procs} "
-                         f"(timed on {e['n']:,} test galaxies in this run, process-pool "
-                         "start-up included), i.e. about "
-                         f"{per * (n_max + n_eval) / 60:.1f} min for {n_max:,} training + "
-                         f"{n_eval:,} validation and test galaxies")
+              "image-based model can reach.", ""]
+    if extraction:
+        lines += ["**Feature extraction** (paid once per galaxy, shared by ridge, lgbm and "
+                  "hybrid; not in their time column), timed once per image size on the test "
+                  "split:", ""]
+        for npix, e in sorted(extraction.items()):
+            lines.append(f"- {npix} px: full {1e3 * e['full_seconds'] / e['n']:.1f} ms, fast "
+                         f"{1e3 * e['fast_seconds'] / e['n']:.2f} ms per galaxy on {e['jobs']} "
+                         f"process(es) ({e['n']} galaxies, pool start-up included)")
         lines.append("")
-    lines += paired_lines(panels, args)
+    lines += paired_lines(panels, y_test, args)
+    lines += seed_lines(rows)
     lines += cnn_training_lines(rows, args)
-    lines += not_measured_lines(rows, args)
+    lines += missing_lines(missing, args)
+    if (args.out / "shift.md").is_file():
+        lines += ["## Preprocessing shift", "",
+                  "How each model trained on the default preprocessing survives a change of "
+                  "stretch, crop and PSF on the same test galaxies: [shift.md](shift.md).", ""]
     for f in figs:
         lines.append(f"![{f.stem}](figures/{f.name})")
-    lines += ["", "Full grid (GPU recommended):", "", "```",
-              "python benchmarks/bench_accuracy.py --sizes 1000 3000 10000 30000 "
-              "--large-sizes 1000 3000 10000 30000", "```", ""]
-    path = out / "benchmark.md"
-    path.write_text("\n".join(lines))
+    lines += ["", "Run or resume the grid (finished cells are reused, an interrupted CNN "
+              "continues from its last completed epoch); with `--report-only` it only "
+              "re-renders this report from the cache:", "", "```",
+              command.replace(" --report-only", ""), "```", ""]
+    path = args.out / "benchmark.md"
+    with atomic_output(path) as tmp:
+        tmp.write_text("\n".join(lines))
     return path
 
 
 def main(argv=None) -> int:
-    from featuremass.report.provenance import provenance
-
     args = parse_args(argv)
     command = "python benchmarks/bench_accuracy.py " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    t0 = time.perf_counter()
+    command = command.strip()
     ensure_survey(args)
-    rows, panels = run_grid(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    figs = figures(rows, panels, args.out / "figures")
-    seconds = time.perf_counter() - t0
-    (args.out / "benchmark.json").write_text(json.dumps(
-        {"rows": rows, "command": command.strip(), "provenance": provenance(), "gpus": gpus(),
-         "seconds": seconds,
-         "feature_extraction": {str(k): v for k, v in args.extraction.items()}},
-        indent=2))
-    print(write_markdown(rows, panels, figs, args, command.strip(), seconds, args.out))
+    if not args.report_only:
+        if "cnn" in args.models or "hybrid" in args.models:
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(args.tf_threads)
+        data = {}
+        for cell in args.cells:
+            if cell.npix not in data:
+                data[cell.npix] = SurveyData(args, cell.npix)
+                if {"ridge", "lgbm", "fast", "hybrid"} & set(args.models):
+                    extraction_rate(args, cell.npix, data[cell.npix].ds["test"])
+            print(f"=== {cell}", flush=True)
+            run_cell(args, cell, data[cell.npix])
+            print(render(args, command), flush=True)
+    print(render(args, command))
     return 0
 
 

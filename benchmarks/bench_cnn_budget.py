@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_accuracy import REPO, design_matrix, ensure_survey, features, score  # noqa: E402
+from bench_accuracy import REPO, Cell, design_matrix, ensure_survey, feature_table, score  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -58,7 +58,8 @@ def parse_args(argv=None):
             args.data = args.out / "sim-quick"
     args.cache = args.cache or args.data / "bench-cache"
     # ensure_survey's interface (the accuracy benchmark's arguments)
-    args.sizes, args.large_sizes, args.large_npix = [args.n_train], [], args.npix
+    args.plan = (Cell(args.npix, args.n_train, args.inputs, args.seed),)
+    args.sim_seed, args.report_only = args.seed, False
     return args
 
 
@@ -93,11 +94,12 @@ def run(args) -> dict:
         return None if extra[s] is None else extra[s][:k]
 
     y = {s: d.target for s, d in ds.items()}
-    tables = {s: features(args, args.npix, s, d) for s, d in ds.items()}
+    tables = {s: feature_table(args, args.npix, s, d, len(d.ids), "full") for s, d in ds.items()}
     cols = morphology_columns(tables["train"])
 
     def design(s, k=None):
-        return design_matrix(tables[s], cols, extra[s], k)
+        X = design_matrix(tables[s], cols, extra[s])
+        return X if k is None else X.iloc[:k]
 
     result = {"models": {}}
     t0 = time.perf_counter()

@@ -246,8 +246,8 @@ class CNNRegressor(RegressorMixin, BaseEstimator):
     Architecture and training follow the workshop (Dobbels et al. 2019): four
     convolutions with 2x max pooling, global max pooling, Dense 512, one
     output; Nadam, mean-squared error, batch 32; random rotation and
-    translation augmentation during training; early stopping (patience 6,
-    best weights restored) and learning-rate reduction (factor 0.3,
+    translation augmentation during training; early stopping (patience 6 by
+    default, best weights restored) and learning-rate reduction (factor 0.3,
     patience 3) on the validation loss.
 
     **Output unit.** The seed used a ReLU output, which can die at
@@ -280,6 +280,10 @@ class CNNRegressor(RegressorMixin, BaseEstimator):
         standard deviation, which are saved with the model.
     epochs : int
         Maximum number of epochs (early stopping usually ends sooner).
+    patience : int
+        Early-stopping patience: epochs without a lower validation loss before
+        training stops (the best epoch's weights are restored). The seed's 6
+        by default; the learning-rate reduction keeps its patience of 3.
     batch_size : int
     learning_rate : float
         Initial Nadam learning rate.
@@ -314,6 +318,7 @@ class CNNRegressor(RegressorMixin, BaseEstimator):
         npix: int | None = None,
         extra_inputs: bool = False,
         epochs: int = 50,
+        patience: int = 6,
         batch_size: int = 32,
         learning_rate: float = 1e-3,
         augment: bool = True,
@@ -323,6 +328,7 @@ class CNNRegressor(RegressorMixin, BaseEstimator):
         self.npix = npix
         self.extra_inputs = extra_inputs
         self.epochs = epochs
+        self.patience = patience
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.augment = augment
@@ -502,7 +508,7 @@ class CNNRegressor(RegressorMixin, BaseEstimator):
     def _validation(self, val, keras):
         """``(validation_data, fingerprint, monitors)`` of the validation split (``(None, None, [])`` without one).
 
-        The monitors are early stopping (patience 6, best weights restored)
+        The monitors are early stopping (``patience`` epochs, best weights restored)
         and learning-rate reduction (x0.3 after 3 epochs without progress).
         """
         if val is None:
@@ -515,7 +521,8 @@ class CNNRegressor(RegressorMixin, BaseEstimator):
         if len(v_y) != len(v_images) or not np.isfinite(v_y).all():
             raise DataError("validation y must be finite and match the validation images")
         monitors = [
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=6, restore_best_weights=True),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(self.patience),
+                                          restore_best_weights=True),
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=3),
         ]
         return (vx, v_y.astype(np.float32)), data_fingerprint(np.asarray(v_images), v_y, v_extra), monitors
@@ -526,7 +533,7 @@ class CNNRegressor(RegressorMixin, BaseEstimator):
 
         run = {"data": self.fingerprint_, "val": val_fingerprint, "featuremass": __version__,
                "params": {k: getattr(self, k) for k in (
-                   "npix", "extra_inputs", "epochs", "batch_size", "learning_rate",
+                   "npix", "extra_inputs", "epochs", "patience", "batch_size", "learning_rate",
                    "augment", "seed")}}
         run["params"]["npix"] = self.npix_
         return cnn_training.TrainingBackup(backup_dir, run, monitors)
@@ -594,7 +601,8 @@ class CNNRegressor(RegressorMixin, BaseEstimator):
             "python_version": platform.python_version(),
             "params": {
                 "npix": int(self.npix_), "extra_inputs": bool(self.extra_inputs),
-                "epochs": int(self.epochs), "batch_size": int(self.batch_size),
+                "epochs": int(self.epochs), "patience": int(self.patience),
+                "batch_size": int(self.batch_size),
                 "learning_rate": float(self.learning_rate), "augment": bool(self.augment),
                 "seed": int(self.seed),
             },
@@ -655,7 +663,8 @@ class CNNRegressor(RegressorMixin, BaseEstimator):
         with store.malformed(where, "params"):
             p = meta["params"]
             self = cls(npix=int(p["npix"]), extra_inputs=bool(p["extra_inputs"]),
-                       epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
+                       epochs=int(p["epochs"]), patience=int(p.get("patience", 6)),
+                       batch_size=int(p["batch_size"]),
                        learning_rate=float(p["learning_rate"]), augment=bool(p["augment"]),
                        seed=int(p["seed"]))
             self.npix_ = int(p["npix"])

@@ -140,6 +140,22 @@ def test_user_callbacks_run_alongside_early_stopping():
 
 @pytest.mark.cnn
 @needs_tf
+def test_early_stopping_waits_patience_epochs_after_the_best(tmp_path):
+    from featuremass.models.cnn import CNNRegressor
+
+    # Learning rate 0: the weights never change, so the validation loss of epoch 1
+    # is never beaten and training must end after exactly 1 + patience epochs.
+    images, y = _tiny(n=32)
+    model = CNNRegressor(npix=16, epochs=20, patience=2, learning_rate=0.0, seed=1)
+    model.fit(images, y, val=(images[:8], y[:8]))
+    assert len(model.history_["val_loss"]) == 3 and model.best_epoch_ == 1
+    model.save(tmp_path / "cnn")
+    assert json.loads((tmp_path / "cnn" / "model.json").read_text())["params"]["patience"] == 2
+    assert CNNRegressor.load(tmp_path / "cnn").patience == 2
+
+
+@pytest.mark.cnn
+@needs_tf
 def test_bad_input_is_a_clear_error(tmp_path):
     from featuremass.models.cnn import CNNRegressor
 
