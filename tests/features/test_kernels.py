@@ -179,3 +179,37 @@ def test_cross_dilation_kernel_matches_numpy_and_scipy():
         np.testing.assert_array_equal(got, seg._dilate_cross_reference(mask, it))
         if it:
             np.testing.assert_array_equal(got, ndi.binary_dilation(mask, iterations=it))
+
+
+@pytest.mark.parametrize("density", [0.05, 0.3, 0.55, 0.8])
+def test_label8_kernel_matches_scipy_label_numbering(density):
+    """Same components, numbered in the same (raster) order, as ``ndi.label`` with the 3 x 3 square."""
+    from scipy import ndimage as ndi
+
+    from featuremass.features import segmentation as seg
+
+    rng = np.random.default_rng(int(density * 100))
+    for shape in ((1, 1), (1, 9), (9, 1), (23, 17), (40, 40)):
+        mask = rng.random(shape) < density
+        labels, n = seg.label8(mask)
+        ref, n_ref = ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
+        assert n == n_ref
+        assert labels.dtype == ref.dtype
+        np.testing.assert_array_equal(labels, ref)
+        # A region of every pixel, and of none.
+        for m in (np.ones(shape, dtype=bool), np.zeros(shape, dtype=bool)):
+            np.testing.assert_array_equal(seg.label8(m)[0], ndi.label(m, structure=np.ones((3, 3)))[0])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_component8_kernel_matches_the_labelling(seed):
+    """``labels == labels[y, x]`` of ``ndi.label``, also from a pixel outside the mask (the background)."""
+    from scipy import ndimage as ndi
+
+    from featuremass.features import segmentation as seg
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((31, 26)) < 0.45
+    ref, _ = ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
+    for y, x in zip(rng.integers(0, 31, 12), rng.integers(0, 26, 12), strict=True):
+        np.testing.assert_array_equal(seg.component8(mask, y, x), ref == ref[y, x])
