@@ -482,7 +482,8 @@ def label8(mask: np.ndarray) -> tuple[np.ndarray, int]:
 def _label8_kernel(mask):
     ny, nx = mask.shape
     labels = np.zeros((ny, nx), dtype=np.int32)
-    stack = np.empty(ny * nx, dtype=np.int64)
+    stack_y = np.empty(ny * nx, dtype=np.int64)
+    stack_x = np.empty(ny * nx, dtype=np.int64)
     n = 0
     for y0 in range(ny):
         for x0 in range(nx):
@@ -490,16 +491,16 @@ def _label8_kernel(mask):
                 continue
             n += 1
             labels[y0, x0] = n
-            stack[0] = y0 * nx + x0
+            stack_y[0], stack_x[0] = y0, x0
             top = 1
-            while top > 0:
+            while top > 0:  # flood fill of the new component
                 top -= 1
-                y, x = divmod(stack[top], nx)
-                for yy in range(max(y - 1, 0), min(y + 2, ny)):
-                    for xx in range(max(x - 1, 0), min(x + 2, nx)):
+                y, x = stack_y[top], stack_x[top]
+                for yy in range(y - 1 if y > 0 else 0, y + 2 if y + 2 < ny else ny):
+                    for xx in range(x - 1 if x > 0 else 0, x + 2 if x + 2 < nx else nx):
                         if mask[yy, xx] and labels[yy, xx] == 0:
                             labels[yy, xx] = n
-                            stack[top] = yy * nx + xx
+                            stack_y[top], stack_x[top] = yy, xx
                             top += 1
     return labels, n
 
@@ -521,18 +522,19 @@ def component8(mask: np.ndarray, y: int, x: int) -> np.ndarray:
 def _component8_kernel(mask, y0, x0):
     ny, nx = mask.shape
     out = np.zeros((ny, nx), dtype=np.bool_)
-    stack = np.empty(ny * nx, dtype=np.int64)
+    stack_y = np.empty(ny * nx, dtype=np.int64)
+    stack_x = np.empty(ny * nx, dtype=np.int64)
     out[y0, x0] = True
-    stack[0] = y0 * nx + x0
+    stack_y[0], stack_x[0] = y0, x0
     top = 1
     while top > 0:
         top -= 1
-        y, x = divmod(stack[top], nx)
-        for yy in range(max(y - 1, 0), min(y + 2, ny)):
-            for xx in range(max(x - 1, 0), min(x + 2, nx)):
+        y, x = stack_y[top], stack_x[top]
+        for yy in range(y - 1 if y > 0 else 0, y + 2 if y + 2 < ny else ny):
+            for xx in range(x - 1 if x > 0 else 0, x + 2 if x + 2 < nx else nx):
                 if mask[yy, xx] and not out[yy, xx]:
                     out[yy, xx] = True
-                    stack[top] = yy * nx + xx
+                    stack_y[top], stack_x[top] = yy, xx
                     top += 1
     return out
 
