@@ -27,6 +27,7 @@ noise of that standard deviation, rather than measured in a sky box.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -332,8 +333,9 @@ def _sorted_median(values: np.ndarray, lo: int, hi: int) -> float:
     return float((values[mid - 1] + values[mid]) / 2.0)
 
 
+@functools.lru_cache(maxsize=8)
 def _clip_std_factor(clip: float) -> float:
-    """Std of a unit Gaussian truncated at +-clip (to de-bias clipped sigmas)."""
+    """Std of a unit Gaussian truncated at +-clip (to de-bias clipped sigmas); cached, one clip per run."""
     from math import erf, exp, pi, sqrt
 
     mass = erf(clip / sqrt(2.0))
