@@ -16,6 +16,11 @@ linear-flux stack (``images/{npix}pix_linear/test_linear.npy``) with
 ``--scale linear``; any other scale reads the stored (stretched) stamps with
 that ``--scale``. The old revision is checked out in a temporary ``git
 worktree``; the new one is this checkout (uncommitted changes included).
+Each tree runs all its extractions in one process (``featuremass.cli.main``
+called once per table), so start-up and numba compilation are paid once.
+``--old-tables DIR`` reuses tables already extracted by the old revision
+(``DIR/<survey>_<npix>_<scale>.parquet``, the same ``featuremass extract``
+arguments) instead of running it again.
 Writes ``reports/<name>`` with the command, machine and date. Exit status 0
 when every table agrees within ``--rtol`` (default 1e-9), 1 otherwise.
 """
@@ -23,6 +28,7 @@ when every table agrees within ``--rtol`` (default 1e-9), 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -42,14 +48,29 @@ def _parse_item(item: str):
     return Path(folder), [int(s) for s in sizes.split(",")], scales.split(",")
 
 
-def _extract(tree: Path, folder: Path, npix: int, scale: str, out: Path) -> None:
+def _extract_argv(folder: Path, npix: int, scale: str, out: Path) -> list[str]:
     if scale == "linear":
         src = ["--images", str(folder / "images" / f"{npix}pix_linear" / "test_linear.npy"), "--scale", "linear"]
     else:
         src = ["--data", str(folder), "--npix", str(npix), "--split", "test", "--scale", scale]
+    return ["extract", *src, "--out", str(out), "-j", "1", "--overwrite", "--no-resume"]
+
+
+_RUN_ALL = """
+import json, sys
+from featuremass.cli import main
+for argv in json.loads(sys.argv[1]):
+    rc = main(argv)
+    if rc:
+        sys.exit(rc)
+"""
+
+
+def _extract_all(tree: Path, argvs: list[list[str]]) -> None:
+    """Every extraction of one tree in one process."""
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "featuremass", "extract", *src, "--out", str(out), "-j", "1",
-                    "--overwrite", "--no-resume"], env=env, cwd=tree, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", _RUN_ALL, json.dumps(argvs)], env=env, cwd=tree, check=True,
+                   capture_output=True)
 
 
 def compare_tables(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, str, list[str]]:
@@ -78,6 +99,8 @@ def compare_tables(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, str, list[s
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--old", default="main", help="revision to compare with (default main)")
+    p.add_argument("--old-tables", type=Path, default=None,
+                   help="tables the old revision already extracted (DIR/<survey>_<npix>_<scale>.parquet)")
     p.add_argument("--data", nargs="+", required=True, help="FOLDER:NPIX[,NPIX]:SCALE[,SCALE] items")
     p.add_argument("--rtol", type=float, default=1e-9)
     p.add_argument("--out", type=Path, default=REPO / "reports")
@@ -90,34 +113,41 @@ def main(argv=None) -> int:
                              capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], check=True,
                            capture_output=True, text=True).stdout.strip()
+    jobs = [(folder, npix, scale) for folder, sizes, scales in map(_parse_item, args.data)
+            for npix in sizes for scale in scales]
     rows, all_ok = [], True
     with tempfile.TemporaryDirectory(prefix="featuremass-same-") as tmp:
-        old_tree = Path(tmp) / "old"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old_tree), args.old],
-                       check=True, capture_output=True)
-        try:
-            for item in args.data:
-                folder, sizes, scales = _parse_item(item)
-                for npix in sizes:
-                    for scale in scales:
-                        tables = []
-                        for key, tree in (("old", old_tree), ("new", REPO)):
-                            out = Path(tmp) / f"{key}_{folder.name}_{npix}_{scale}.parquet"
-                            _extract(tree, folder, npix, scale, out)
-                            tables.append(pd.read_parquet(out))
-                        worst, col, problems = compare_tables(*tables)
-                        ok = not problems and worst <= args.rtol
-                        all_ok &= ok
-                        rows.append(f"| {folder.name} | {npix} | {scale} | {len(tables[0])} | {tables[0].shape[1]} "
-                                    f"| {worst:.3g}{f' ({col})' if col else ''} "
-                                    f"| {'; '.join(problems) if problems else 'none'} | {'yes' if ok else '**no**'} |")
-                        print(rows[-1], flush=True)
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old_tree)],
-                           check=False, capture_output=True)
+        def table(key, folder, npix, scale):
+            return Path(tmp) / key / f"{folder.name}_{npix}_{scale}.parquet"
+
+        for key in ("old", "new"):
+            (Path(tmp) / key).mkdir()
+
+        _extract_all(REPO, [_extract_argv(f, n, s, table("new", f, n, s)) for f, n, s in jobs])
+        if args.old_tables is None:
+            old_tree = Path(tmp) / "old"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old_tree), args.old],
+                           check=True, capture_output=True)
+            try:
+                _extract_all(old_tree, [_extract_argv(f, n, s, table("old", f, n, s)) for f, n, s in jobs])
+            finally:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old_tree)],
+                               check=False, capture_output=True)
+        for folder, npix, scale in jobs:
+            old = (table("old", folder, npix, scale) if args.old_tables is None
+                   else args.old_tables / f"{folder.name}_{npix}_{scale}.parquet")
+            tables = [pd.read_parquet(old), pd.read_parquet(table("new", folder, npix, scale))]
+            worst, col, problems = compare_tables(*tables)
+            ok = not problems and worst <= args.rtol
+            all_ok &= ok
+            rows.append(f"| {folder.name} | {npix} | {scale} | {len(tables[0])} | {tables[0].shape[1]} "
+                        f"| {worst:.3g}{f' ({col})' if col else ''} "
+                        f"| {'; '.join(problems) if problems else 'none'} | {'yes' if ok else '**no**'} |")
+            print(rows[-1], flush=True)
     lines = ["# Same features: two revisions through `featuremass extract`", "", provenance,
-             f"- old: `{args.old}` ({old_sha}); new: this checkout at {new_sha}"
-             + (" with uncommitted changes" if dirty else ""),
+             f"- old: `{args.old}` ({old_sha})"
+             + ("" if args.old_tables is None else f", tables extracted earlier into `{args.old_tables}`")
+             + f"; new: this checkout at {new_sha}" + (" with uncommitted changes" if dirty else ""),
              f"- tolerance: relative difference <= {args.rtol:g} on every float column; NaN pattern and every "
              "other column (galaxy_id, flag, stretch columns) identical", "",
              "| survey | npix | scale | rows | columns | largest relative difference | other differences | same |",
