@@ -138,11 +138,14 @@ def _hot_functions(images, top: int) -> list[str]:
     for img in images:
         measure.measure_galaxy(np.asarray(img, dtype=np.float64))
     prof.disable()
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(top)
-    text = buf.getvalue()
-    start = text.find("ncalls")
-    return ["```", text[start:].rstrip() if start >= 0 else text.rstrip(), "```"]
+    lines = []
+    for key, title in (("tottime", "by own time"), ("cumulative", "by cumulative time")):
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats(key).print_stats(top)
+        text = buf.getvalue()
+        start = text.find("ncalls")
+        lines += [f"Sorted {title}:", "", "```", text[start:].rstrip() if start >= 0 else text.rstrip(), "```", ""]
+    return lines
 
 
 def main(argv=None) -> int:
@@ -190,7 +193,7 @@ def main(argv=None) -> int:
                   f"### One galaxy (median-cost galaxy of the first 20, measured {args.repeat} times)", "",
                   *_table(one_stages, one_total, args.repeat), "",
                   f"### Batch of {len(stack)} galaxies", "", *_table(batch_stages, batch_total, len(stack)), "",
-                  f"### Hottest functions by own time (cProfile, first {min(100, len(stack))} galaxies)", "",
+                  f"### Hottest functions (cProfile, first {min(100, len(stack))} galaxies)", "",
                   *_hot_functions(stack[:100], 25), ""]
         print(f"{npix} px: {batch_total / len(stack) * 1e3:.2f} ms per galaxy over {len(stack)}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

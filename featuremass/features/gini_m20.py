@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-_EIGHT = np.ones((3, 3), dtype=bool)
+from featuremass.features.segmentation import component8, label8
 
 
 def gini_segmap(
@@ -67,11 +67,12 @@ def gini_segmap(
         return empty
     if above.all():
         return above
-    labels, n = ndi.label(above, structure=_EIGHT)
-    if n == 1:
-        return above
     peak = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
-    return labels == labels[peak]
+    if not above[peak]:  # only with a non-finite smoothed value: the labelling's own answer
+        labels, n = label8(above)
+        return above if n == 1 else labels == labels[peak]
+    # The 8-connected region holding the peak (the whole of ``above`` when it is one region).
+    return component8(above, peak[0], peak[1])
 
 
 def gini(values: np.ndarray) -> float:

@@ -234,6 +234,77 @@ def _petrosian_in_box(img, rho, mask, eta, coarse, r_valid, elongation=1.0):
     area_w = None if mask is None else (~mask).astype(np.float64)
     r_max = coarse[-1] if r_valid is None else r_valid
     radii, (flux, area) = _growth_curves((img, area_w), rho, r_max)
+    found, value = _crossing_kernel(flux, area, radii, int(round(0.5 / GRID_STEP)), coarse,
+                                    -1.0 if r_valid is None else float(r_valid), r_valid is not None, float(eta),
+                                    float(elongation), MIN_ANNULUS_COVERAGE, GRID_STEP)
+    return float(value) if found else None
+
+
+@njit(cache=True)
+def _crossing_kernel(flux, area, radii, half, coarse, r_valid, has_valid, eta, elongation, min_coverage, step):
+    """``(found, radius)``: the Petrosian crossing of :func:`_petrosian_in_box` from its curves of growth.
+
+    Compiled; :func:`_crossing_reference` is the NumPy reference (the same
+    element-wise operations, so the same value). ``found`` False means not
+    bracketed inside the box (``has_valid``: only radii up to ``r_valid`` count).
+    """
+    n = radii.size - 2 * half  # r = radii[k], k = half .. radii.size - half - 1
+    f = np.empty(n)
+    ann_area = np.empty(n)
+    for i in range(n):
+        k = i + half
+        ann_flux = flux[k + half] - flux[k - half]
+        ann_area[i] = area[k + half] - area[k - half]
+        ann_mean = abs(ann_flux / ann_area[i]) if ann_area[i] > 0 else 0.0
+        ap_mean = abs(flux[k] / area[k]) if area[k] > 0 else 0.0
+        if ap_mean > 0:
+            ratio = ann_mean / ap_mean
+        else:
+            ratio = 1.0 if ann_mean > 0 else 0.0
+        f[i] = ratio - eta
+    r0 = radii[half]
+    coverage = min_coverage * 2.0 * np.pi
+    # Coarse bracketing: the coarse radii kept, up to the first one whose annulus is not covered.
+    ci = np.empty(coarse.size, dtype=np.int64)
+    m = 0
+    for c in coarse:
+        j = int(np.rint((c - r0) / step))
+        if has_valid:
+            if not (j < n and radii[min(max(j, 0), n - 1) + half] <= r_valid):
+                continue
+        ci[m] = min(max(j, 0), n - 1)
+        m += 1
+    uncovered = False
+    for q in range(m):
+        j = ci[q]
+        if not ann_area[j] >= coverage * radii[j + half] / elongation:
+            m = q
+            uncovered = True
+            break
+    first = -1
+    for q in range(m):
+        if f[ci[q]] <= 0:
+            first = q
+            break
+    if first < 0:
+        return uncovered, np.nan
+    if first == 0:
+        return True, np.nan
+    lo, hi = ci[first - 1], ci[first]
+    j = 0
+    for q in range(lo, hi + 1):
+        if f[q] <= 0:
+            j = q - lo
+            break
+    if j == 0:
+        return True, radii[lo + half]
+    f0, f1 = f[lo + j - 1], f[lo + j]
+    t = f0 / (f0 - f1) if f0 != f1 else 0.0
+    return True, radii[lo + j - 1 + half] + t * step
+
+
+def _crossing_reference(flux, area, radii, coarse, r_valid, eta, elongation=1.0):
+    """NumPy reference of :func:`_crossing_kernel`: the radius, NaN, or None (not bracketed)."""
     half = int(round(0.5 / GRID_STEP))
     k = np.arange(half, radii.size - half)  # r from 0.5 so that r - 1/2 >= 0
     ann_flux = flux[k + half] - flux[k - half]

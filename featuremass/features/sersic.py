@@ -909,7 +909,10 @@ def _sersic_from_reduced(red, r_max, center, ellip, theta, rhalf_guess, n_guess,
     else:  # compiled, the same iterations (fun stays as the reference)
         from featuremass.features.fit_kernels import SERSIC, lm_fit
 
-        p, _, ok = lm_fit(SERSIC, np.array(p0, dtype=np.float64), lower, upper, matrix, data, log_grid)
+        # Every argument positional: numba's compiled dispatch skips omitted defaults
+        # and keywords only through its slow Python path (~0.6 ms a call).
+        p, _, ok = lm_fit(SERSIC, np.array(p0, dtype=np.float64), lower, upper, matrix, data, log_grid,
+                          50, 1e-4, 1e-6)
     if not ok or not np.all(np.isfinite(p)):
         return _nan_result(SERSIC_COLUMNS, MorphFlag.SERSIC_FAILED)
     amp, rhalf, n = math.exp(p[0]), math.exp(p[1]), math.exp(p[2])
@@ -1044,7 +1047,7 @@ def _bulge_disk_once(red, r_max, rhalf_guess, fit_sky, bulge_within_disk):
         from featuremass.features.fit_kernels import BULGE_DISK, BULGE_DISK_NESTED, lm_fit
 
         p, _, ok = lm_fit(BULGE_DISK_NESTED if rel else BULGE_DISK, np.array(p0, dtype=np.float64),
-                          lower, upper, matrix, data, log_grid, max_iter=80)
+                          lower, upper, matrix, data, log_grid, 80, 1e-4, 1e-6)  # positional: fast dispatch
     if not ok or not np.all(np.isfinite(p)):
         return _nan_result(BULGE_DISK_COLUMNS, MorphFlag.BULGE_DISK_FAILED), False
     ab, ad = float(p[0]), float(p[1])

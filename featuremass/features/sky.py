@@ -27,9 +27,11 @@ noise of that standard deviation, rather than measured in a sky box.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from featuremass.io.stretch import _median_mad_sorted
 
@@ -95,35 +97,97 @@ def estimate_sky(
     nan = float("nan")
     if values.size < min_pixels:
         return SkyEstimate(nan, nan, nan, int(values.size))
-    lo, hi = 0, values.size
     # The MAD of a sorted run by binary search, equal to np.median(|v - med|).
-    med, sigma = _median_mad_sorted(values, lo, hi)
+    med, sigma = _median_mad_sorted(values, 0, values.size)
     if not sigma > 0:
         sigma = float(np.std(values))
     if not sigma > 0:
         return SkyEstimate(nan, nan, nan, int(values.size))
-    # Prefix sums of the deviations from the first median give the mean and
-    # std of any run in O(1) (shifted, so no cancellation for sky-like runs).
+    ok, mean, med, sigma, count = _clip_sorted_kernel(values, med, sigma, float(clip), int(n_iter), int(min_pixels),
+                                                      _clip_std_factor(clip))
+    if not ok:
+        return SkyEstimate(nan, nan, nan, int(count))
+    return SkyEstimate(float(mean), float(med), float(sigma), int(count))
+
+
+@njit(cache=True)
+def _clip_sorted_kernel(values, med, sigma, clip, n_iter, min_pixels, factor):
+    """The clipping passes of :func:`estimate_sky` on the sorted ``values`` (compiled).
+
+    :func:`_clip_sorted_reference` is the NumPy reference: the same prefix sums
+    (``np.cumsum`` adds in order, as this loop does), binary searches
+    (``np.searchsorted``) and run statistics, so the same values. Returns
+    ``(ok, mean, median, sigma, n_pixels)``.
+    """
+    n = values.size
+    csum = np.empty(n + 1)
+    csum2 = np.empty(n + 1)
+    csum[0] = 0.0
+    csum2[0] = 0.0
+    if n > 0:
+        d = values[0] - med
+        csum[1] = d
+        csum2[1] = d * d
+        for i in range(1, n):
+            d = values[i] - med
+            csum[i + 1] = csum[i] + d
+            csum2[i + 1] = csum2[i] + d * d
+    shift = med
+    lo, hi = 0, n
+    for _ in range(n_iter):
+        new_lo = max(_search(values, med - clip * sigma, True), lo)
+        new_hi = min(_search(values, med + clip * sigma, False), hi)
+        if new_hi - new_lo < min_pixels:
+            return False, np.nan, np.nan, np.nan, max(new_hi - new_lo, 0)
+        if new_lo == lo and new_hi == hi:
+            break
+        lo, hi = new_lo, new_hi
+        m = hi - lo
+        mid = lo + m // 2
+        med = values[mid] if m % 2 else (values[mid - 1] + values[mid]) / 2.0
+        m1 = (csum[hi] - csum[lo]) / m
+        var = (csum2[hi] - csum2[lo]) / m - m1 * m1
+        sigma = (np.sqrt(var) if var > 0 else 0.0) / factor
+        if not sigma > 0:
+            return False, np.nan, np.nan, np.nan, hi - lo
+    return True, shift + (csum[hi] - csum[lo]) / (hi - lo), med, sigma, hi - lo
+
+
+@njit(cache=True)
+def _search(values, x, right):
+    """``np.searchsorted(values, x, side="right" if right else "left")`` on sorted, finite ``values``."""
+    lo, hi = 0, values.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if values[mid] < x or (right and values[mid] == x):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _clip_sorted_reference(values, med, sigma, clip, n_iter, min_pixels, factor):
+    """NumPy reference of :func:`_clip_sorted_kernel` (prefix sums by ``np.cumsum``)."""
+    nan = float("nan")
+    lo, hi = 0, values.size
     dev = values - med
     csum = np.concatenate(([0.0], np.cumsum(dev)))
     csum2 = np.concatenate(([0.0], np.cumsum(dev * dev)))
     shift = med
-    factor = _clip_std_factor(clip)
     for _ in range(n_iter):
         # keep |v - med| < clip * sigma, within the pixels kept so far
         new_lo = max(int(np.searchsorted(values, med - clip * sigma, side="right")), lo)
         new_hi = min(int(np.searchsorted(values, med + clip * sigma, side="left")), hi)
         if new_hi - new_lo < min_pixels:
-            return SkyEstimate(nan, nan, nan, max(new_hi - new_lo, 0))
+            return False, nan, nan, nan, max(new_hi - new_lo, 0)
         if new_lo == lo and new_hi == hi:
             break
         lo, hi = new_lo, new_hi
         med = _sorted_median(values, lo, hi)
         sigma = _run_std(csum, csum2, lo, hi) / factor
         if not sigma > 0:
-            return SkyEstimate(nan, nan, nan, hi - lo)
-    mean = shift + (csum[hi] - csum[lo]) / (hi - lo)
-    return SkyEstimate(float(mean), med, sigma, hi - lo)
+            return False, nan, nan, nan, hi - lo
+    return True, shift + (csum[hi] - csum[lo]) / (hi - lo), med, sigma, hi - lo
 
 
 def detection_noise(
@@ -269,8 +333,9 @@ def _sorted_median(values: np.ndarray, lo: int, hi: int) -> float:
     return float((values[mid - 1] + values[mid]) / 2.0)
 
 
+@functools.lru_cache(maxsize=8)
 def _clip_std_factor(clip: float) -> float:
-    """Std of a unit Gaussian truncated at +-clip (to de-bias clipped sigmas)."""
+    """Std of a unit Gaussian truncated at +-clip (to de-bias clipped sigmas); cached, one clip per run."""
     from math import erf, exp, pi, sqrt
 
     mass = erf(clip / sqrt(2.0))

@@ -179,3 +179,87 @@ def test_cross_dilation_kernel_matches_numpy_and_scipy():
         np.testing.assert_array_equal(got, seg._dilate_cross_reference(mask, it))
         if it:
             np.testing.assert_array_equal(got, ndi.binary_dilation(mask, iterations=it))
+
+
+@pytest.mark.parametrize("density", [0.05, 0.3, 0.55, 0.8])
+def test_label8_kernel_matches_scipy_label_numbering(density):
+    """Same components, numbered in the same (raster) order, as ``ndi.label`` with the 3 x 3 square."""
+    from scipy import ndimage as ndi
+
+    from featuremass.features import segmentation as seg
+
+    rng = np.random.default_rng(int(density * 100))
+    for shape in ((1, 1), (1, 9), (9, 1), (23, 17), (40, 40)):
+        mask = rng.random(shape) < density
+        labels, n = seg.label8(mask)
+        ref, n_ref = ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
+        assert n == n_ref
+        assert labels.dtype == ref.dtype
+        np.testing.assert_array_equal(labels, ref)
+        # A region of every pixel, and of none.
+        for m in (np.ones(shape, dtype=bool), np.zeros(shape, dtype=bool)):
+            np.testing.assert_array_equal(seg.label8(m)[0], ndi.label(m, structure=np.ones((3, 3)))[0])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_component8_kernel_matches_the_labelling(seed):
+    """``labels == labels[y, x]`` of ``ndi.label``, also from a pixel outside the mask (the background)."""
+    from scipy import ndimage as ndi
+
+    from featuremass.features import segmentation as seg
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((31, 26)) < 0.45
+    ref, _ = ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
+    for y, x in zip(rng.integers(0, 31, 12), rng.integers(0, 26, 12), strict=True):
+        np.testing.assert_array_equal(seg.component8(mask, y, x), ref == ref[y, x])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sky_clipping_kernel_matches_numpy_bit_for_bit(seed):
+    """The compiled clipping passes of ``estimate_sky`` against their ``np.cumsum`` / ``np.searchsorted`` reference."""
+    from featuremass.features import sky
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(60, 3000))
+    values = rng.normal(3.0, 0.5, n)
+    values[: n // 7] += rng.exponential(4.0, n // 7)  # a source's tail to clip
+    values = np.sort(np.round(values, 2 if seed % 2 else 12))  # ties on every other seed
+    med = float(np.median(values))
+    sigma = 1.4826 * float(np.median(np.abs(values - med)))
+    for clip, n_iter, min_pixels in ((3.0, 5, 50), (2.0, 10, 10), (1.0, 3, n - 5), (0.05, 5, 50)):
+        factor = sky._clip_std_factor(clip)
+        got = sky._clip_sorted_kernel(values, med, sigma, clip, n_iter, min_pixels, factor)
+        ref = sky._clip_sorted_reference(values, med, sigma, clip, n_iter, min_pixels, factor)
+        assert got[0] == ref[0] and got[4] == ref[4]
+        np.testing.assert_array_equal(np.array(got[1:4]), np.array(ref[1:4]))  # NaN where both fail
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_petrosian_crossing_kernel_matches_numpy(seed):
+    """The compiled crossing search of ``petrosian_radius`` against its NumPy reference, in and out of a box."""
+    from featuremass.features import radii
+
+    rng = np.random.default_rng(seed)
+    ny, nx = 45, 51
+    y, x = np.mgrid[:ny, :nx]
+    elong = 1.0 if seed % 2 == 0 else 1.6
+    rho = np.hypot(x - 25.3, (y - 21.8) * elong)
+    img = np.exp(-rho / rng.uniform(2.0, 9.0)) + rng.normal(0.0, 0.01 * (seed + 1), (ny, nx))
+    if seed == 3:
+        img[::3] = 0.0  # a striped, masked stamp: annuli lose coverage
+    mask = rng.random((ny, nx)) < 0.05 * seed
+    coarse = np.linspace(1.0, float(np.hypot(ny, nx)) * elong, 100)
+    for r_valid in (None, 8.5, 20.0):
+        r_max = coarse[-1] if r_valid is None else r_valid
+        grid, (flux, area) = radii._growth_curves((np.where(mask, 0.0, img), (~mask).astype(float)), rho, r_max)
+        for eta in (0.01, 0.2, 0.5, 0.95):
+            ref = radii._crossing_reference(flux, area, grid, coarse, r_valid, eta, elong)
+            found, value = radii._crossing_kernel(flux, area, grid, 10, coarse, -1.0 if r_valid is None else r_valid,
+                                                  r_valid is not None, eta, elong, radii.MIN_ANNULUS_COVERAGE,
+                                                  radii.GRID_STEP)
+            if ref is None:
+                assert not found
+            else:
+                assert found
+                np.testing.assert_array_equal(value, ref)  # bit for bit, NaN included
