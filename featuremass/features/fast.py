@@ -24,6 +24,7 @@ above the sky), ``BAD_PIXELS`` (non-finite pixels, replaced by the sky),
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -149,6 +150,31 @@ def second_moment_shape(weights, xc, yc) -> tuple[np.ndarray, np.ndarray]:
     return ellipticity, radius
 
 
+@njit(cache=True)
+def _radial_bins(data, xc, yc, step, nb, r, flux, count):
+    """Distance ``r`` of every pixel from ``(xc, yc)`` and the flux and pixel count per radial bin.
+
+    ``r = sqrt((x - xc)^2 + (y - yc)^2)``; bin ``min(int(r / step), nb)``
+    (``nb``: outside ``r_max``). The flux is accumulated pixel by pixel in
+    row-major order, as ``np.bincount`` with weights does. Fills ``r``,
+    ``flux`` and ``count`` ((n, nb + 1)).
+    """
+    n, ny, nx = data.shape
+    for k in range(n):
+        for b in range(nb + 1):
+            flux[k, b] = 0.0
+            count[k, b] = 0.0
+        for y in range(ny):
+            dy = y - yc[k]
+            for x in range(nx):
+                dx = x - xc[k]
+                rr = math.sqrt(dx * dx + dy * dy)
+                r[k, y, x] = rr
+                b = min(int(rr / step), nb)
+                flux[k, b] += data[k, y, x]
+                count[k, b] += 1.0
+
+
 def _cumulative_at(cum: np.ndarray, radii: np.ndarray, step: float) -> np.ndarray:
     """Linear interpolation of per-stamp cumulative sums at arbitrary radii.
 
@@ -271,20 +297,27 @@ def gini_of_brightest(sorted_desc: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _rotate_about(data, mx, my, rotated, valid):
-    """``rotated[k, y, x] = data[k, my - y, mx - x]`` where that pixel is in the stamp (``valid``), else 0."""
+def _rotation_terms(data, mx, my, region, diff, absd, npix):
+    """``|I - I_180|`` and ``|I|`` where the pixel is in ``region`` and its partner in the stamp, else 0.
+
+    ``I_180[k, y, x] = I[k, my - y, mx - x]``; ``npix`` counts the pixels that count.
+    """
     n, ny, nx = data.shape
     for k in range(n):
+        count = 0
         for y in range(ny):
             sy = my[k] - y
             for x in range(nx):
                 sx = mx[k] - x
-                if 0 <= sy < ny and 0 <= sx < nx:
-                    rotated[k, y, x] = data[k, sy, sx]
-                    valid[k, y, x] = True
+                if region[k, y, x] and 0 <= sy < ny and 0 <= sx < nx:
+                    v = data[k, y, x]
+                    diff[k, y, x] = abs(v - data[k, sy, sx])
+                    absd[k, y, x] = abs(v)
+                    count += 1
                 else:
-                    rotated[k, y, x] = 0.0
-                    valid[k, y, x] = False
+                    diff[k, y, x] = 0.0
+                    absd[k, y, x] = 0.0
+        npix[k] = count
 
 
 def rotational_asymmetry_stamp(data: np.ndarray, sigma: np.ndarray, region=None, center=None) -> np.ndarray:
@@ -300,24 +333,25 @@ def rotational_asymmetry_stamp(data: np.ndarray, sigma: np.ndarray, region=None,
     """
     n, ny, nx = data.shape
     if center is None and region is None:
-        # every pixel has its partner: the sums of the masked version without the mask
-        num = np.abs(data - data[:, ::-1, ::-1]).sum(axis=(1, 2))
+        # Every pixel has its partner: the sums of the masked version without the mask. The
+        # rotated copy is made contiguous first (arithmetic on a reversed view is slow).
+        num = np.abs(data - np.ascontiguousarray(data[:, ::-1, ::-1])).sum(axis=(1, 2))
         den = np.abs(data).sum(axis=(1, 2))
         npix = np.full(n, ny * nx)
     else:
+        # The masked terms |I - I_180| and |I| in one compiled pass (the same values as
+        # np.where(valid, ...)), summed by NumPy as before.
         if center is None:
-            rotated = data[:, ::-1, ::-1]
-            valid = np.ones(data.shape, dtype=bool)
+            mx, my = np.full(n, nx - 1), np.full(n, ny - 1)
         else:
             mx = np.round(2 * np.nan_to_num(center[0], nan=nx - 1)).astype(np.int64)
             my = np.round(2 * np.nan_to_num(center[1], nan=ny - 1)).astype(np.int64)
-            rotated, valid = np.empty(data.shape), np.empty(data.shape, dtype=bool)
-            _rotate_about(data, mx, my, rotated, valid)
-        if region is not None:
-            valid &= region
-        num = np.where(valid, np.abs(data - rotated), 0.0).sum(axis=(1, 2))
-        den = np.where(valid, np.abs(data), 0.0).sum(axis=(1, 2))
-        npix = valid.sum(axis=(1, 2))
+        mask = np.ones(data.shape, dtype=bool) if region is None else np.broadcast_to(region, data.shape)
+        diff, absd = np.empty(data.shape), np.empty(data.shape)
+        npix = np.empty(n, dtype=np.int64)
+        _rotation_terms(data, mx, my, mask, diff, absd, npix)
+        num = diff.sum(axis=(1, 2))
+        den = absd.sum(axis=(1, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
         a = (num - npix * 2.0 * sigma / np.sqrt(np.pi)) / den
     a[~(den > 0)] = np.nan
@@ -402,14 +436,11 @@ def _fast_block(img: np.ndarray, border_width):
     # Curve of growth about the centroid: one bincount over (stamp, radial bin).
     r_max = 0.5 * min(ny, nx)
     nb = int(np.ceil(r_max / GROWTH_STEP))
-    xs = np.arange(nx, dtype=np.float64)
-    ys = np.arange(ny, dtype=np.float64)
-    r = np.sqrt((xs[None, None, :] - np.nan_to_num(xc, nan=0.5 * (nx - 1))[:, None, None]) ** 2
-                + (ys[None, :, None] - np.nan_to_num(yc, nan=0.5 * (ny - 1))[:, None, None]) ** 2)
-    bins = np.minimum((r / GROWTH_STEP).astype(np.int64), nb)  # bin nb: outside r_max
-    idx = (np.arange(n)[:, None, None] * (nb + 1) + bins).ravel()
-    flux = np.bincount(idx, weights=data.ravel(), minlength=n * (nb + 1)).reshape(n, nb + 1)[:, :nb]
-    count = np.bincount(idx, minlength=n * (nb + 1)).reshape(n, nb + 1)[:, :nb].astype(np.float64)
+    r = np.empty(data.shape)
+    flux, count = np.empty((n, nb + 1)), np.empty((n, nb + 1))
+    _radial_bins(data, np.nan_to_num(xc, nan=0.5 * (nx - 1)), np.nan_to_num(yc, nan=0.5 * (ny - 1)),
+                 GROWTH_STEP, nb, r, flux, count)
+    flux, count = flux[:, :nb], count[:, :nb]  # bin nb: outside r_max
     cum_flux, cum_count = np.cumsum(flux, axis=1), np.cumsum(count, axis=1)
     total = cum_flux[:, -1]
     radii = growth_curve_radii(cum_flux, total, FRACTIONS, GROWTH_STEP)
