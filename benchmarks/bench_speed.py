@@ -156,8 +156,11 @@ def section_fast(layout, args) -> list[str]:
         print(f"fast {npix}px: {cpu_alone:.0f}/CPU s alone", flush=True)
     lines += ["", "`seed-log` inverts the whole chunk in one compiled pass "
               "(`featuremass.features.seedlog.seed_log_inverse_stack`: one batched sort, the dynamic range "
-              "found with the map evaluated lazily); `auto` detects and inverts each stamp's stretch "
-              "(`invert_stretch`, per stamp)."]
+              "found with the map evaluated lazily); `auto` detects and inverts each stamp's stretch for the "
+              "whole chunk (`featuremass.features.seedlog.invert_stretch_stack`: one batched sort, the level "
+              "bins by selection and the detection compiled, reading each candidate inverse lazily; clipped "
+              "skies, stamps with bad pixels or outside [-1, 1] go through `invert_stretch`, per stamp). "
+              "Both give the per-stamp inverse's numbers (tests/io/test_stretch_kernels.py)."]
     return lines + [""]
 
 

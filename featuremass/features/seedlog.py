@@ -36,8 +36,7 @@ import numpy as np
 from numba import njit
 
 from featuremass.io.stretch import (
-    _MIN_BIN_PIXELS,
-    _N_LEVEL_BINS,
+        _N_LEVEL_BINS,
     _RANGE_SLACK,
     CLIPPED_FLOOR_FRACTION,
     DEFAULT_SCALE_FACTOR,
@@ -51,9 +50,8 @@ from featuremass.io.stretch import (
 from featuremass.io.stretch_kernels import (
     _LN10,
     _auto_rows,
-    _bin_keys,
     _dynamic_range_kernel,
-    _residual_rows,
+    _level_bins_rows,
     _robust_sky_g,
 )
 
@@ -224,37 +222,14 @@ def invert_stretch_stack(stack: np.ndarray, kind: str = "auto") -> tuple[np.ndar
 def _level_bins_stack(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`featuremass.io.stretch._level_bins` of every stamp of ``u`` (n, ny, nx), all pixels valid.
 
-    The same arithmetic in the same order, batched: the residual and 3 x 3
-    level of every interior pixel (``_residual_levels``), one sort of the
-    levels and one of the composite keys ``bin * span + (s - s_min)``.
-    Returns ``(levels, medians, counts)``, each (n, 16) over all 16 bins;
-    the bins counting fewer than ``_MIN_BIN_PIXELS`` are the caller's to drop
-    (and every count is 0 where ``_level_bins`` returns nothing).
+    Returns ``(levels, medians, counts)``, each (n, 16) over all 16 bins; the
+    bins counting fewer than ``_MIN_BIN_PIXELS`` are the caller's to drop
+    (every count is 0 where ``_level_bins`` returns nothing). Compiled
+    (:func:`featuremass.io.stretch_kernels._level_bins_rows`: order statistics
+    by selection, the same numbers as the per-stamp sorts).
     """
     n = len(u)
-    nb = _N_LEVEL_BINS
-    m = (u.shape[1] - 2) * (u.shape[2] - 2)
-    s, lev, ok = np.empty((n, m)), np.empty((n, m)), np.empty((n, m), dtype=np.bool_)
-    _residual_rows(u, s, lev, ok)
-    count = np.count_nonzero(ok, axis=1)
-    lev_sorted = np.sort(np.where(ok, lev, np.inf), axis=1)
-    rows = np.arange(n)
-    lo = lev_sorted[rows, (0.01 * (count - 1)).astype(np.int64).clip(0)]
-    hi = lev_sorted[rows, (0.99 * (count - 1)).astype(np.int64).clip(0)]
-    empty = (count < 3 * _MIN_BIN_PIXELS) | ~(hi > lo)
-    step = (hi - lo) / nb  # np.linspace(lo, hi, nb + 1)[1:-1]
-    inner = np.arange(1, nb)[None, :] * step[:, None] + lo[:, None]
-    key = np.empty((n, m))
-    counts = np.empty((n, nb), dtype=np.int64)
-    s_min, span = np.empty(n), np.empty(n)
-    _bin_keys(lev, s, ok, inner, hi, key, counts, s_min, span)
-    key.sort(axis=1)
-    starts = np.cumsum(counts, axis=1) - counts
-    last = m - 1
-    lower = key[rows[:, None], np.clip(starts + (counts - 1) // 2, 0, last)]
-    upper = key[rows[:, None], np.clip(starts + counts // 2, 0, last)]
-    offset = np.arange(nb)[None, :] * span[:, None] - s_min[:, None]
-    meds = ((lower - offset) + (upper - offset)) / 2.0
-    levels = lev_sorted[rows[:, None], np.clip(starts + counts // 2, 0, last)]
-    counts[empty] = 0
+    levels, meds = np.empty((n, _N_LEVEL_BINS)), np.empty((n, _N_LEVEL_BINS))
+    counts = np.empty((n, _N_LEVEL_BINS), dtype=np.int64)
+    _level_bins_rows(np.ascontiguousarray(u, dtype=np.float64), levels, meds, counts)
     return levels, meds, counts

@@ -255,9 +255,8 @@ def _dynamic_range_kernel(u, scale_factor):
 #
 # ``featuremass.io.stretch.invert_stretch(stamp, "auto")`` on a regular stamp
 # (every pixel finite, values within [-1, 1], not constant, no pile-up at the
-# floor), compiled step for step from the binned residual levels (built for
-# the whole stack in NumPy by ``featuremass.features.seedlog._level_bins_stack``,
-# with ``_bin_levels``): the homoscedastic ``R`` (``_log_slope``), the seed-log
+# floor), compiled step for step from the binned residual levels
+# (``_level_bins_rows``, at the end of this module): the homoscedastic ``R`` (``_log_slope``), the seed-log
 # candle, the asinh scale, sky and candle, and the lower-tail score of each
 # family. Every robust statistic of an inverse reads the sorted stamp through
 # the lazy map above, so no inverse image is built until the winner is known.
@@ -271,67 +270,6 @@ def _dynamic_range_kernel(u, scale_factor):
 _SHIFTED, _ASINH, _LINEAR, _FALLBACK = 0, 2, 3, -1
 _MIN_BIN_PIXELS = 15
 _AGREE_LOW, _AGREE_HIGH = 0.85, 1.55
-
-
-@njit(cache=True)
-def _residual_rows(u, s, lev, ok):
-    """``featuremass.io.stretch._residual_levels`` of every stamp of ``u`` (n, ny, nx), all pixels valid.
-
-    Fills ``s`` (log|r|), ``lev`` (the 3 x 3 mean) and ``ok`` (``r != 0``),
-    each (n, (ny - 2) (nx - 2)) in row-major order of the centre pixel, with
-    the same expressions in the same order as the per-stamp kernel.
-    """
-    n, ny, nx = u.shape
-    for k in range(n):
-        q = 0
-        for i in range(1, ny - 1):
-            for j in range(1, nx - 1):
-                a = u[k, i - 1, j - 1] - 2.0 * u[k, i, j - 1] + u[k, i + 1, j - 1]
-                b = u[k, i - 1, j] - 2.0 * u[k, i, j] + u[k, i + 1, j]
-                c = u[k, i - 1, j + 1] - 2.0 * u[k, i, j + 1] + u[k, i + 1, j + 1]
-                r = a - 2.0 * b + c
-                t = ((u[k, i - 1, j - 1] + u[k, i, j - 1] + u[k, i + 1, j - 1])
-                     + (u[k, i - 1, j] + u[k, i, j] + u[k, i + 1, j])
-                     + (u[k, i - 1, j + 1] + u[k, i, j + 1] + u[k, i + 1, j + 1]))
-                ok[k, q] = r != 0
-                s[k, q] = np.log(abs(r)) if r != 0 else 0.0
-                lev[k, q] = t / 9.0
-                q += 1
-
-
-@njit(cache=True)
-def _bin_keys(lev, s, ok, inner, hi, key, counts, s_min_out, span_out):
-    """Bin of each residual level and the sort key ``bin * span + (s - s_min)`` of ``_level_bins``.
-
-    A level's bin is ``searchsorted(inner, lev, 'right')`` (``inner`` (n, 15)
-    the inner edges); levels above ``hi`` or with ``r = 0`` are left out and
-    get the key ``16 * span``, after every bin. ``s_min`` and ``span = s_max
-    - s_min + 1`` run over the binned entries. Fills ``key`` (n, m), the
-    bin counts ``counts`` (n, 16), ``s_min_out`` and ``span_out`` (n,).
-    """
-    nb = inner.shape[1] + 1
-    m = lev.shape[1]
-    bins = np.empty(m, dtype=np.int64)
-    for i in range(lev.shape[0]):
-        for b in range(nb):
-            counts[i, b] = 0
-        s_min, s_max = np.inf, -np.inf
-        for j in range(m):
-            x = lev[i, j]
-            if not ok[i, j] or not x <= hi[i]:
-                bins[j] = nb
-                continue
-            b = 0
-            while b < nb - 1 and inner[i, b] <= x:
-                b += 1
-            bins[j] = b
-            counts[i, b] += 1
-            s_min = min(s_min, s[i, j])
-            s_max = max(s_max, s[i, j])
-        span = s_max - s_min + 1.0
-        for j in range(m):
-            key[i, j] = nb * span if bins[j] == nb else bins[j] * span + (s[i, j] - s_min)
-        s_min_out[i], span_out[i] = s_min, span
 
 
 @njit(cache=True)
@@ -505,3 +443,124 @@ def _auto_rows(u_sorted, bin_levels, bin_meds, bin_counts, kinds, params, uncert
         res = _auto_kernel(u_sorted[i], levels, meds, weights)
         kinds[i], params[i], uncertain[i], modes[i] = res[0], res[1], res[2], res[3]
         a[i], b[i], sky[i], sigma[i] = res[4], res[5], res[6], res[7]
+
+
+@njit(cache=True)
+def _select(a, lo, hi, k):
+    """The ``k``-th smallest (0-based) of ``a[lo:hi]``, partially reordering it in place (Hoare's select)."""
+    k += lo
+    hi -= 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        x, y, z = a[lo], a[mid], a[hi]
+        pivot = max(min(x, y), min(max(x, y), z))  # median of three
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return a[k]
+    return a[k]
+
+
+@njit(cache=True)
+def _level_bins_rows(u, levels, meds, counts):
+    """``featuremass.io.stretch._level_bins(u[k], all True)`` of every stamp, by selection instead of sorts.
+
+    Every number ``_level_bins`` reads from its two sorted arrays is an order
+    statistic: the 1 % and 99 % levels, and in each bin the middle level and
+    the middle one or two ``log|r|``. Each is found here by selection
+    (:func:`_select`), which returns the same value as indexing the sorted
+    array; the bin medians then go through the same key arithmetic
+    (``bin * span + (s - s_min)`` minus ``bin * span - s_min``; the key is
+    non-decreasing in ``s``, so the key of the order statistic is the order
+    statistic of the keys). Fills ``levels``, ``meds`` and ``counts`` (n, 16),
+    every count 0 where ``_level_bins`` returns nothing.
+    """
+    n, ny, nx = u.shape
+    nb = counts.shape[1]
+    m = (ny - 2) * (nx - 2)
+    s = np.empty(m)
+    lev = np.empty(m)
+    work = np.empty(m)
+    group_s = np.empty(m)
+    group_l = np.empty(m)
+    bins = np.empty(m, dtype=np.int64)
+    inner = np.empty(nb - 1)
+    starts = np.empty(nb + 1, dtype=np.int64)
+    for k in range(n):
+        for b in range(nb):
+            counts[k, b] = 0
+            levels[k, b] = np.nan
+            meds[k, b] = np.nan
+        q = 0
+        for i in range(1, ny - 1):  # _residual_levels, its expressions in its order
+            for j in range(1, nx - 1):
+                a = u[k, i - 1, j - 1] - 2.0 * u[k, i, j - 1] + u[k, i + 1, j - 1]
+                bb = u[k, i - 1, j] - 2.0 * u[k, i, j] + u[k, i + 1, j]
+                c = u[k, i - 1, j + 1] - 2.0 * u[k, i, j + 1] + u[k, i + 1, j + 1]
+                r = a - 2.0 * bb + c
+                if r == 0:
+                    continue
+                t = ((u[k, i - 1, j - 1] + u[k, i, j - 1] + u[k, i + 1, j - 1])
+                     + (u[k, i - 1, j] + u[k, i, j] + u[k, i + 1, j])
+                     + (u[k, i - 1, j + 1] + u[k, i, j + 1] + u[k, i + 1, j + 1]))
+                s[q] = np.log(abs(r))
+                lev[q] = t / 9.0
+                q += 1
+        if q < 3 * _MIN_BIN_PIXELS:
+            continue
+        work[:q] = lev[:q]
+        lo = _select(work, 0, q, int(0.01 * (q - 1)))
+        hi = _select(work, 0, q, int(0.99 * (q - 1)))
+        if not hi > lo:
+            continue
+        step = (hi - lo) / nb  # np.linspace(lo, hi, nb + 1)[1:-1]
+        for b in range(1, nb):
+            inner[b - 1] = b * step + lo
+        s_min, s_max = np.inf, -np.inf
+        for e in range(q):
+            x = lev[e]
+            if not x <= hi:
+                bins[e] = nb
+                continue
+            b = 0
+            while b < nb - 1 and inner[b] <= x:
+                b += 1
+            bins[e] = b
+            counts[k, b] += 1
+            s_min = min(s_min, s[e])
+            s_max = max(s_max, s[e])
+        span = s_max - s_min + 1.0
+        starts[0] = 0
+        for b in range(nb):
+            starts[b + 1] = starts[b] + counts[k, b]
+        fill = starts[:nb].copy()
+        for e in range(q):
+            b = bins[e]
+            if b < nb:
+                group_s[fill[b]] = s[e]
+                group_l[fill[b]] = lev[e]
+                fill[b] += 1
+        for b in range(nb):
+            size = counts[k, b]
+            if size < _MIN_BIN_PIXELS:
+                continue
+            first, stop = starts[b], starts[b + 1]
+            s_lower = _select(group_s, first, stop, (size - 1) // 2)
+            s_upper = _select(group_s, first, stop, size // 2)
+            offset = b * span - s_min
+            lower = (b * span + (s_lower - s_min)) - offset
+            upper = (b * span + (s_upper - s_min)) - offset
+            meds[k, b] = (lower + upper) / 2.0
+            levels[k, b] = _select(group_l, first, stop, size // 2)
