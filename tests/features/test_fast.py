@@ -98,3 +98,70 @@ def test_cli_extract_fast_feature_set(sersic, tmp_path):
     assert meta["feature_set"] == "fast"
     assert main(["extract", "--images", str(imgs), "--feature-set", "fast", "--backend", "statmorph",
                  "--out", str(tmp_path / "g.parquet")]) == 2
+
+
+def test_compiled_areas_and_gini_match_their_numpy_references():
+    from featuremass.features.fast import (
+        FRACTIONS,
+        _areas_gini_kernel,
+        gini_of_brightest,
+        light_areas,
+    )
+
+    rng = np.random.default_rng(4)
+    rows = np.concatenate([rng.exponential(1.0, (6, 500)) - 0.3,   # sky below zero too
+                           rng.normal(0.0, 1.0, (2, 500)),          # total may be <= 0
+                           np.zeros((1, 500))], axis=0)
+    rows[0, :3] = [50.0, 40.0, 30.0]                               # a few pixels hold most light
+    sorted_asc = np.sort(rows, axis=1)
+    total = rows.sum(axis=1)
+    areas, gini = np.empty((len(rows), 3)), np.empty(len(rows))
+    _areas_gini_kernel(sorted_asc, total, np.asarray(FRACTIONS), areas, gini)
+    sorted_desc = sorted_asc[:, ::-1]
+    ref_areas = light_areas(sorted_desc, total, FRACTIONS)
+    np.testing.assert_array_equal(areas, ref_areas)
+    np.testing.assert_array_equal(gini, gini_of_brightest(sorted_desc, ref_areas[:, 2]))
+    assert np.isfinite(areas[:6]).all() and np.isnan(areas[-1]).all()
+
+
+def test_centred_asymmetry_matches_the_masked_numpy_expression():
+    from featuremass.features.fast import rotational_asymmetry_stamp
+
+    rng = np.random.default_rng(9)
+    n, ny, nx = 4, 21, 24
+    data = rng.normal(size=(n, ny, nx)) + 5.0 * rng.uniform(size=(n, 1, 1))
+    sigma = rng.uniform(0.5, 1.5, n)
+    center = (np.array([10.2, 3.0, np.nan, 20.7]), np.array([9.6, 15.4, 4.0, np.nan]))
+    region = rng.uniform(size=data.shape) < 0.7
+    got = rotational_asymmetry_stamp(data, sigma, region=region, center=center)
+    # reference: I_180[y, x] = I[2 y_c - y, 2 x_c - x] by fancy indexing, pixels without a partner masked
+    mx = np.round(2 * np.nan_to_num(center[0], nan=nx - 1)).astype(int)
+    my = np.round(2 * np.nan_to_num(center[1], nan=ny - 1)).astype(int)
+    xs, ys = mx[:, None] - np.arange(nx), my[:, None] - np.arange(ny)
+    valid = ((ys >= 0) & (ys < ny))[:, :, None] & ((xs >= 0) & (xs < nx))[:, None, :] & region
+    rotated = data[np.arange(n)[:, None, None], ys.clip(0, ny - 1)[:, :, None], xs.clip(0, nx - 1)[:, None, :]]
+    num = np.where(valid, np.abs(data - rotated), 0.0).sum(axis=(1, 2))
+    den = np.where(valid, np.abs(data), 0.0).sum(axis=(1, 2))
+    expected = (num - valid.sum(axis=(1, 2)) * 2.0 * sigma / np.sqrt(np.pi)) / den
+    np.testing.assert_array_equal(got, expected)
+    whole = rotational_asymmetry_stamp(data, sigma)
+    expected = (np.abs(data - data[:, ::-1, ::-1]).sum(axis=(1, 2)) - ny * nx * 2.0 * sigma / np.sqrt(np.pi)) \
+        / np.abs(data).sum(axis=(1, 2))
+    np.testing.assert_array_equal(whole, expected)
+
+
+def test_radial_bins_match_bincount():
+    from featuremass.features.fast import _radial_bins
+
+    rng = np.random.default_rng(2)
+    data = rng.normal(size=(3, 17, 19))
+    xc, yc = rng.uniform(5, 12, 3), rng.uniform(5, 12, 3)
+    nb, step = 12, 0.5
+    r, flux, count = np.empty(data.shape), np.empty((3, nb + 1)), np.empty((3, nb + 1))
+    _radial_bins(data, xc, yc, step, nb, r, flux, count)
+    y, x = np.mgrid[:17, :19]
+    ref_r = np.sqrt((x[None] - xc[:, None, None]) ** 2 + (y[None] - yc[:, None, None]) ** 2)
+    np.testing.assert_array_equal(r, ref_r)
+    idx = (np.arange(3)[:, None, None] * (nb + 1) + np.minimum((ref_r / step).astype(int), nb)).ravel()
+    np.testing.assert_array_equal(flux.ravel(), np.bincount(idx, weights=data.ravel(), minlength=3 * (nb + 1)))
+    np.testing.assert_array_equal(count.ravel(), np.bincount(idx, minlength=3 * (nb + 1)))

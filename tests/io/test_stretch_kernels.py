@@ -80,3 +80,71 @@ def test_batched_seed_log_inverse_matches_the_per_stamp_inverse():
     # float64 input gives the same as float32 (the sort order is the same)
     lin64, R64 = seed_log_inverse_stack(stack.astype(np.float64))
     np.testing.assert_array_equal(R64, R)
+
+
+def _stamp_of_each_kind(rng, kind, n=48):
+    """A noisy exponential disc (knots on some) under one stretch, softening 1 or 3 sky sigmas."""
+    img = _galaxy(rng, n=n, flux=10.0 ** rng.uniform(1.5, 3.5))
+    if rng.uniform() < 0.5:
+        y, x = np.mgrid[:n, :n]
+        cy, cx = rng.uniform(n / 3, 2 * n / 3, 2)
+        img += 30.0 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 2.0)
+    return stretch.apply_stretch(img, kind, softening=float(rng.choice([1.0, 3.0])))
+
+
+def test_stack_auto_inverse_matches_the_per_stamp_inverse():
+    from featuremass.features.seedlog import invert_stretch_stack
+
+    rng = np.random.default_rng(11)
+    stamps = [_stamp_of_each_kind(rng, kind) for kind in stretch.STRETCHES for _ in range(5)]
+    stack = np.stack(stamps).astype(np.float32)
+    stack[1, 4, 4] = np.nan                          # a bad pixel: the per-stamp path
+    stack[2] = 0.5                                   # a constant stamp
+    stack = np.concatenate([stack, 40.0 * stack[-1:]])  # outside [-1, 1]: linear flux
+    linear, meta, uncertain = invert_stretch_stack(stack)
+    kinds = set()
+    for i, stamp in enumerate(stack):
+        with np.errstate(all="ignore"):
+            inv = stretch.invert_stretch(stamp.astype(np.float64), "auto")
+        expected = inv.metadata()
+        kinds.add(inv.kind)
+        assert meta[i, 0] == expected["stretch_code"], i
+        assert meta[i, 2] == expected["censored_fraction"], i
+        assert (np.isnan(meta[i, 1]) and np.isnan(expected["stretch_param"])) or \
+            meta[i, 1] == pytest.approx(expected["stretch_param"], rel=1e-12), i
+        assert uncertain[i] == inv.uncertain, i
+        np.testing.assert_allclose(linear[i], inv.image, rtol=1e-12, atol=1e-12)
+    assert kinds == set(stretch.STRETCHES)  # every branch of the detection was taken
+    # another kind than auto: stamp by stamp, the same
+    lin2, meta2, _ = invert_stretch_stack(stack[:3], "asinh")
+    np.testing.assert_allclose(lin2[0], stretch.invert_stretch(stack[0].astype(np.float64), "asinh").image)
+    assert (meta2[:, 0] == stretch.STRETCH_CODES["asinh"]).all()
+
+
+def test_stacked_level_bins_are_the_per_stamp_level_bins():
+    from featuremass.features.seedlog import _level_bins_stack
+
+    rng = np.random.default_rng(5)
+    stack = np.stack([_stamp_of_each_kind(rng, kind) for kind in ("shifted-log", "asinh", "linear")])
+    stack[1, :6] = stack[1, 6, 0]  # flat rows: residuals r = 0 are left out
+    u = (stack - stack.min(axis=(1, 2), keepdims=True)) / np.ptp(stack, axis=(1, 2), keepdims=True)
+    levels, meds, counts = _level_bins_stack(u.astype(np.float64))
+    for i in range(len(u)):
+        ref = stretch._level_bins(u[i].astype(np.float64), np.ones(u[i].shape, dtype=bool))
+        keep = counts[i] >= stretch._MIN_BIN_PIXELS
+        np.testing.assert_array_equal(levels[i][keep], ref[0])
+        np.testing.assert_array_equal(meds[i][keep], ref[1])
+        np.testing.assert_array_equal(counts[i][keep].astype(np.float64), ref[2])
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_lazy_maps_are_the_eager_numpy_expressions(mode):
+    rng = np.random.default_rng(mode)
+    u = np.sort(np.concatenate([rng.normal(0.3, 0.02, 2000), rng.uniform(0.3, 1.0, 300)]))
+    a, b = (0.0, 0.0) if mode == 0 else (2.7, stretch_kernels._LN10) if mode == 1 else (9.0, 0.31)
+    eager = u if mode == 0 else np.expm1(u * a * np.log(10.0)) if mode == 1 else np.sinh(a * (u - b))
+    med, sig = stretch._robust_sky_sorted_py(eager)
+    got = stretch_kernels._robust_sky_m(u, mode, a, b, 5, 3.0)
+    assert got[0] == pytest.approx(med, rel=1e-13, abs=1e-15) and got[1] == pytest.approx(sig, rel=1e-13)
+    assert stretch_kernels._lower_tail_excess_kernel(u, mode, a, b) == pytest.approx(
+        stretch._lower_tail_excess(eager), rel=1e-12)
