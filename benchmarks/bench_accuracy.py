@@ -609,7 +609,8 @@ def missing_lines(missing, args) -> list[str]:
     for cell, models in by_cell.items():
         backup = cnn_paths(args, cell)["epochs"]
         done = len(json.loads(backup.read_text())) if backup.is_file() else 0
-        state = f" (CNN: {done} epochs done so far; running, or resumes from its backup)" \
+        state = (f" (CNN: {done} epochs done so far; still running, or resumes from its backup "
+                 f"in `{cnn_paths(args, cell)['backup']}` where that cache is kept)") \
             if "cnn" in models and done else ""
         lines.append(f"- {cell}: {', '.join(models)}{state}")
     return ["## Not measured yet", "",
