@@ -142,6 +142,10 @@ def parse_args(argv=None):
                         "DATA/bench-cache); a finished cell is never recomputed")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 32 px, 150/300 training galaxies, 3 CNN epochs")
+    p.add_argument("--previous", type=Path, default=None,
+                   help="benchmark.json of an earlier run on the same survey and feature engine: "
+                        "its rows fill (cell, model) pairs missing from the cache, marked as "
+                        "carried over (default: none)")
     args = p.parse_args(argv)
     args.plan = QUICK_PLAN if args.quick else PLAN
     if args.quick:
@@ -443,6 +447,79 @@ def load_cache(args, cells) -> tuple[list[dict], dict, list[str]]:
     return rows, panels, missing
 
 
+PREDICTIONS = "benchmark_predictions.parquet"
+
+
+def panel_column(key: tuple) -> str:
+    """Column name of one (npix, n_train, inputs, seed, model) panel in the predictions table."""
+    npix, n, inputs, seed, model = key
+    return f"{npix}px:{n}:{inputs}:s{seed}:{model}"
+
+
+def write_predictions(path: Path, panels: dict, ids) -> None:
+    """Test predictions of every finished (cell, model), one column each (parquet, float64)."""
+    from featuremass.io.layout import atomic_output
+
+    table = pd.DataFrame({"galaxy_id": np.asarray(ids)})
+    for key in sorted(panels, key=lambda k: (k[0], k[1], INPUT_SETS.index(k[2]), k[3],
+                                             MODEL_ORDER.index(k[4]))):
+        table[panel_column(key)] = np.asarray(panels[key], dtype=np.float64)
+    with atomic_output(path) as tmp:
+        table.to_parquet(tmp, index=False)
+
+
+def merge_previous(args, rows: list[dict], panels: dict, missing: list, test_ids) -> dict:
+    """Fill (cell, model) pairs missing from the cache with the rows of ``args.previous``.
+
+    Only a previous run on the same survey (simulation seed, split sizes, test galaxies)
+    and the same feature engine is accepted. Carried-over rows are marked with
+    ``carried_over`` (the earlier run's command and date); their test predictions come
+    from the earlier run's predictions table when it has one, so the paired comparisons
+    can use them. Rows present in both are compared, as a reproducibility check.
+    """
+    from featuremass._version import FEATURE_ENGINE_VERSION
+
+    info = {"from": None, "carried": 0, "compared": []}
+    if args.previous is None:
+        return info
+    prev = json.loads(args.previous.read_text())
+    if prev.get("feature_engine_version") != FEATURE_ENGINE_VERSION:
+        raise SystemExit(f"error: --previous {args.previous} was made with feature engine "
+                         f"{prev.get('feature_engine_version')}, this checkout has "
+                         f"{FEATURE_ENGINE_VERSION}; its rows cannot be carried over")
+    meta = prev.get("survey", {})
+    want = {"seed": survey_seed(args.data), "n_val": args.n_val, "n_test": args.n_test}
+    for k, v in want.items():
+        if k in meta and meta[k] != v:
+            raise SystemExit(f"error: --previous {args.previous} was run on a survey with "
+                             f"{k}={meta[k]}, this one has {v}")
+    pred_path = args.previous.parent / PREDICTIONS
+    prev_preds = pd.read_parquet(pred_path) if pred_path.is_file() else None
+    if prev_preds is not None and not np.array_equal(prev_preds["galaxy_id"], test_ids):
+        raise SystemExit(f"error: {pred_path} holds other test galaxies than {args.data}")
+    origin = {"command": prev.get("command"), "date": prev.get("provenance", {}).get("date"),
+              "file": args.previous.name}
+    info["from"] = origin
+    index = {(r["npix"], r["n_train"], r["inputs"], r["seed"], r["model"]): r for r in prev["rows"]}
+    for r in rows:
+        key = (r["npix"], r["n_train"], r["inputs"], r["seed"], r["model"])
+        if key in index:
+            info["compared"].append({"cell": panel_column(key), "r2_now": r["r2"],
+                                     "r2_previous": index[key]["r2"]})
+    still = []
+    for cell, model in missing:
+        key = (cell.npix, cell.n_train, cell.inputs, cell.seed, model)
+        if key not in index:
+            still.append((cell, model))
+            continue
+        rows.append({**index[key], "carried_over": origin})
+        info["carried"] += 1
+        if prev_preds is not None and panel_column(key) in prev_preds:
+            panels[key] = prev_preds[panel_column(key)].to_numpy()
+    missing[:] = still
+    return info
+
+
 def cnn_training_lines(rows: list[dict], args) -> list[str]:
     """How each CNN's training ended, from its row."""
     lines = []
@@ -532,7 +609,8 @@ def missing_lines(missing, args) -> list[str]:
     for cell, models in by_cell.items():
         backup = cnn_paths(args, cell)["epochs"]
         done = len(json.loads(backup.read_text())) if backup.is_file() else 0
-        state = f" (CNN: {done} epochs done so far; running, or resumes from its backup)" \
+        state = (f" (CNN: {done} epochs done so far; still running, or resumes from its backup "
+                 f"in `{cnn_paths(args, cell)['backup']}` where that cache is kept)") \
             if "cnn" in models and done else ""
         lines.append(f"- {cell}: {', '.join(models)}{state}")
     return ["## Not measured yet", "",
@@ -630,16 +708,21 @@ def render(args, command: str) -> Path:
     cells = list(dict.fromkeys([*args.plan, *args.cells]))
     rows, panels, missing = load_cache(args, cells)
     npix0 = min(c.npix for c in cells)
-    y_test = np.asarray(load_split(args.data, npix=npix0, split="test").target, dtype=np.float64)
+    test = load_split(args.data, npix=npix0, split="test")
+    y_test = np.asarray(test.target, dtype=np.float64)
+    previous = merge_previous(args, rows, panels, missing, np.asarray(test.ids))
     rows.sort(key=lambda r: (r["npix"], r["n_train"], INPUT_SETS.index(r["inputs"]), r["seed"],
                              MODEL_ORDER.index(r["model"])))
     args.out.mkdir(parents=True, exist_ok=True)
     figs = figures(rows, panels, y_test, args.out / "figures")
     extraction = {c.npix: json.loads(p.read_text()) for c in cells
                   if (p := args.cache / f"extraction-{c.npix}px.json").is_file()}
+    write_predictions(args.out / PREDICTIONS, panels, test.ids)
     write_json(args.out / "benchmark.json", {
         "rows": rows, "missing": [{"cell": str(c), "model": m} for c, m in missing],
         "command": command, "provenance": provenance(), "gpus": gpus(),
+        "survey": {"seed": survey_seed(args.data), "n_val": args.n_val, "n_test": args.n_test},
+        "previous": previous,
         "feature_engine_version": FEATURE_ENGINE_VERSION, "feature_scale": "auto",
         "cnn": {"epoch_cap": args.epochs, "patience": args.patience},
         "feature_extraction": {str(k): v for k, v in extraction.items()}})
@@ -668,7 +751,7 @@ def render(args, command: str) -> Path:
     for r in rows:
         dl = {"image": "no", "image+dl": "yes"}[r["inputs"]]
         name = r["model"] + (f" ({r['epochs_run']} ep., best {r['best_epoch']})"
-                             if r["model"] == "cnn" else "")
+                             if r["model"] == "cnn" else "") + (" †" if "carried_over" in r else "")
         lines.append(f"| {r['npix']} | {r['n_train']:,} | {dl} | {r['seed']} | {name} | "
                      f"{r['rmse']:.3f} [{r['rmse_ci'][0]:.3f}, {r['rmse_ci'][1]:.3f}] | "
                      f"{r['r2']:.3f} [{r['r2_ci'][0]:.3f}, {r['r2_ci'][1]:.3f}] | "
@@ -677,6 +760,21 @@ def render(args, command: str) -> Path:
               "(`featuremass.io.simulate.ORACLE_COLUMNS`; no colours, dust optical depth, M/L "
               "or mass; plus distance and L_g for the D & L_g rows): roughly the floor any "
               "image-based model can reach.", ""]
+    if previous["from"]:
+        origin = previous["from"]
+        lines += [f"† carried over from an earlier run of this script on the same survey and "
+                  f"feature engine (`{origin['file']}`, {origin['date']}; command "
+                  f"`{origin['command']}`): its per-cell cache was not kept, so these "
+                  f"{previous['carried']} rows are that run's numbers, not recomputed. "
+                  "Carried-over rows without stored test predictions are left out of the "
+                  "paired comparisons below (the earlier run's report has them). From now on "
+                  f"every finished model's test predictions are kept in `{PREDICTIONS}` "
+                  "beside this report, so a later run can carry rows over with them.", ""]
+        if previous["compared"]:
+            diffs = [abs(c["r2_now"] - c["r2_previous"]) for c in previous["compared"]]
+            lines += [f"Reproducibility: {len(diffs)} rows were recomputed here and also exist "
+                      f"in that run; the largest test-R² difference between the two is "
+                      f"{max(diffs):.2g}.", ""]
     if extraction:
         lines += ["**Feature extraction** (paid once per galaxy, shared by ridge, lgbm and "
                   "hybrid; not in their time column), timed once per image size on the test "
