@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from featuremass.io.stretch import _median_mad_sorted
+from featuremass.io.stretch import _bisect, _median_mad_sorted
 
 #: Fewest sky pixels needed for a sky estimate.
 MIN_SKY_PIXELS = 50
@@ -135,8 +135,8 @@ def _clip_sorted_kernel(values, med, sigma, clip, n_iter, min_pixels, factor):
     shift = med
     lo, hi = 0, n
     for _ in range(n_iter):
-        new_lo = max(_search(values, med - clip * sigma, True), lo)
-        new_hi = min(_search(values, med + clip * sigma, False), hi)
+        new_lo = max(_bisect(values, med - clip * sigma, 0, n, True), lo)
+        new_hi = min(_bisect(values, med + clip * sigma, 0, n, False), hi)
         if new_hi - new_lo < min_pixels:
             return False, np.nan, np.nan, np.nan, max(new_hi - new_lo, 0)
         if new_lo == lo and new_hi == hi:
@@ -151,19 +151,6 @@ def _clip_sorted_kernel(values, med, sigma, clip, n_iter, min_pixels, factor):
         if not sigma > 0:
             return False, np.nan, np.nan, np.nan, hi - lo
     return True, shift + (csum[hi] - csum[lo]) / (hi - lo), med, sigma, hi - lo
-
-
-@njit(cache=True)
-def _search(values, x, right):
-    """``np.searchsorted(values, x, side="right" if right else "left")`` on sorted, finite ``values``."""
-    lo, hi = 0, values.size
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if values[mid] < x or (right and values[mid] == x):
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 def _clip_sorted_reference(values, med, sigma, clip, n_iter, min_pixels, factor):
