@@ -47,3 +47,25 @@ def survey_dir(tmp_path_factory):
         metas.append(meta)
     write_metadata(root, pd.concat(metas))
     return root
+
+
+@pytest.fixture
+def eager_keras(monkeypatch):
+    """Keras trains and predicts eagerly instead of tracing a graph first.
+
+    For tests of plumbing (scikit-learn's API checks, callbacks) that fit a
+    tiny network for one or two steps, often dozens of times: tracing the
+    training graph (the Nadam update above all) takes about 4 s a fit here,
+    running the steps eagerly well under 1 s. What they test does not depend
+    on how Keras runs a step; the network's numbers, determinism and resumed
+    training are tested in graph mode.
+    """
+    import keras
+
+    compile_ = keras.Model.compile
+
+    def compile_eagerly(self, *args, **kwargs):
+        kwargs["run_eagerly"] = True
+        return compile_(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "compile", compile_eagerly)

@@ -122,7 +122,7 @@ def test_same_seed_same_model():
 
 @pytest.mark.cnn
 @needs_tf
-def test_user_callbacks_run_alongside_early_stopping():
+def test_user_callbacks_run_alongside_early_stopping(eager_keras):
     import keras
 
     from featuremass.models.cnn import CNNRegressor
@@ -140,7 +140,7 @@ def test_user_callbacks_run_alongside_early_stopping():
 
 @pytest.mark.cnn
 @needs_tf
-def test_early_stopping_waits_patience_epochs_after_the_best(tmp_path):
+def test_early_stopping_waits_patience_epochs_after_the_best(tmp_path, eager_keras):
     from featuremass.models.cnn import CNNRegressor
 
     # Learning rate 0: the weights never change, so the validation loss of epoch 1

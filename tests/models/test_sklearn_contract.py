@@ -113,12 +113,12 @@ def test_scikit_learn_checks(estimator, check):
 
 @pytest.mark.cnn
 @parametrize_with_checks(IMAGE, legacy=False)
-def test_scikit_learn_api_checks_of_the_image_models(estimator, check):
+def test_scikit_learn_api_checks_of_the_image_models(estimator, check, eager_keras):
     check(estimator)
 
 
 @pytest.mark.cnn
-def test_image_models_take_flat_rows_clone_and_reuse_a_prefit_cnn():
+def test_image_models_take_flat_rows_clone_and_reuse_a_prefit_cnn(eager_keras):
     rng = np.random.default_rng(0)
     stamps = rng.normal(size=(24, NPIX, NPIX)).astype(np.float32)
     y = 1.0 + stamps[:, 3:5, 3:5].mean(axis=(1, 2))
