@@ -512,7 +512,8 @@ def merge_previous(args, rows: list[dict], panels: dict, missing: list, test_ids
         if key not in index:
             still.append((cell, model))
             continue
-        rows.append({**index[key], "carried_over": origin})
+        # A row the previous run had itself carried over keeps its first origin.
+        rows.append({**index[key], "carried_over": index[key].get("carried_over", origin)})
         info["carried"] += 1
         if prev_preds is not None and panel_column(key) in prev_preds:
             panels[key] = prev_preds[panel_column(key)].to_numpy()
@@ -761,11 +762,18 @@ def render(args, command: str) -> Path:
               "or mass; plus distance and L_g for the D & L_g rows): roughly the floor any "
               "image-based model can reach.", ""]
     if previous["from"]:
-        origin = previous["from"]
-        lines += [f"† carried over from an earlier run of this script on the same survey and "
-                  f"feature engine (`{origin['file']}`, {origin['date']}; command "
-                  f"`{origin['command']}`): its per-cell cache was not kept, so these "
-                  f"{previous['carried']} rows are that run's numbers, not recomputed. "
+        origins = {}
+        for r in rows:
+            if "carried_over" in r:
+                o = r["carried_over"]
+                origins.setdefault((o["file"], o["date"], o["command"]), []).append(r)
+        sources = "; ".join(
+            f"{len(rs)} rows from `{file}` ({date}; command `{command}`)"
+            for (file, date, command), rs in origins.items())
+        lines += [f"† carried over from earlier runs of this script on the same survey and "
+                  f"feature engine, read through `--previous {previous['from']['file']}`: "
+                  f"{sources}. Their per-cell cache was not kept, so these "
+                  f"{previous['carried']} rows are those runs' numbers, not recomputed. "
                   "Carried-over rows without stored test predictions are left out of the "
                   "paired comparisons below (the earlier run's report has them). From now on "
                   f"every finished model's test predictions are kept in `{PREDICTIONS}` "
