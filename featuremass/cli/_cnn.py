@@ -95,7 +95,9 @@ def _predict_images(args, model) -> Path:
     if model.extra_inputs:
         raise FeaturemassError(f"{args.model} was trained with extra inputs (distance, L_g): "
                                "predict on a --data split, which holds them")
-    source, ids = read_images(args.images, args.names, "seed-log")
+    scale = getattr(args, "restretch", None) or "seed-log"
+    hint = {"hint": "Pass --restretch auto (or the stamps' stretch)"}
+    source, ids = read_images(args.images, args.names, scale, **hint)
     shape = source.stack_shape()
     if shape[1:] != (model.npix_, model.npix_):
         raise DataError(f"{args.images} has shape {shape}; {args.model} was trained on "
@@ -104,14 +106,39 @@ def _predict_images(args, model) -> Path:
     if source.kind != "npy":  # read_images checked an HDF5 file or folder on its first rows only
         from featuremass.io.layout import check_image_stack
 
-        check_image_stack(images, args.images, "seed-log")
+        check_image_stack(images, args.images, scale, **hint)
     ids = np.arange(shape[0], dtype=np.int64) if ids is None else ids
     flag = unpredictable_stamps(images)
     pred = np.full(len(ids), np.nan)
-    if (flag == 0).any():
-        pred[flag == 0] = model.predict(np.asarray(images)[flag == 0])
+    ok = flag == 0
+    stamps, codes = _as_trained(args, images, ok)
+    if ok.any():
+        pred[ok] = model.predict(stamps)
     table = pd.DataFrame({"galaxy_id": ids, PRED_COLUMN: pred, "flag": flag})
+    if codes is not None:
+        table["stretch_code"] = codes
     return write_table(table, args.out)
+
+
+def _as_trained(args, images, ok) -> tuple[np.ndarray, np.ndarray | None]:
+    """The predictable stamps (``ok``) as the CNN was trained on them, and each stamp's input stretch.
+
+    Without ``--restretch`` the stamps as stored and no stretch codes; with it,
+    every predictable stamp inverted from its stretch and stretched the seed's way
+    (:func:`~featuremass.features.seedlog.restretch_stack`), and the input stretch
+    of every stamp (NaN for the unpredictable ones).
+    """
+    stamps = np.asarray(images)[ok]
+    kind = getattr(args, "restretch", None)
+    if kind is None:
+        return stamps, None
+    from featuremass.features.seedlog import restretch_stack
+
+    codes = np.full(len(ok), np.nan)
+    if len(stamps):
+        stamps, codes[ok] = restretch_stack(stamps, "shifted-log", kind=kind)
+    log.info("re-stretched %d stamps from %s to the seed's stretch", len(stamps), kind)
+    return stamps, codes
 
 
 def _predict(args, model, load_split) -> Path:
@@ -123,13 +150,16 @@ def _predict(args, model, load_split) -> Path:
     flag = unpredictable_stamps(ds.images)
     pred = np.full(len(ds.ids), np.nan)
     ok = flag == 0
+    stamps, codes = _as_trained(args, ds.images, ok)
     if ok.any():
         extra = _extra(ds, model.extra_inputs)
-        pred[ok] = model.predict(np.asarray(ds.images)[ok], None if extra is None else extra[ok])
+        pred[ok] = model.predict(stamps, None if extra is None else extra[ok])
     if (~ok).any():
         log.warning("%d of %d stamps are blank or hold non-finite pixels: their M/L is NaN (see 'flag')",
                     int((~ok).sum()), len(ok))
     table = pd.DataFrame({"galaxy_id": ds.ids, PRED_COLUMN: pred, "flag": flag})
+    if codes is not None:
+        table["stretch_code"] = codes
     if "L_g" in ds.metadata.columns:
         table["stellar_mass"] = pred * ds.metadata["L_g"].to_numpy(dtype=np.float64)
     return write_table(table, args.out)

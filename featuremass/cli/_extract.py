@@ -44,7 +44,7 @@ def extract_cli(args) -> None:
         _extract_cli(args, stack)
 
 
-def read_images(images, names, scale: str):
+def read_images(images, names, scale: str, **hint):
     """``(ImageSource, ids or None)`` of ``--images`` and ``--names``, checked.
 
     ``--images`` is an ``(n, ny, nx)`` .npy stack, an HDF5 file or a folder of
@@ -53,13 +53,14 @@ def read_images(images, names, scale: str):
     (HDF5 and folders are checked on their first 1000 rows, never read whole
     here), and ``--names`` must hold one integer id per image that fits int64.
     ``ids`` is None when neither ``--names`` nor the HDF5 file gives them.
+    ``hint=`` ends the message refusing a stack that is not seed-log.
     """
     from featuremass.io.layout import as_int64_ids, check_image_stack, load_npy
 
     source, ids = image_source(Path(images))
     n = source.stack_shape()[0]
     rows = load_npy(images, mmap=True) if source.kind == "npy" else source.read(0, min(n, 1000))
-    check_image_stack(rows, images, scale)
+    check_image_stack(rows, images, scale, **hint)
     if names is not None:
         values = np.asarray(load_npy(names, mmap=False))
         if values.ndim != 1 or len(values) != n or not np.issubdtype(values.dtype, np.integer):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featuremass.cli._options import IMAGES_HELP, NAMES_HELP, int_at_least
+from featuremass.cli._options import IMAGES_HELP, NAMES_HELP, SCALE_CHOICES, int_at_least
+
+#: ``cnn predict --restretch`` values: the input stamps' stretch (``--scale``'s choices).
+RESTRETCH_CHOICES = SCALE_CHOICES
 
 
 def _add_cnn(sub):
@@ -32,8 +35,14 @@ def _add_cnn(sub):
     src.add_argument("--split", default="test", choices=["train", "val", "test"],
                      help="split within --data")
     src.add_argument("--images", type=Path,
-                     help=IMAGES_HELP + ", seed-log stretched like the training stamps, npix x npix")
+                     help=IMAGES_HELP + ", seed-log stretched like the training stamps (else see --restretch), "
+                     "npix x npix")
     src.add_argument("--names", type=Path, help=NAMES_HELP)
+    pr.add_argument("--restretch", default=None, choices=RESTRETCH_CHOICES, metavar="STRETCH",
+                    help="the input stamps were stretched otherwise than the training stamps: "
+                         "invert their stretch (auto: detected per stamp; or one of "
+                         + ", ".join(RESTRETCH_CHOICES[1:]) + ") and give the CNN the seed's "
+                         "stretch, as in training (default: the stamps as stored)")
     pr.add_argument("--out", required=True, type=Path, help="output .csv or .parquet")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     pr.add_argument("--drop-invalid", action="store_true",

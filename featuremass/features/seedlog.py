@@ -28,6 +28,10 @@ the candidate inverses lazily, then the winning inverse of each stamp as
 the per-stamp NumPy expression, batched over the stamps that share it.
 Clipped skies (a pile-up at the floor), stamps with non-finite pixels and
 stamps outside [-1, 1] take the per-stamp path.
+
+:func:`restretch_stack` puts stamps of any stretch into another one (a CNN's
+training stretch): the inverse above, then
+:func:`featuremass.io.stretch.apply_stretch`.
 """
 
 from __future__ import annotations
@@ -36,13 +40,14 @@ import numpy as np
 from numba import njit
 
 from featuremass.io.stretch import (
-        _N_LEVEL_BINS,
+    _N_LEVEL_BINS,
     _RANGE_SLACK,
     CLIPPED_FLOOR_FRACTION,
     DEFAULT_SCALE_FACTOR,
     STRETCH_CODES,
     STRETCH_COLUMNS,
     STRETCHES,
+    apply_stretch,
     estimate_dynamic_range,
     inverse_seed_stretch,
     invert_stretch,
@@ -55,7 +60,7 @@ from featuremass.io.stretch_kernels import (
     _robust_sky_g,
 )
 
-__all__ = ["invert_stretch_stack", "seed_log_inverse_stack"]
+__all__ = ["invert_stretch_stack", "restretch_stack", "seed_log_inverse_stack"]
 
 #: ``stretch_code`` of each kind code of the compiled detection (its index in ``STRETCHES``).
 _KIND_CODES = np.array([STRETCH_CODES[kind] for kind in STRETCHES])
@@ -217,6 +222,54 @@ def invert_stretch_stack(stack: np.ndarray, kind: str = "auto") -> tuple[np.ndar
         meta[i] = [m[c] for c in STRETCH_COLUMNS]
         uncertain[i] = inv.uncertain
     return out, meta, uncertain
+
+
+def restretch_stack(stack: np.ndarray, to: str = "shifted-log", *, kind: str = "auto",
+                    softening: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Stamps of any stretch re-stretched into ``to``: what a model trained on ``to`` expects.
+
+    Each stamp's stretch is detected (``kind='auto'``) or taken as given, inverted
+    to linear flux (:func:`invert_stretch_stack`) and stretched again with
+    :func:`~featuremass.io.stretch.apply_stretch` (``to``, ``softening``). A stamp
+    whose stretch already is ``to`` (detected or given) passes unchanged: the round
+    trip is not exact (the inverse's parameter and sky are estimates) and would
+    only add error. The default ``to`` is the seed's stretch, which the seed-layout
+    stamps and the bundled CNN's training stamps have.
+
+    Parameters
+    ----------
+    stack : array, shape (n, ny, nx)
+        Stretched stamps (any range; each is re-normalised first).
+    to : str
+        One of :data:`~featuremass.io.stretch.STRETCHES`.
+    kind : str
+        The input stamps' stretch: ``auto`` (detected per stamp) or one of
+        :data:`~featuremass.io.stretch.SCALE_MODES`.
+    softening : float
+        ``apply_stretch``'s softening of the new stretch, in sky sigmas (the
+        seed's convention is 1).
+
+    Returns
+    -------
+    (stamps, stretch_code) : float32 array of the stack's shape, values in
+    [-1, 1]; and the input stretch of each stamp
+    (:data:`~featuremass.io.stretch.STRETCH_CODES`, NaN where it could not be
+    inverted; such a stamp is all -1, as ``apply_stretch`` maps an image
+    without finite pixels).
+    """
+    if to not in STRETCHES:
+        raise ValueError(f"unknown target stretch {to!r}; expected one of {', '.join(STRETCHES)}")
+    raw = np.asarray(stack)
+    if raw.ndim != 3:
+        raise ValueError(f"restretch_stack expects an (n, ny, nx) stack; got shape {raw.shape}")
+    linear, meta, _ = invert_stretch_stack(raw, kind)
+    codes = meta[:, STRETCH_COLUMNS.index("stretch_code")]
+    out = np.empty(raw.shape, dtype=np.float32)
+    same = codes == STRETCH_CODES[to]
+    out[same] = raw[same]
+    for i in np.flatnonzero(~same):
+        out[i] = apply_stretch(linear[i], to, softening=softening)
+    return out, codes
 
 
 def _level_bins_stack(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -239,10 +239,11 @@ SEED_LOG_LIMIT = 1.5
 
 
 def check_seed_log_range(images, path, *, limit: float = SEED_LOG_LIMIT,
-                         chunk: int = 2048) -> None:
+                         chunk: int = 2048, hint: str = "Pass --scale linear (or --scale auto)") -> None:
     """Refuse a stack declared seed-log whose finite pixels lie far outside [-1, 1].
 
-    Scanned in chunks, so a memory map is never read whole at once.
+    Scanned in chunks, so a memory map is never read whole at once. ``hint``
+    ends the message (what the caller's user can do instead).
     """
     worst = 0.0
     for start in range(0, len(images), chunk):
@@ -253,15 +254,18 @@ def check_seed_log_range(images, path, *, limit: float = SEED_LOG_LIMIT,
         if worst > limit:
             raise DataError(
                 f"{path} has pixel values up to {worst:.3g}, far outside the seed-log stretch's "
-                "[-1, 1]: these are not seed-log images. Pass --scale linear (or --scale auto)"
+                f"[-1, 1]: these are not seed-log images. {hint}"
             )
 
 
-def check_image_stack(images, path, scale: str | None = None) -> None:
-    """Refuse an image stack of a non-real dtype, or one declared seed-log that is not."""
+def check_image_stack(images, path, scale: str | None = None, **hint) -> None:
+    """Refuse an image stack of a non-real dtype, or one declared seed-log that is not.
+
+    ``hint=`` is passed to :func:`check_seed_log_range`.
+    """
     check_image_dtype(images, path)
     if scale == "seed-log":
-        check_seed_log_range(images, path)
+        check_seed_log_range(images, path, **hint)
 
 
 @dataclass

@@ -148,3 +148,49 @@ def test_lazy_maps_are_the_eager_numpy_expressions(mode):
     assert got[0] == pytest.approx(med, rel=1e-13, abs=1e-15) and got[1] == pytest.approx(sig, rel=1e-13)
     assert stretch_kernels._lower_tail_excess_kernel(u, mode, a, b) == pytest.approx(
         stretch._lower_tail_excess(eager), rel=1e-12)
+
+
+def test_restretch_gives_the_seed_stretch_of_the_same_flux():
+    """``restretch_stack`` against the forward stretch of the linear flux (the definition)."""
+    from featuremass.features.seedlog import restretch_stack
+
+    rng = np.random.default_rng(3)
+    linear = [_galaxy(rng, n=48, flux=10 ** rng.uniform(2, 3.5)) for _ in range(8)]
+    want = np.stack([stretch.apply_stretch(im, "shifted-log") for im in linear])
+
+    def given(kind):
+        return np.stack([stretch.apply_stretch(im, kind) for im in linear])
+
+    def rms(a):
+        return np.sqrt(np.mean((a - want) ** 2, axis=(1, 2)))
+
+    # Linear stamps are detected as such and re-stretched exactly (up to float32).
+    got, codes = restretch_stack(given("linear"))
+    assert (codes == stretch.STRETCH_CODES["linear"]).all()
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    # asinh, named: the inverse recovers the flux up to the fitted softening.
+    got, codes = restretch_stack(given("asinh"), kind="asinh")
+    assert (codes == stretch.STRETCH_CODES["asinh"]).all()
+    assert rms(got).max() < 0.03 < rms(given("asinh")).max()
+    # A clipped sky is imputed, so its pixels (and the log's zero point, set by the
+    # faintest pixel) are a new noise draw, and the clipped inverse's softening is
+    # biased (issue 10): closer to the seed's stretch on average (0.17 against 0.26
+    # here), not equal, and not closer for every stamp.
+    got, codes = restretch_stack(given("clipped-log"))
+    assert (codes == stretch.STRETCH_CODES["clipped-log"]).all()
+    assert rms(got).mean() < 0.75 * rms(given("clipped-log")).mean()
+    # Stamps already in the target stretch pass unchanged.
+    stored = given("shifted-log")
+    got, codes = restretch_stack(stored, kind="shifted-log")
+    np.testing.assert_array_equal(got, stored)
+    got, _ = restretch_stack(given("linear"), to="linear")
+    np.testing.assert_allclose(got, np.stack([stretch.apply_stretch(im, "linear") for im in linear]),
+                               atol=2e-6)
+    # A blank stamp and a bad pixel: no error, values in [-1, 1].
+    odd = given("asinh")[:3]
+    odd[1] = 0.2
+    odd[2, 3, 3] = np.nan
+    got, _ = restretch_stack(odd)
+    assert np.isfinite(got).all() and got.min() >= -1 and got.max() <= 1
+    with pytest.raises(ValueError, match="unknown target stretch"):
+        restretch_stack(odd, to="sqrt")

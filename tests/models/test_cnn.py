@@ -266,6 +266,25 @@ def test_cnn_predict_takes_images_like_predict(tmp_path, capsys):
     table = pd.read_csv(tmp_path / "p.csv")
     assert table["galaxy_id"].tolist() == list(range(100, 116))
     np.testing.assert_allclose(table.iloc[:, 1], model.predict(images), rtol=1e-6)
+    assert "stretch_code" not in table
+    # Linear stamps with --restretch: the CNN sees the seed's stretch of the same flux.
+    from featuremass.io.stretch import STRETCH_CODES, apply_stretch
+
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:16, :16]
+    flux = [300.0 * np.exp(-np.hypot(xx - 8, yy - 8) / rng.uniform(1.5, 3)) + rng.normal(size=(16, 16))
+            for _ in range(5)]
+    np.save(tmp_path / "linear.npy", np.stack(flux).astype(np.float32))
+    rc = main(["cnn", "predict", "--model", str(tmp_path / "cnn"), "--images",
+               str(tmp_path / "linear.npy"), "--out", str(tmp_path / "r.csv")])
+    assert rc == 2 and "Pass --restretch auto" in capsys.readouterr().err
+    rc = main(["cnn", "predict", "--model", str(tmp_path / "cnn"), "--images",
+               str(tmp_path / "linear.npy"), "--restretch", "auto", "--out", str(tmp_path / "r.csv")])
+    assert rc == 0, capsys.readouterr().err
+    table = pd.read_csv(tmp_path / "r.csv")
+    assert (table["stretch_code"] == STRETCH_CODES["linear"]).all()
+    seed_stretched = np.stack([apply_stretch(f.astype(np.float32), "shifted-log") for f in flux])
+    np.testing.assert_allclose(table["ml_pred"], model.predict(seed_stretched), rtol=1e-4)
     # A stack of another size is a user error, exit status 2.
     np.save(tmp_path / "small.npy", images[:, :8, :8])
     rc = main(["cnn", "predict", "--model", str(tmp_path / "cnn"), "--images",
