@@ -19,8 +19,11 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/featuremass demo --out demo-output
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), a test file per worker.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check featuremass tests benchmarks
