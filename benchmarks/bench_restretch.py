@@ -163,8 +163,7 @@ def main(argv=None) -> int:
 
 
 def render(out: dict, prov: str) -> str:
-    lines = ["# Re-stretching the CNN's input: `cnn predict --restretch auto`", "",
-             f"- command: `{out['command']}`", prov,
+    lines = ["# Re-stretching the CNN's input: `cnn predict --restretch auto`", "", prov,
              f"- this run took {out['seconds'] / 60:.1f} min", "",
              f"The CNN of the accuracy benchmark's cell *{out['cell']}* (see "
              "[benchmark.md](benchmark.md)), trained on the survey's own stretch "
