@@ -64,6 +64,8 @@ __all__ = ["invert_stretch_stack", "restretch_stack", "seed_log_inverse_stack"]
 
 #: ``stretch_code`` of each kind code of the compiled detection (its index in ``STRETCHES``).
 _KIND_CODES = np.array([STRETCH_CODES[kind] for kind in STRETCHES])
+#: Stamps :func:`restretch_stack` inverts at a time.
+RESTRETCH_BLOCK = 1024
 #: Pixels inverted together (as :data:`featuremass.features.fast.SUB_BATCH_PIXELS`).
 SUB_BATCH_PIXELS = 2**18
 
@@ -262,13 +264,16 @@ def restretch_stack(stack: np.ndarray, to: str = "shifted-log", *, kind: str = "
     raw = np.asarray(stack)
     if raw.ndim != 3:
         raise ValueError(f"restretch_stack expects an (n, ny, nx) stack; got shape {raw.shape}")
-    linear, meta, _ = invert_stretch_stack(raw, kind)
-    codes = meta[:, STRETCH_COLUMNS.index("stretch_code")]
     out = np.empty(raw.shape, dtype=np.float32)
-    same = codes == STRETCH_CODES[to]
-    out[same] = raw[same]
-    for i in np.flatnonzero(~same):
-        out[i] = apply_stretch(linear[i], to, softening=softening)
+    codes = np.empty(len(raw))
+    step = RESTRETCH_BLOCK
+    for start in range(0, len(raw), step):  # blocks: the float64 inverse of a whole stack is 8 bytes a pixel
+        block = raw[start:start + step]
+        linear, meta, _ = invert_stretch_stack(block, kind)
+        code = meta[:, STRETCH_COLUMNS.index("stretch_code")]
+        codes[start:start + len(block)] = code
+        for i, same in enumerate(code == STRETCH_CODES[to]):
+            out[start + i] = block[i] if same else apply_stretch(linear[i], to, softening=softening)
     return out, codes
 
 

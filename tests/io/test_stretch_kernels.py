@@ -194,3 +194,15 @@ def test_restretch_gives_the_seed_stretch_of_the_same_flux():
     assert np.isfinite(got).all() and got.min() >= -1 and got.max() <= 1
     with pytest.raises(ValueError, match="unknown target stretch"):
         restretch_stack(odd, to="sqrt")
+
+
+def test_restretch_in_blocks_is_the_same(monkeypatch):
+    from featuremass.features import seedlog
+
+    rng = np.random.default_rng(8)
+    stack = np.stack([_stamp_of_each_kind(rng, kind) for kind in stretch.STRETCHES for _ in range(2)])
+    whole, codes = seedlog.restretch_stack(stack)
+    monkeypatch.setattr(seedlog, "RESTRETCH_BLOCK", 3)
+    blocks, codes3 = seedlog.restretch_stack(stack)
+    np.testing.assert_array_equal(blocks, whole)
+    np.testing.assert_array_equal(codes3, codes)
