@@ -330,3 +330,10 @@ def test_cnn_predict_gives_blank_stamps_no_ml(tmp_path):
     assert np.isnan(pred["ml_pred"][2]) and pred["flag"][2] == int(MorphFlag.BLANK_IMAGE)
     others = pred.drop(index=2)
     assert np.isfinite(others["ml_pred"]).all() and (others["flag"] == 0).all()
+    # --restretch on a split: the blank stamp keeps no M/L and gets no stretch.
+    assert main(["cnn", "predict", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data"),
+                 "--npix", "16", "--restretch", "linear", "--out", str(tmp_path / "re.csv")]) == 0
+    again = pd.read_csv(tmp_path / "re.csv")
+    assert np.isnan(again["ml_pred"][2]) and np.isnan(again["stretch_code"][2])
+    assert np.isfinite(again["ml_pred"].drop(index=2)).all()
+    assert (again["stretch_code"].drop(index=2) == 3).all()  # linear, as named
