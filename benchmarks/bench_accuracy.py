@@ -800,6 +800,10 @@ def render(args, command: str) -> Path:
         lines += ["## Preprocessing shift", "",
                   "How each model trained on the default preprocessing survives a change of "
                   "stretch, crop and PSF on the same test galaxies: [shift.md](shift.md).", ""]
+        if (args.out / "restretch.md").is_file():
+            lines[-1:] = ["How much of a stretch shift the CNN recovers when its input is "
+                          "re-stretched to its training stretch (`cnn predict --restretch "
+                          "auto`): [restretch.md](restretch.md).", ""]
     for f in figs:
         lines.append(f"![{f.stem}](figures/{f.name})")
     lines += ["", "Run or resume the grid (finished cells are reused, an interrupted CNN "
