@@ -125,7 +125,7 @@ def main(argv=None) -> int:
 
         _extract_all(REPO, [_extract_argv(f, n, s, table("new", f, n, s)) for f, n, s in jobs])
         if args.old_tables is None:
-            old_tree = Path(tmp) / "old"
+            old_tree = Path(tmp) / "old-tree"  # not "old": removing the worktree would take the tables
             subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old_tree), args.old],
                            check=True, capture_output=True)
             try:
@@ -153,8 +153,11 @@ def main(argv=None) -> int:
              "| survey | npix | scale | rows | columns | largest relative difference | other differences | same |",
              "|---|---|---|---|---|---|---|---|", *rows, "",
              f"**{'Every table agrees.' if all_ok else 'Some tables differ.'}**", ""]
+    from featuremass.io.layout import atomic_output
+
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / args.name).write_text("\n".join(lines))
+    with atomic_output(args.out / args.name) as tmp_path:
+        tmp_path.write_text("\n".join(lines))
     print(f"wrote {args.out / args.name}")
     return 0 if all_ok else 1
 
