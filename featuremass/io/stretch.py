@@ -588,6 +588,13 @@ _RANGE_SLACK = 1e-3
 CLIPPED_FLOOR_FRACTION = 0.03
 _N_LEVEL_BINS = 16
 _MIN_BIN_PIXELS = 15
+#: Residuals below this (in units of the stamp's [0, 1] range) are rounding, not
+#: noise: a float32 stamp in [-1, 1] rounds each pixel by <= 3e-8 of that range, so
+#: the 3 x 3 residual (kernel weights summing to 16 in absolute value) by <= 5e-7.
+#: They arise where the stamp was resampled (upsampled): within one input pixel a
+#: bilinear interpolant has no curvature, and the residual is rounding alone, which
+#: shrinks with the level as float spacing does and would read as a log stretch.
+RESIDUAL_FLOOR = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -681,7 +688,7 @@ def _level_bins(u: np.ndarray, valid: np.ndarray):
 
 @njit(cache=True)
 def _residual_levels(u, valid):
-    """``log|r|`` and the 3 x 3 mean level of every interior pixel whose 3 x 3 is ``valid`` and ``r != 0``.
+    """``log|r|`` and the 3 x 3 mean level of every interior pixel whose 3 x 3 is ``valid`` and ``|r| >= RESIDUAL_FLOOR``.
 
     ``r`` is ``d2/dx2 d2/dy2``, the 3 x 3 kernel ``[[1, -2, 1], [-2, 4, -2],
     [1, -2, 1]]``, in row-major order of the centre pixel.
@@ -703,7 +710,7 @@ def _residual_levels(u, valid):
             b = u[i - 1, j] - 2.0 * u[i, j] + u[i + 1, j]
             c = u[i - 1, j + 1] - 2.0 * u[i, j + 1] + u[i + 1, j + 1]
             r = a - 2.0 * b + c
-            if r == 0:
+            if abs(r) < RESIDUAL_FLOOR:
                 continue
             t = ((u[i - 1, j - 1] + u[i, j - 1] + u[i + 1, j - 1]) + (u[i - 1, j] + u[i, j] + u[i + 1, j])
                  + (u[i - 1, j + 1] + u[i, j + 1] + u[i + 1, j + 1]))

@@ -283,6 +283,19 @@ def test_auto_on_linear_flux_outside_minus_one_one_is_linear():
     assert _affine_residual(inv.image, obs, np.ones(obs.shape, bool)) < 1e-9
 
 
+def test_auto_on_upsampled_linear_stamps_is_linear():
+    # A crop enlarged 4x with bilinear interpolation has no curvature inside each
+    # input pixel: the 3 x 3 residual there is float32 rounding, which shrinks with
+    # the level and once read as a log stretch (3 of these 8 stamps before the floor).
+    from scipy import ndimage
+
+    kinds = []
+    for index in range(8):
+        big = ndimage.zoom(_render_noisy(40 + index, npix=18) * 25.0, 4, order=1)
+        kinds.append(invert_stretch(apply_stretch(big, "linear")).kind)
+    assert kinds == ["linear"] * 8, kinds
+
+
 # Detection on galaxies nobody tuned on: 8 GalSim galaxies per noise kind, softening
 # one sky sigma (the seed convention) and three. shifted-log and asinh differ only
 # below the sky noise when the softening is several sigmas, so their floor is lower.
