@@ -1133,7 +1133,7 @@ def _invert_clipped(u, finite, floor, floor_fraction) -> Inversion:
 _SKY_MASK_SMOOTH, _SKY_MASK_NSIGMA, _SKY_MASK_MIN_PIXELS, _SKY_MASK_GROW = 1.5, 2.0, 10, 4
 
 
-def _masked_sky_fit(x, floor, finite, mu, sigma, seed, *, rounds: int = 2) -> tuple[float, float]:
+def _masked_sky_fit(x, floor, finite, mu, sigma, seed, *, rounds: int = 2, tol: float = 0.02) -> tuple[float, float]:
     """The censored sky fit again, on the pixels away from the sources.
 
     The first fit (:func:`censored_sky` on the whole stamp) sees the galaxy's
@@ -1143,10 +1143,13 @@ def _masked_sky_fit(x, floor, finite, mu, sigma, seed, *, rounds: int = 2) -> tu
     smoothness, the outer profile) followed. Here the floor is imputed from that
     fit, the sources are the pixels of the smoothed stamp above 2 sigmas of its
     noise (groups of 10 px or more, grown by 4 px), and the censored fit is
-    redone on the rest with the wider window ``width = 2``; twice. Measured on
-    200 stamps of that simulation with the true ``R``: sigma within +2%
-    (scatter 0.09), sky level unbiased. Falls back to the first fit where too
-    little sky survives the mask.
+    redone on the rest with the wider window ``width = 2``; twice (more rounds
+    grow the mask and shrink the sky it leaves: the sigma of the inverse
+    scattered more, 0.18 against 0.14 in ln, on that simulation). Measured on
+    200 stamps of it with the true ``R``: sigma within +2% (scatter 0.09), sky
+    level unbiased; on GalSim galaxies covering 65-80% of the stamp the level
+    stays high by 0.17 sigma (median; tests/io/test_stretch.py). Falls back to
+    the first fit where too little sky survives the mask.
     """
     from scipy import ndimage
 
@@ -1167,7 +1170,10 @@ def _masked_sky_fit(x, floor, finite, mu, sigma, seed, *, rounds: int = 2) -> tu
         m, s = censored_sky(x[sky], 0.0, start=(mu, sigma), n_iter=3, width=2.0)
         if not (np.isfinite(m) and np.isfinite(s) and s > 0):
             break
+        converged = abs(m - mu) < tol * s and abs(s - sigma) < tol * s
         mu, sigma = m, s
+        if converged:
+            break
     return mu, sigma
 
 
