@@ -86,9 +86,9 @@ def varied_pair(index: int, npix: int = 69) -> tuple[np.ndarray, np.ndarray]:
 
 
 def detection(n: int) -> pd.DataFrame:
-    from featuremass.io.stretch import STRETCHES, apply_stretch, invert_stretch
-
     from scipy import ndimage
+
+    from featuremass.io.stretch import STRETCHES, apply_stretch, invert_stretch
 
     rows = []
     kinds = {
