@@ -7,7 +7,8 @@ Every number in the report is computed here::
 writes ``reports/stretch.md``. Four measurements:
 
 1. *Detection accuracy* per stretch on GalSim Sérsic galaxies (an independent
-   renderer) with white and with correlated noise, softening 1 and 3 sky sigmas.
+   renderer) with white and with correlated noise, and on 23 px stamps enlarged
+   3x (bilinear, stretched after the resize), softening 1 and 3 sky sigmas.
 2. *Cross-stretch rank agreement*: the same GalSim galaxies (Sérsic n 0.6-5,
    knots on half of them) under each stretch, measured with ``scale="auto"``;
    Spearman correlation of every default model input against the linear-flux
@@ -85,15 +86,23 @@ def varied_pair(index: int, npix: int = 69) -> tuple[np.ndarray, np.ndarray]:
 
 
 def detection(n: int) -> pd.DataFrame:
+    from scipy import ndimage
+
     from featuremass.io.stretch import STRETCHES, apply_stretch, invert_stretch
 
     rows = []
-    for correlated in (False, True):
-        stamps = [sersic_stamp(i, correlated=correlated) for i in range(n)]
+    kinds = {
+        "white": lambda i: sersic_stamp(i, correlated=False),
+        "correlated": lambda i: sersic_stamp(i, correlated=True),
+        # a 23 px crop enlarged to 69 px (bilinear), as the seed's resizing does to small galaxies
+        "white, upsampled 3x": lambda i: ndimage.zoom(sersic_stamp(i, correlated=False, npix=23), 3, order=1),
+    }
+    for noise, make in kinds.items():
+        stamps = [make(i) for i in range(n)]
         for kind in STRETCHES:
             for softening in (1.0, 3.0):
                 found = [invert_stretch(apply_stretch(s, kind, softening=softening)).kind for s in stamps]
-                rows.append({"stretch": kind, "noise": "correlated" if correlated else "white",
+                rows.append({"stretch": kind, "noise": noise,
                              "softening": softening, "n": n,
                              "accuracy": float(np.mean([f == kind for f in found])),
                              "detected as": ", ".join(f"{k} {found.count(k)}" for k in STRETCHES if found.count(k))})
@@ -269,11 +278,17 @@ def main(argv=None) -> int:
     fast = fast_tier(linear)
     use = usable(linear)
 
-    lines = ["# `--scale auto`: stretch detection, invariance, cost, usable rows", "", provenance_md, "",
+    import subprocess
+
+    from featuremass._version import FEATURE_ENGINE_VERSION
+
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.strip() or "unknown"
+    lines = ["# `--scale auto`: stretch detection, invariance, cost, usable rows", "", provenance_md,
+             f"- checkout: `{rev}`, feature engine {FEATURE_ENGINE_VERSION}", "",
              f"Total run time {time.perf_counter() - t_start:.0f} s. The simulated stamps are featuremass's "
              f"survey (test split, seed {args.seed}, {len(linear)} galaxies at 69 px), linear flux stretched "
-             "here with `apply_stretch` (softening one sky sigma). Measured on the fm-stretch2 branch "
-             "(sky, segmentation and Petrosian code of fm-prep, merged from main).", ""]
+             "here with `apply_stretch` (softening one sky sigma).", ""]
     lines += ["## 1. Detection accuracy (GalSim Sérsic galaxies)", "",
               markdown(det, index=False, digits=2), ""]
     summary = agree.agg(["min", "median"]).T

@@ -7,5 +7,6 @@ __version__ = "0.1.0"
 #: evaluate refuse a table measured by a different engine than the model's.
 #: Bump it whenever a change can alter a feature value. 1 was featuremass
 #: 0.1.0 at 84bb0c8; 2 adds the auto stretch detection, the censored-sky and
-#: Petrosian changes of this release.
-FEATURE_ENGINE_VERSION = 2
+#: Petrosian changes of this release; 3 drops float rounding from the residuals
+#: that detect the stretch (upsampled linear stamps were read as log stretches).
+FEATURE_ENGINE_VERSION = 3

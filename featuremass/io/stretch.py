@@ -588,6 +588,13 @@ _RANGE_SLACK = 1e-3
 CLIPPED_FLOOR_FRACTION = 0.03
 _N_LEVEL_BINS = 16
 _MIN_BIN_PIXELS = 15
+#: Residuals below this (in units of the stamp's [0, 1] range) are rounding, not
+#: noise: a float32 stamp in [-1, 1] rounds each pixel by <= 3e-8 of that range, so
+#: the 3 x 3 residual (kernel weights summing to 16 in absolute value) by <= 5e-7.
+#: They arise where the stamp was resampled (upsampled): within one input pixel a
+#: bilinear interpolant has no curvature, and the residual is rounding alone, which
+#: shrinks with the level as float spacing does and would read as a log stretch.
+RESIDUAL_FLOOR = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -681,7 +688,7 @@ def _level_bins(u: np.ndarray, valid: np.ndarray):
 
 @njit(cache=True)
 def _residual_levels(u, valid):
-    """``log|r|`` and the 3 x 3 mean level of every interior pixel whose 3 x 3 is ``valid`` and ``r != 0``.
+    """``log|r|`` and the 3 x 3 mean level of every interior pixel whose 3 x 3 is ``valid`` and ``|r| >= RESIDUAL_FLOOR``.
 
     ``r`` is ``d2/dx2 d2/dy2``, the 3 x 3 kernel ``[[1, -2, 1], [-2, 4, -2],
     [1, -2, 1]]``, in row-major order of the centre pixel.
@@ -703,7 +710,7 @@ def _residual_levels(u, valid):
             b = u[i - 1, j] - 2.0 * u[i, j] + u[i + 1, j]
             c = u[i - 1, j + 1] - 2.0 * u[i, j + 1] + u[i + 1, j + 1]
             r = a - 2.0 * b + c
-            if r == 0:
+            if abs(r) < RESIDUAL_FLOOR:
                 continue
             t = ((u[i - 1, j - 1] + u[i, j - 1] + u[i + 1, j - 1]) + (u[i - 1, j] + u[i, j] + u[i + 1, j])
                  + (u[i - 1, j + 1] + u[i, j + 1] + u[i + 1, j + 1]))
@@ -1112,10 +1119,62 @@ def _invert_clipped(u, finite, floor, floor_fraction) -> Inversion:
     if not (np.isfinite(sigma) and sigma > 0):
         out = _to_sky_units(x, finite)
         return Inversion(out, "clipped-log", R, floor_fraction, True)
-    x[floor] = _impute_floor(x, floor, finite, mu, sigma, np.random.default_rng(_content_seed(u)))
+    seed = _content_seed(u)
+    mu, sigma = _masked_sky_fit(x, floor, finite, mu, sigma, seed)
+    x[floor] = _impute_floor(x, floor, finite, mu, sigma, np.random.default_rng(seed))
     out = (x - mu) / sigma
     out[~finite] = np.nan
     return Inversion(out, "clipped-log", R, floor_fraction, uncertain)
+
+
+#: Sources for :func:`_masked_sky_fit`: the stamp smoothed by a Gaussian of this
+#: sigma (px), above this many sigmas of the smoothed sky, in groups of at least
+#: this many pixels, grown by this many pixels.
+_SKY_MASK_SMOOTH, _SKY_MASK_NSIGMA, _SKY_MASK_MIN_PIXELS, _SKY_MASK_GROW = 1.5, 2.0, 10, 4
+
+
+def _masked_sky_fit(x, floor, finite, mu, sigma, seed, *, rounds: int = 2, tol: float = 0.02) -> tuple[float, float]:
+    """The censored sky fit again, on the pixels away from the sources.
+
+    The first fit (:func:`censored_sky` on the whole stamp) sees the galaxy's
+    outskirts among the values just above the floor: on featuremass's
+    clipped-log simulation it put the sky 0.5 sigma high and its sigma 31% high
+    (scatter 0.33 in ln sigma), and every noise-sensitive feature (asymmetry,
+    smoothness, the outer profile) followed. Here the floor is imputed from that
+    fit, the sources are the pixels of the smoothed stamp above 2 sigmas of its
+    noise (groups of 10 px or more, grown by 4 px), and the censored fit is
+    redone on the rest with the wider window ``width = 2``; twice (more rounds
+    grow the mask and shrink the sky it leaves: the sigma of the inverse
+    scattered more, 0.18 against 0.14 in ln, on that simulation). Measured on
+    200 stamps of it with the true ``R``: sigma within +2% (scatter 0.09), sky
+    level unbiased; on GalSim galaxies covering 65-80% of the stamp the level
+    stays high by 0.17 sigma (median; tests/io/test_stretch.py). Falls back to
+    the first fit where too little sky survives the mask.
+    """
+    from scipy import ndimage
+
+    for _ in range(rounds):
+        first = np.where(finite, x, mu)
+        first[floor] = truncated_normal_below(np.random.default_rng(seed), mu, sigma, 0.0, int(floor.sum()))
+        smooth = ndimage.gaussian_filter(first, _SKY_MASK_SMOOTH, mode="nearest")
+        noise = sigma / (2.0 * math.sqrt(math.pi) * _SKY_MASK_SMOOTH)  # white noise through that kernel
+        labels, n = ndimage.label(smooth > mu + _SKY_MASK_NSIGMA * noise)
+        sources = np.zeros(x.shape, dtype=bool)
+        if n:
+            big = np.bincount(labels.ravel()) >= _SKY_MASK_MIN_PIXELS
+            big[0] = False
+            sources = ndimage.binary_dilation(big[labels], iterations=_SKY_MASK_GROW)
+        sky = finite & ~sources
+        if sky.sum() < 100:
+            break
+        m, s = censored_sky(x[sky], 0.0, start=(mu, sigma), n_iter=3, width=2.0)
+        if not (np.isfinite(m) and np.isfinite(s) and s > 0):
+            break
+        converged = abs(m - mu) < tol * s and abs(s - sigma) < tol * s
+        mu, sigma = m, s
+        if converged:
+            break
+    return mu, sigma
 
 
 def _clipped_candle(values: np.ndarray, R0: float, *, clip: float = 3.0) -> float:
@@ -1248,13 +1307,14 @@ def censored_sky(
     n_iter: int = 2,
     start: tuple[float, float] | None = None,
     tol: float = 1e-3,
+    width: float = 1.0,
 ) -> tuple[float, float]:
     """Mean and sigma of a Gaussian sky whose values below ``floor`` were clipped to it.
 
     Pixels at (or below) ``floor`` are left-censored: only their number is
     known. The galaxy adds light above the sky and takes an unknown share of
-    the stamp, so the fit keeps only the values below ``T = mu + sigma``
-    (sky-dominated) and maximises the likelihood of a Gaussian *truncated*
+    the stamp, so the fit keeps only the values below ``T = mu + width sigma``
+    (at least ``floor + width sigma``; sky-dominated) and maximises the likelihood of a Gaussian *truncated*
     at ``T`` and censored at ``floor`` (Cohen 1959, Technometrics 1, 217;
     Helsel 2005, *Nondetects and Data Analysis*, ch. 5): the censored count
     has probability ``Phi(a) / Phi(b)`` and the surviving values, binned, a
@@ -1263,7 +1323,9 @@ def censored_sky(
     number of sky pixels from the likelihood. ``T`` follows the fit for
     ``n_iter`` rounds, from ``start`` or from a regression on order
     statistics of the lowest surviving ranks; ``tol`` is the simplex
-    tolerance (in sky sigmas and in ln sigma).
+    tolerance (in sky sigmas and in ln sigma). ``width`` 1 suits values that
+    still hold the galaxy; with the sources masked (:func:`_masked_sky_fit`)
+    a wider window (2) keeps more sky and halves the scatter of ``sigma``.
 
     It works whatever fraction of the sky sits at the floor: with no value
     censored it is the sigma-clipped :func:`robust_sky`.
@@ -1279,11 +1341,11 @@ def censored_sky(
         return setup
     above, n_cens, mu, sigma = setup
     mu, sigma = _censored_fit_kernel(np.ascontiguousarray(above), n_cens, float(floor), float(mu),
-                                     float(sigma), int(n_iter), float(tol))
+                                     float(sigma), int(n_iter), float(tol), float(width))
     return float(mu), float(sigma)
 
 
-def _censored_sky_py(values, floor, *, n_iter=2, start=None, tol=1e-3):
+def _censored_sky_py(values, floor, *, n_iter=2, start=None, tol=1e-3, width=1.0):
     """NumPy/SciPy reference of :func:`censored_sky` (histogram + Nelder-Mead of SciPy)."""
     from scipy import special
 
@@ -1293,7 +1355,7 @@ def _censored_sky_py(values, floor, *, n_iter=2, start=None, tol=1e-3):
     above, n_cens, mu, sigma = setup
     nan = float("nan")
     for _ in range(n_iter):
-        top = max(mu + sigma, floor + sigma)
+        top = max(mu + width * sigma, floor + width * sigma)
         n_top = int(np.searchsorted(above, top, side="right"))
         if n_top < 20:
             return nan, nan
@@ -1404,10 +1466,10 @@ def _sort_simplex(sim, fsim):
 
 
 @njit(cache=True)
-def _censored_fit_kernel(above, n_cens, floor, mu, sigma, n_iter, tol):
+def _censored_fit_kernel(above, n_cens, floor, mu, sigma, n_iter, tol, width):
     """The rounds of :func:`censored_sky` on the sorted uncensored values ``above``."""
     for _ in range(n_iter):
-        top = max(mu + sigma, floor + sigma)
+        top = max(mu + width * sigma, floor + width * sigma)
         n_top = _bisect(above, top, 0, above.size, True)
         if n_top < 20:
             return np.nan, np.nan

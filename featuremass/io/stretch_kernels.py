@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 # stretch imports this module inside functions only, so this is no import cycle.
-from featuremass.io.stretch import _asinh_spread_min, _weighted_line
+from featuremass.io.stretch import RESIDUAL_FLOOR, _asinh_spread_min, _weighted_line
 
 _LN10 = math.log(10.0)
 #: ``scipy.optimize.brentq``'s default relative tolerance (4 machine epsilons) and iteration cap.
@@ -510,7 +510,7 @@ def _level_bins_rows(u, levels, meds, counts):
                 bb = u[k, i - 1, j] - 2.0 * u[k, i, j] + u[k, i + 1, j]
                 c = u[k, i - 1, j + 1] - 2.0 * u[k, i, j + 1] + u[k, i + 1, j + 1]
                 r = a - 2.0 * bb + c
-                if r == 0:
+                if abs(r) < RESIDUAL_FLOOR:
                     continue
                 t = ((u[k, i - 1, j - 1] + u[k, i, j - 1] + u[k, i + 1, j - 1])
                      + (u[k, i - 1, j] + u[k, i, j] + u[k, i + 1, j])

@@ -95,20 +95,24 @@ TARGET = 0.95
 #:   galaxies hardly more than the noise moves them; the same galaxies under a
 #:   fresh noise realisation agree only to 0.60-0.70 (benchmarks/bench_stretch.py,
 #:   section 2b). Our imputation over three other seeds: min 0.83-0.85, 6-7
-#:   columns under 0.95. The stamp-seeded draw of this test is a poorer one:
-#:   smoothness 0.910, multimode 0.879, prof_mu_1p0 0.764, prof_mu_2p0 0.869,
-#:   prof_slope_outer 0.875, prof_slope_inner 0.930, gini_m20_merger 0.940,
-#:   prof_mu_0p25 0.946.
+#:   columns under 0.95. The stamp-seeded draw of this test is a poorer one.
+#:   Since the censored sky is refitted away from the sources
+#:   (``io.stretch._masked_sky_fit``): prof_mu_1p0 0.718 (was 0.764),
+#:   prof_mu_2p0 0.866, prof_slope_outer 0.871, smoothness 0.898 (0.910),
+#:   gini_m20_merger 0.935, prof_slope_inner 0.935, multimode 0.949 (0.879),
+#:   prof_mu_0p25 now above 0.95. On 160 other galaxies of this population
+#:   the refit lifted the worst clipped-log column from 0.836 to 0.881
+#:   (prof_mu_1p0) and left 5 columns under 0.95 instead of 7; smoothness
+#:   went from 0.921 to 0.896 there.
 SHORTFALL = {
     ("asinh", "smoothness"): 0.86,
-    ("clipped-log", "smoothness"): 0.88,
-    ("clipped-log", "multimode"): 0.85,
-    ("clipped-log", "prof_mu_1p0"): 0.73,
+    ("clipped-log", "smoothness"): 0.87,
+    ("clipped-log", "multimode"): 0.92,
+    ("clipped-log", "prof_mu_1p0"): 0.69,
     ("clipped-log", "prof_mu_2p0"): 0.84,
     ("clipped-log", "prof_slope_outer"): 0.84,
     ("clipped-log", "prof_slope_inner"): 0.90,
     ("clipped-log", "gini_m20_merger"): 0.91,
-    ("clipped-log", "prof_mu_0p25"): 0.91,
 }
 
 
