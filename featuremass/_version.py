@@ -8,5 +8,6 @@ __version__ = "0.1.0"
 #: Bump it whenever a change can alter a feature value. 1 was featuremass
 #: 0.1.0 at 84bb0c8; 2 adds the auto stretch detection, the censored-sky and
 #: Petrosian changes of this release; 3 drops float rounding from the residuals
-#: that detect the stretch (upsampled linear stamps were read as log stretches).
+#: that detect the stretch (upsampled linear stamps were read as log stretches)
+#: and fits the censored sky of a clipped-log stamp again away from its sources.
 FEATURE_ENGINE_VERSION = 3

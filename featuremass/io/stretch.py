@@ -1325,7 +1325,8 @@ def censored_sky(
     statistics of the lowest surviving ranks; ``tol`` is the simplex
     tolerance (in sky sigmas and in ln sigma). ``width`` 1 suits values that
     still hold the galaxy; with the sources masked (:func:`_masked_sky_fit`)
-    a wider window (2) keeps more sky and halves the scatter of ``sigma``.
+    a wider window (2) keeps more sky: the scatter of ``sigma`` fell from 0.13
+    to 0.09 in ln on featuremass's clipped-log simulation.
 
     It works whatever fraction of the sky sits at the floor: with no value
     censored it is the sigma-clipped :func:`robust_sky`.
