@@ -43,6 +43,7 @@ of ``s``; :func:`inverse_seed_stretch` solves for the ``R`` that makes this so
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -1133,6 +1134,14 @@ def _invert_clipped(u, finite, floor, floor_fraction) -> Inversion:
 _SKY_MASK_SMOOTH, _SKY_MASK_NSIGMA, _SKY_MASK_MIN_PIXELS, _SKY_MASK_GROW = 1.5, 2.0, 10, 4
 
 
+@functools.cache
+def _grow_structure() -> np.ndarray:
+    """The diamond of radius ``_SKY_MASK_GROW``: one dilation by it is ``_SKY_MASK_GROW`` by the 3 x 3 cross."""
+    from scipy import ndimage
+
+    return ndimage.iterate_structure(ndimage.generate_binary_structure(2, 1), _SKY_MASK_GROW)
+
+
 def _masked_sky_fit(x, floor, finite, mu, sigma, seed, *, rounds: int = 2, tol: float = 0.02) -> tuple[float, float]:
     """The censored sky fit again, on the pixels away from the sources.
 
@@ -1163,7 +1172,7 @@ def _masked_sky_fit(x, floor, finite, mu, sigma, seed, *, rounds: int = 2, tol: 
         if n:
             big = np.bincount(labels.ravel()) >= _SKY_MASK_MIN_PIXELS
             big[0] = False
-            sources = ndimage.binary_dilation(big[labels], iterations=_SKY_MASK_GROW)
+            sources = ndimage.binary_dilation(big[labels], structure=_grow_structure())
         sky = finite & ~sources
         if sky.sum() < 100:
             break

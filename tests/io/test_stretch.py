@@ -446,3 +446,15 @@ def test_compiled_bounded_minimiser_matches_scipy():
         ref = optimize.minimize_scalar(_asinh_spread, bounds=bounds, method="bounded", args=(dl, meds, w),
                                        options={"xatol": 1e-3}).x
         assert _asinh_spread_min(*bounds, 1e-3, dl, meds, w) == pytest.approx(ref, abs=1e-12)
+
+
+def test_one_diamond_dilation_grows_the_sky_mask_as_four_cross_dilations():
+    from scipy import ndimage
+
+    from featuremass.io.stretch import _SKY_MASK_GROW, _grow_structure
+
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        mask = rng.random((69, 69)) < rng.uniform(0.001, 0.2)
+        np.testing.assert_array_equal(ndimage.binary_dilation(mask, structure=_grow_structure()),
+                                      ndimage.binary_dilation(mask, iterations=_SKY_MASK_GROW))
