@@ -171,10 +171,11 @@ _CLI = "import sys; from featuremass.cli import main; sys.exit(main(sys.argv[1:]
 
 
 def extract(checkout: Path, images: Path, names: Path, scale: str, out: Path, jobs: int,
-            stats: dict | None = None) -> pd.DataFrame:
+            stats: dict | None = None, extra_args: tuple[str, ...] = ()) -> pd.DataFrame:
     """Feature table of a stamp stack by that engine's ``featuremass extract`` (cached at ``out``).
 
-    ``stats`` collects how many tables were cached and the seconds each took when extracted
+    ``extra_args`` are more ``extract`` options (``--feature-set fast``, ``--psf-table F``);
+    the caller names ``out`` after them. ``stats`` collects how many tables were cached and the seconds each took when extracted
     (kept beside the table), so the report can say what a cold run costs.
     """
     timing = out.with_suffix(".seconds.json")
@@ -184,7 +185,7 @@ def extract(checkout: Path, images: Path, names: Path, scale: str, out: Path, jo
         t0 = time.perf_counter()
         env = dict(os.environ, PYTHONPATH=str(checkout))
         cmd = [sys.executable, "-c", _CLI, "extract", "--images", str(images), "--names", str(names),
-               "--scale", scale, "--out", str(out), "-j", str(jobs), "--chunk-size", "250"]
+               "--scale", scale, "--out", str(out), "-j", str(jobs), "--chunk-size", "250", *extra_args]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=checkout)
         if res.returncode != 0:
             raise SystemExit(f"extraction failed ({' '.join(cmd[3:])}):\n{res.stderr[-3000:]}")

@@ -9,5 +9,7 @@ __version__ = "0.1.0"
 #: 0.1.0 at 84bb0c8; 2 adds the auto stretch detection, the censored-sky and
 #: Petrosian changes of this release; 3 drops float rounding from the residuals
 #: that detect the stretch (upsampled linear stamps were read as log stretches)
-#: and fits the censored sky of a clipped-log stamp again away from its sources.
-FEATURE_ENGINE_VERSION = 3
+#: and fits the censored sky of a clipped-log stamp again away from its sources;
+#: 4 leaves significant secondary peaks too faint to deblend (faint companions
+#: bridged to the galaxy) out of its segment, which pulled the centroid.
+FEATURE_ENGINE_VERSION = 4

@@ -22,7 +22,13 @@ image to its local maximum (a watershed by steepest ascent), and a basin
 other than the central one is split off and masked when its peak rises
 ``deblend_nsigma`` noise sigmas above its saddle with the rest and the flux
 above the saddle is at least ``deblend_contrast`` of the central basin's,
-in the spirit of SExtractor's multi-threshold deblending contrast.
+in the spirit of SExtractor's multi-threshold deblending contrast. A basin
+whose peak is significant (``deblend_nsigma`` above its saddle) but too faint
+to deblend is left out of the central segment without being masked: on
+crowded fields (the skimage HDF) faint companions joined to the galaxy by
+its low-surface-brightness wings made nearly half of one segment
+and pulled its centroid 6 px off the galaxy. Basins of noise bumps stay in
+the segment.
 """
 
 from __future__ import annotations
@@ -281,6 +287,7 @@ def segment_central_source(
     basins, peaks = ascent_labels(sub_smooth, sub_fp)
     main = basins[seed[0] - sl[0].start, seed[1] - sl[1].start]
     secondary = np.zeros(sub_fp.shape, dtype=bool)
+    faint = np.zeros(sub_fp.shape, dtype=bool)
     n_blended = 0
     blend_ratio = 0.0
     if peaks.size > 1:
@@ -297,14 +304,18 @@ def segment_central_source(
             if b == main:
                 continue
             e = excess[b - 1]
-            if prominence[b - 1] > deblend_nsigma * sigma_s and e >= deblend_contrast * main_flux:
+            if prominence[b - 1] <= deblend_nsigma * sigma_s:
+                continue  # a noise bump: the galaxy's
+            if e >= deblend_contrast * main_flux:
                 secondary |= basins == b
                 n_blended += 1
                 basin_flux = float(np.sum(np.where(basins == b, sub_smooth, 0.0)))
                 blend_ratio = max(blend_ratio, basin_flux / main_flux if main_flux > 0 else np.inf)
+            else:
+                faint |= basins == b
     segmap = footprint.copy()
-    if n_blended:
-        segmap[sl] &= ~secondary
+    if n_blended or faint.any():
+        segmap[sl] &= ~(secondary | faint)
         # Keep only the part connected to the central peak.
         segmap = component8(segmap, seed[0], seed[1])
     neighbours = others.copy()

@@ -32,3 +32,26 @@ def test_ascent_labels_two_peaks():
     labels, peaks = ascent_labels(img, img > 1e-6)
     assert peaks.size == 2
     assert labels[34, 20] != labels[34, 48]
+
+
+def _exponential(x0, y0, h, amp, n=69):
+    y, x = np.mgrid[:n, :n]
+    return amp * np.exp(-np.hypot(x - x0, y - y0) / h)
+
+
+def test_faint_companion_in_the_wings_is_left_out_unmasked():
+    # An exponential disk (h = 4 px, peak 200 sigma) whose 2-sigma smoothed isophote
+    # reaches r ~ 23 px, and a compact companion 17 px away holding ~1.5 % of the
+    # disk's flux: one footprint, a significant secondary peak, below the 2 % contrast.
+    n, sigma = 69, 1.0
+    disk = _exponential(34, 34, 4.0, 200.0)
+    comp = _gauss(48, 44, 1.2, 33.0)
+    assert 0.01 < comp.sum() / disk.sum() < 0.02
+    for seed in range(3):
+        img = disk + comp + np.random.default_rng(seed).normal(0, sigma, (n, n))
+        src = segment_central_source(img, sigma)
+        assert src.found and src.n_blended == 0
+        assert src.segmap[34, 34]
+        assert not src.segmap[44, 48] and not src.neighbour_mask[44, 48]
+        # the disk's own wings on the far side stay in the segment
+        assert src.segmap[34, 34 - 12] and src.segmap[34 - 12, 34]
