@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 #: Petrosian changes of this release; 3 drops float rounding from the residuals
 #: that detect the stretch (upsampled linear stamps were read as log stretches)
 #: and fits the censored sky of a clipped-log stamp again away from its sources;
-#: 4 leaves significant secondary peaks too faint to deblend (faint companions
-#: bridged to the galaxy) out of its segment, which pulled the centroid.
+#: 4 leaves significant secondary peaks too faint to deblend and joined to the
+#: galaxy only through its wings (faint companions) out of its segment: they
+#: pulled its centroid.
 FEATURE_ENGINE_VERSION = 4

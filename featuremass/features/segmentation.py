@@ -24,11 +24,12 @@ other than the central one is split off and masked when its peak rises
 above the saddle is at least ``deblend_contrast`` of the central basin's,
 in the spirit of SExtractor's multi-threshold deblending contrast. A basin
 whose peak is significant (``deblend_nsigma`` above its saddle) but too faint
-to deblend is left out of the central segment without being masked: on
-crowded fields (the skimage HDF) faint companions joined to the galaxy by
-its low-surface-brightness wings made nearly half of one segment
-and pulled its centroid 6 px off the galaxy. Basins of noise bumps stay in
-the segment.
+to deblend, and whose saddle lies below ``FAINT_PEAK_SADDLE`` (half) of the
+central peak, is a faint source joined to the galaxy through its wings: it is
+left out of the central segment without being masked. On crowded fields (the
+skimage HDF) such companions made nearly half of one segment and pulled its
+centroid 6 px off the galaxy. Basins of noise bumps, and faint peaks joined
+high up (arms, knots near the core), stay in the segment.
 """
 
 from __future__ import annotations
@@ -188,6 +189,14 @@ class CentralSource:
         return bool(s[0].any() or s[-1].any() or s[:, 0].any() or s[:, -1].any())
 
 
+#: A significant secondary peak too faint to deblend whose saddle with the rest
+#: of the detection lies below this fraction of the central peak (smoothed image)
+#: is a separate faint source joined through the galaxy's wings: it is left out
+#: of the segment (module docstring). Above it, the peak is the galaxy's own
+#: structure (an arm, a knot near the core).
+FAINT_PEAK_SADDLE = 0.5
+
+
 def segment_central_source(
     image: np.ndarray,
     sky_sigma: float,
@@ -311,8 +320,8 @@ def segment_central_source(
                 n_blended += 1
                 basin_flux = float(np.sum(np.where(basins == b, sub_smooth, 0.0)))
                 blend_ratio = max(blend_ratio, basin_flux / main_flux if main_flux > 0 else np.inf)
-            else:
-                faint |= basins == b
+            elif saddle[b - 1] < FAINT_PEAK_SADDLE * peak_vals[main - 1]:
+                faint |= basins == b  # joined to the galaxy only through its wings
     segmap = footprint.copy()
     if n_blended or faint.any():
         segmap[sl] &= ~(secondary | faint)

@@ -55,3 +55,17 @@ def test_faint_companion_in_the_wings_is_left_out_unmasked():
         assert not src.segmap[44, 48] and not src.neighbour_mask[44, 48]
         # the disk's own wings on the far side stay in the segment
         assert src.segmap[34, 34 - 12] and src.segmap[34 - 12, 34]
+
+
+def test_faint_knot_joined_near_the_core_stays_in_the_segment():
+    # The same disk with a compact knot 4 px from the centre: a significant peak of the
+    # smoothed image (~40 sigma above its saddle) with little flux above that saddle, and
+    # the saddle ~0.9 of the central peak, so it is the galaxy's structure.
+    n, sigma = 69, 1.0
+    disk = _exponential(34, 34, 4.0, 200.0)
+    knot = _gauss(38, 34, 0.8, 200.0)
+    for seed in range(3):
+        img = disk + knot + np.random.default_rng(seed).normal(0, sigma, (n, n))
+        src = segment_central_source(img, sigma)
+        assert src.found and src.n_blended == 0
+        assert src.segmap[34, 34] and src.segmap[34, 38] and not src.neighbour_mask[34, 38]
