@@ -287,6 +287,10 @@ class PreparedSource:
         Bits set so far; a serious bit means nothing more can be measured.
     detection_sigma : float
         Noise of the detection image (the stamp smoothed by a 1 px Gaussian).
+    faint_peaks : ndarray of bool or None
+        Faint sources left out of ``segmap`` unmasked
+        (:attr:`~featuremass.features.segmentation.CentralSource.faint_peaks`);
+        they count for ``CONTAMINATED`` as the segment's own light would.
     """
 
     data: np.ndarray | None
@@ -302,6 +306,7 @@ class PreparedSource:
     blend_flux_ratio: float
     flag: int
     detection_sigma: float = float("nan")
+    faint_peaks: np.ndarray | None = None
 
 
 def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) -> PreparedSource:
@@ -375,6 +380,7 @@ def prepare_source(image, *, config: MorphologyConfig | None = None, mask=None) 
         data, float(level), float(bg.sigma), float(bg.level), seg.segmap, total_mask, bad,
         seg.neighbour_mask, seg.n_masked_neighbours, seg.n_blended, seg.blend_flux_ratio, int(flag),
         float(noise_s) if noise_s is not None and np.isfinite(noise_s) else float(bg.sigma / (2.0 * np.sqrt(np.pi))),
+        seg.faint_peaks,
     )
 
 
@@ -739,7 +745,9 @@ def _blended_neighbour(prep: PreparedSource, center, rpetro: float) -> bool:
     ny, nx = smooth.shape
     yy, xx = np.ogrid[:ny, :nx]
     near = (xx - center[0]) ** 2 + (yy - center[1]) ** 2 <= (2.0 * rpetro) ** 2
-    return asymmetric_excess(smooth, center, prep.segmap & near, prep.detection_sigma, mask=prep.mask) > 0
+    # faint sources left out of the segment are light near the galaxy all the same
+    region = prep.segmap if prep.faint_peaks is None else prep.segmap | prep.faint_peaks
+    return asymmetric_excess(smooth, center, region & near, prep.detection_sigma, mask=prep.mask) > 0
 
 
 def _mask_near(mask: np.ndarray, center, radius: float) -> bool:

@@ -172,6 +172,9 @@ class CentralSource:
         basin's (0 if none).
     found : bool
         Whether a central source was found.
+    faint_peaks : ndarray of bool or None
+        Basins of faint sources joined through the galaxy's wings, left out of
+        ``segmap`` and not masked (module docstring); None when there are none.
     """
 
     segmap: np.ndarray
@@ -181,6 +184,7 @@ class CentralSource:
     n_blended: int
     blend_flux_ratio: float
     found: bool
+    faint_peaks: np.ndarray | None = None
 
     @property
     def touches_edge(self) -> bool:
@@ -323,7 +327,11 @@ def segment_central_source(
             elif saddle[b - 1] < FAINT_PEAK_SADDLE * peak_vals[main - 1]:
                 faint |= basins == b  # joined to the galaxy only through its wings
     segmap = footprint.copy()
-    if n_blended or faint.any():
+    faint_peaks = None
+    if faint.any():
+        faint_peaks = np.zeros(img.shape, dtype=bool)
+        faint_peaks[sl] = faint
+    if n_blended or faint_peaks is not None:
         segmap[sl] &= ~(secondary | faint)
         # Keep only the part connected to the central peak.
         segmap = component8(segmap, seed[0], seed[1])
@@ -340,6 +348,7 @@ def segment_central_source(
         n_blended,
         blend_ratio,
         True,
+        faint_peaks,
     )
 
 

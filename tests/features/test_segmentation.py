@@ -69,3 +69,17 @@ def test_faint_knot_joined_near_the_core_stays_in_the_segment():
         src = segment_central_source(img, sigma)
         assert src.found and src.n_blended == 0
         assert src.segmap[34, 34] and src.segmap[34, 38] and not src.neighbour_mask[34, 38]
+
+
+def test_faint_companion_left_out_still_flags_contamination():
+    from featuremass.features.flags import MorphFlag
+    from featuremass.features.measure import measure_galaxy
+
+    n = 69
+    disk = _exponential(34, 34, 4.0, 200.0)
+    comp = _gauss(48, 44, 1.2, 33.0)
+    rng = np.random.default_rng(5)
+    with_comp = measure_galaxy(disk + comp + rng.normal(0, 1.0, (n, n)))
+    alone = measure_galaxy(disk + rng.normal(0, 1.0, (n, n)))
+    assert with_comp["flag"] & MorphFlag.CONTAMINATED
+    assert not alone["flag"] & MorphFlag.CONTAMINATED
