@@ -33,6 +33,7 @@ Writes ``reports/holdout_limits.md`` and ``.json``::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -125,7 +126,7 @@ def run(args) -> dict:
     is_test = st["is_test"]
     images = np.load(st["images"], mmap_mode="r")
     _, key = B.engine_id(REPO)
-    ids_key = __import__("hashlib").blake2b(np.asarray(st["ids"], np.int64).tobytes(), digest_size=6).hexdigest()
+    ids_key = hashlib.blake2b(np.asarray(st["ids"], np.int64).tobytes(), digest_size=6).hexdigest()
     tables_dir = args.work / "tables" / key
     gbm_cache = args.work / "gbm"
     stats = {"cached": 0, "extracted": 0, "seconds": 0.0}
